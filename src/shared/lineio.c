@@ -445,6 +445,7 @@ static bool limits_valid(const LineIoLimits *l) {
 
 int lineio_new(sd_event *event, int fd, const LineIoLimits *limits, LineIoHandler handler,
                void *userdata, LineIo **ret) {
+        const LineIoLimits defaults = LINEIO_LIMITS_DEFAULT;
         LineIo *io;
         int r;
 
@@ -455,7 +456,7 @@ int lineio_new(sd_event *event, int fd, const LineIoLimits *limits, LineIoHandle
         if (fd < 0)
                 return -EBADF;
         if (!limits)
-                limits = &LINEIO_LIMITS_DEFAULT;
+                limits = &defaults;
         if (!limits_valid(limits))
                 return -EINVAL;
 

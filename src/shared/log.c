@@ -2,7 +2,6 @@
 /* Logging: the journal with structured fields, or E-MailRelay's text lines on stderr and a log
  * file, plus syslog; one process-wide state behind a mutex. */
 
-#define _GNU_SOURCE 1 /* program_invocation_short_name */
 /* CODE_FILE= would always name this file, which tells nobody anything. */
 #define SD_JOURNAL_SUPPRESS_LOCATION 1
 

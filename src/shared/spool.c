@@ -201,11 +201,29 @@ int spool_message_write_envelope(SpoolMessage *m, const Envelope *e) {
         return 0;
 }
 
+/* Sync a file by name, not through the fd we wrote it with: a server filter may have replaced
+ * it by renaming a new file over it (E-MailRelay's own SpamAssassin recipe does), and then it
+ * is the new inode that must reach the disk. */
+static int sync_by_name(int dir_fd, const char *name) {
+        _cleanup_close_ int fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return negative_errno();
+        if (fdatasync(fd) < 0)
+                return negative_errno();
+        return 0;
+}
+
 int spool_message_sync(SpoolMessage *m) {
-        if (fdatasync(m->content_fd) < 0)
-                return negative_errno();
-        if (m->envelope_fd >= 0 && fdatasync(m->envelope_fd) < 0)
-                return negative_errno();
+        g_autofree char *content = file_name(m->id, ".content");
+        int r = sync_by_name(m->spool->dir_fd, content);
+        if (r < 0)
+                return r;
+        if (m->envelope_fd >= 0) {
+                g_autofree char *envelope = file_name(m->id, ".envelope.new");
+                r = sync_by_name(m->spool->dir_fd, envelope);
+                if (r < 0)
+                        return r;
+        }
         return 0;
 }
 

@@ -63,7 +63,8 @@ int spool_message_content_fd(const SpoolMessage *m);
 int spool_message_write(SpoolMessage *m, const void *buf, size_t len);
 /* Write <id>.envelope.new (O_EXCL) from e. May be called once. */
 int spool_message_write_envelope(SpoolMessage *m, const Envelope *e);
-/* fdatasync content and envelope. Thread-safe with respect to other messages. */
+/* fdatasync content and envelope, opened by name so that a file a filter renamed into place is
+ * the one synced. Thread-safe with respect to other messages. */
 int spool_message_sync(SpoolMessage *m);
 /* rename .envelope.new -> .envelope. After this, freeing the message no longer deletes it. */
 int spool_message_commit(SpoolMessage *m);

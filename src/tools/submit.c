@@ -23,7 +23,7 @@
 #define HEADER_MAX (1024u * 1024u)
 
 static const OptionDef submit_options[] = {
-        { "spool-dir", 's', OPTION_ARG_REQUIRED, "<dir>", PROG_SUBMIT, false, false, false, N_("Spool directory (default " SPOOLDIR ")") },
+        { "spool-dir", 's', OPTION_ARG_REQUIRED, "<dir>", PROG_SUBMIT, false, false, false, N_("Spool directory (default: the configured spool)") },
         { "from", 'f', OPTION_ARG_REQUIRED, "<address>", PROG_SUBMIT, false, false, false, N_("Envelope sender (default: from the From: or Sender: header, else \"anonymous\")") },
         { "to", 0, OPTION_ARG_REQUIRED, "<address>", PROG_SUBMIT, true, false, false, N_("Envelope recipient; may repeat; trailing arguments are recipients too") },
         { "input-file", 'x', OPTION_ARG_REQUIRED, "<file>", PROG_SUBMIT, false, false, false, N_("Read the message from a file instead of stdin") },
@@ -364,7 +364,22 @@ static int read_input(const Options *o, GString **ret) {
         int fd = STDIN_FILENO;
         _cleanup_close_ int file_fd = -EBADF;
         if (file) {
+                /* Installed setgid: the caller's file is opened with the caller's own group, or
+                 * any user could read what only the spool's group may (other people's mail). */
+                gid_t egid = getegid();
+                if (egid != getgid() && setegid(getgid()) < 0) {
+                        int r = negative_errno();
+                        log_error(_("cannot drop the group privilege: %s"), g_strerror(-r));
+                        return r;
+                }
                 file_fd = open(file, O_RDONLY | O_CLOEXEC);
+                int saved = errno;
+                if (egid != getgid() && setegid(egid) < 0) {
+                        int r = negative_errno();
+                        log_error(_("cannot restore the group privilege: %s"), g_strerror(-r));
+                        return r;
+                }
+                errno = saved;
                 if (file_fd < 0) {
                         int r = negative_errno();
                         log_error(_("cannot read the message: %s"), g_strerror(-r));
@@ -426,7 +441,17 @@ static int run(Options *op, int argc, char **argv) {
                 return EXIT_SUCCESS;
         }
 
+        /* Setgid, the group's privilege is for a spool only: a setgid directory of that group,
+         * as the installed spool is. Anywhere else, run with the caller's own rights. */
         const char *spool_dir = options_get_default(op, "spool-dir", SPOOLDIR);
+        if (getegid() != getgid()) {
+                struct stat st;
+                if ((stat(spool_dir, &st) < 0 || st.st_gid != getegid() || !(st.st_mode & S_ISGID) ||
+                     !S_ISDIR(st.st_mode)) && setgid(getgid()) < 0) {
+                        log_error(_("cannot drop the group privilege: %s"), g_strerror(errno));
+                        return EXIT_FAILURE;
+                }
+        }
         r = spool_open(spool_dir, &spool);
         if (r < 0) {
                 log_error(_("cannot open the spool directory %s: %s"), spool_dir, g_strerror(-r));

@@ -3,13 +3,19 @@
 and a unittest runner whose exit status meson reads."""
 
 import os
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
+import time
 import unittest
 
 BUILD_ROOT = os.environ.get("EMAILRELAY_BUILD_ROOT", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
 
 PROGRAM_DIRS = {
     "emailrelay-submit": "src/tools",
+    "emailrelay-smtpd": "src/smtpd",
 }
 
 
@@ -54,6 +60,114 @@ def spool_messages(spool, states=("envelope", "envelope.bad", "envelope.busy", "
                 out.append(SpoolMessage(spool, name[: -len(state) - 1], state))
                 break
     return out
+
+
+def listening_socket(host="127.0.0.1"):
+    """A listening TCP socket on a free port, as systemd's .socket unit would hand over."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.bind((host, 0))
+    s.listen(128)
+    return s
+
+
+class Daemon:
+    """A program started with sockets passed by LISTEN_FDS (fd 3 on), exactly as systemd does:
+    LISTEN_PID is the daemon's own pid (the shell's, kept by exec)."""
+
+    def __init__(self, argv, sockets=(), names=(), env=None):
+        self.sockets = list(sockets)
+        self.log = tempfile.TemporaryFile()
+        fds = [s.fileno() for s in self.sockets]
+
+        def move_fds():
+            # Move the passed sockets to 3, 4, ... without clobbering each other.
+            tmp = [os.dup(fd) for fd in fds]
+            for i, fd in enumerate(tmp):
+                os.dup2(fd, 3 + i)
+                os.close(fd)
+
+        e = dict(os.environ)
+        e.update(env or {})
+        if self.sockets:
+            e["LISTEN_FDS"] = str(len(self.sockets))
+            e["LISTEN_FDNAMES"] = ":".join(names or ["smtp"] * len(self.sockets))
+            argv = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"'] + list(argv)
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=e, preexec_fn=move_fds if self.sockets else None,
+                                     pass_fds=tuple(range(3, 3 + len(self.sockets))))
+        self.port = self.sockets[0].getsockname()[1] if self.sockets else None
+
+    def output(self):
+        self.log.seek(0)
+        return self.log.read().decode("utf-8", "replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("daemon did not stop within %ds after signal %d:\n%s" % (timeout, sig, self.output()))
+        finally:
+            for s in self.sockets:
+                s.close()
+
+
+class SmtpClient:
+    """A raw SMTP client: exact bytes out, exact reply lines back."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=20):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buf = b""
+
+    def send(self, data):
+        self.sock.sendall(data if isinstance(data, bytes) else data.encode())
+
+    def line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed; buffered: %r" % self.buf)
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line.decode("utf-8", "replace")
+
+    def reply(self):
+        """One whole (possibly multi-line) reply, as a list of lines."""
+        lines = [self.line()]
+        while len(lines[-1]) >= 4 and lines[-1][3] == "-":
+            lines.append(self.line())
+        return lines
+
+    def cmd(self, text):
+        self.send(text + "\r\n")
+        return self.reply()
+
+    def closed(self):
+        """True when the server has closed the connection (after any buffered data)."""
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except (ConnectionResetError, socket.timeout):
+            return False
+
+    def close(self):
+        self.sock.close()
+
+
+def wait_for(predicate, timeout=20, interval=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
 
 
 def main():

@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Tests for the log: the exact text lines on stderr and in --log-file, journal detection. */
 
-#define _GNU_SOURCE 1 /* program_invocation_short_name */
 #define SD_JOURNAL_SUPPRESS_LOCATION 1
 
 #include <errno.h>

@@ -1,0 +1,1412 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* The filter runner: parses --filter specs into chains and runs them on an sd-event loop, one
+ * filter at a time, each with its own timeout. */
+
+#include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <glib.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "filter.h"
+#include "macro.h"
+
+#define USEC_PER_MSEC UINT64_C(1000)
+#define USEC_PER_SEC UINT64_C(1000000)
+
+/* Program output: what we keep, and how much of that is searched for <<response>> lines. The
+ * rest is read and thrown away, so that a chatty filter never blocks on a full pipe. */
+#define OUTPUT_MAX (64U * 1024U)
+#define OUTPUT_SCAN_MAX 4096U
+/* A net: reply is one line. */
+#define NET_REPLY_MAX 4096U
+/* spamd's reply to CHECK is a few header lines; to PROCESS it is the message again, grown by
+ * the report headers (or by a whole report with the original attached). */
+#define SPAM_CHECK_REPLY_MAX (64U * 1024U)
+#define SPAM_PROCESS_REPLY_EXTRA (1024U * 1024U)
+#define SPAM_HEADER_MAX (64U * 1024U)
+#define IO_CHUNK (64U * 1024U)
+/* Reads or writes per wakeup: a busy filter must not starve the other sessions on the loop. */
+#define IO_BURST 16U
+#define SLEEP_MAX_MS (24U * 3600U * 1000U)
+#define DEFAULT_PATH "/usr/local/bin:/usr/bin:/bin"
+
+typedef enum FilterKind {
+        FILTER_KIND_EXIT,
+        FILTER_KIND_SLEEP,
+        FILTER_KIND_PROGRAM,
+        FILTER_KIND_NET,
+        FILTER_KIND_SPAM,
+        FILTER_KIND_SPAM_EDIT,
+        _FILTER_KIND_MAX,
+} FilterKind;
+
+typedef union SockaddrUnion {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+        struct sockaddr_un un;
+} SockaddrUnion;
+
+typedef struct Filter {
+        FilterKind kind;
+        char *spec;              /* as written, to name the filter in failure reasons */
+        int exit_code;           /* exit: */
+        uint64_t sleep_usec;     /* sleepms: */
+        char **argv;             /* program: the words, the first made absolute */
+        SockaddrUnion address;   /* net:, spam:, spam-edit: */
+        socklen_t address_len;
+} Filter;
+
+struct FilterChain {
+        unsigned n_ref;          /* the owner's reference plus one per run in flight */
+        FilterSide side;
+        Filter *filters;
+        size_t n_filters;
+        char **envp;             /* for programs: PATH and IFS only */
+        bool has_programs;
+};
+
+typedef enum SocketState {
+        SOCKET_CONNECTING,
+        SOCKET_SENDING,
+        SOCKET_RECEIVING,
+} SocketState;
+
+struct FilterRun {
+        FilterChain *chain;
+        sd_event *event;
+        char *content_path;
+        char *envelope_path;
+        uint64_t timeout_usec;              /* per filter; 0 for none */
+        FilterDoneCallback callback;
+        void *userdata;
+        bool in_callback;
+
+        size_t index;                       /* the filter running */
+        bool rescan;                        /* ORed over the filters run so far */
+        bool stop_scanning;
+
+        sd_event_source *defer_source;      /* starts the chain; completes exit:N */
+        sd_event_source *timer_source;      /* the timeout */
+        sd_event_source *sleep_source;      /* sleepms: */
+
+        /* A program. */
+        pid_t pid;
+        bool exited;
+        int exit_code;
+        sd_event_source *child_source;
+        int stdout_fd;
+        sd_event_source *stdout_source;
+        char *output;
+        size_t output_len, output_size;
+
+        /* A net:, spam: or spam-edit: connection. */
+        int sock_fd;
+        sd_event_source *sock_source;
+        SocketState sock_state;
+        char *out;                          /* what is being sent */
+        size_t out_len, out_sent, out_size;
+        int content_fd;                     /* spam: the content, streamed after the header */
+        uint64_t content_left;
+        char *in;                           /* the reply so far */
+        size_t in_len, in_size, in_max;
+};
+
+static const char *const unsupported_kinds[] = { "deliver:", "split:", "mx:", "copy:", "msgid:" };
+
+static void filter_done(Filter *f) {
+        g_free(f->spec);
+        g_strfreev(f->argv);
+        *f = (Filter){};
+}
+
+static void filter_donep(Filter *f) {
+        filter_done(f);
+}
+
+FilterChain *filter_chain_free(FilterChain *chain) {
+        if (!chain)
+                return NULL;
+
+        /* Runs in flight hold references, so that the owner may drop the chain (say on a
+         * configuration reload) without waiting for them. */
+        assert(chain->n_ref > 0);
+        if (--chain->n_ref > 0)
+                return NULL;
+
+        for (size_t i = 0; i < chain->n_filters; i++)
+                filter_done(&chain->filters[i]);
+        g_free(chain->filters);
+        g_strfreev(chain->envp);
+        g_free(chain);
+        return NULL;
+}
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(FilterChain *, filter_chain_free);
+
+bool filter_chain_is_empty(const FilterChain *chain) {
+        return !chain || chain->n_filters == 0;
+}
+
+static int parse_error(char **ret_error, const char *format, ...) _printf_(2, 3);
+static int parse_error(char **ret_error, const char *format, ...) {
+        va_list ap;
+
+        if (ret_error) {
+                va_start(ap, format);
+                *ret_error = g_strdup_vprintf(format, ap);
+                va_end(ap);
+        }
+        return -EINVAL;
+}
+
+/* Plain decimal only: no sign, no white space, no base prefix. */
+static int parse_uint(const char *s, unsigned max, unsigned *ret) {
+        unsigned long v;
+        char *end;
+
+        if (!g_ascii_isdigit(*s))
+                return -EINVAL;
+        errno = 0;
+        v = strtoul(s, &end, 10);
+        if (errno != 0 || *end != '\0' || v > max)
+                return -ERANGE;
+        *ret = (unsigned) v;
+        return 0;
+}
+
+/* Only numeric addresses: a name would need a resolver, and a blocking one has no place in a
+ * daemon's loop. */
+static int parse_address(const char *s, SockaddrUnion *ret, socklen_t *ret_len, const char **ret_error) {
+        static const char numeric_error[] = "filter address must be numeric or a unix socket path";
+        SockaddrUnion a = {};
+        g_autofree char *host = NULL;
+        const char *port;
+        unsigned p;
+
+        if (isempty(s)) {
+                *ret_error = "missing address";
+                return -EINVAL;
+        }
+
+        if (s[0] == '/') {
+                size_t n = strlen(s);
+
+                if (n >= sizeof(a.un.sun_path)) {
+                        *ret_error = "unix socket path too long";
+                        return -EINVAL;
+                }
+                a.un.sun_family = AF_UNIX;
+                memcpy(a.un.sun_path, s, n);
+                *ret = a;
+                *ret_len = (socklen_t) (offsetof(struct sockaddr_un, sun_path) + n + 1);
+                return 0;
+        }
+
+        if (s[0] == '[') {
+                const char *e = strchr(s, ']');
+
+                if (!e) {
+                        *ret_error = numeric_error;
+                        return -EINVAL;
+                }
+                if (e[1] != ':') {
+                        *ret_error = "missing port";
+                        return -EINVAL;
+                }
+                host = g_strndup(s + 1, e - s - 1);
+                port = e + 2;
+        } else {
+                /* The last colon, so that an unbracketed IPv6 address works too. */
+                const char *c = strrchr(s, ':');
+
+                if (!c) {
+                        struct in_addr probe;
+
+                        *ret_error = inet_pton(AF_INET, s, &probe) == 1 ? "missing port" : numeric_error;
+                        return -EINVAL;
+                }
+                host = g_strndup(s, c - s);
+                port = c + 1;
+        }
+
+        if (inet_pton(AF_INET, host, &a.in.sin_addr) == 1) {
+                a.in.sin_family = AF_INET;
+                *ret_len = sizeof(a.in);
+        } else if (inet_pton(AF_INET6, host, &a.in6.sin6_addr) == 1) {
+                a.in6.sin6_family = AF_INET6;
+                *ret_len = sizeof(a.in6);
+        } else {
+                *ret_error = numeric_error;
+                return -EINVAL;
+        }
+
+        if (parse_uint(port, 65535, &p) < 0 || p == 0) {
+                *ret_error = isempty(port) ? "missing port" : "invalid port";
+                return -EINVAL;
+        }
+        if (a.sa.sa_family == AF_INET)
+                a.in.sin_port = htons((uint16_t) p);
+        else
+                a.in6.sin6_port = htons((uint16_t) p);
+
+        *ret = a;
+        return 0;
+}
+
+/* E-MailRelay splits a program spec on white space, with no quoting, so that
+ * "/usr/bin/spamassassin -e" works; a relative program is taken from the startup directory. */
+static int parse_program(const char *spec, const char *command, char **cwd, Filter *f, char **ret_error) {
+        g_autoptr(GPtrArray) words = g_ptr_array_new_with_free_func(g_free);
+
+        for (const char *p = command;;) {
+                size_t n;
+
+                p += strspn(p, " \t");
+                if (!*p)
+                        break;
+                n = strcspn(p, " \t");
+                g_ptr_array_add(words, g_strndup(p, n));
+                p += n;
+        }
+        if (words->len == 0)
+                return parse_error(ret_error, "invalid filter \"%s\": missing program", spec);
+
+        if (((char *) words->pdata[0])[0] != '/') {
+                char *absolute;
+
+                if (!*cwd) {
+                        *cwd = getcwd(NULL, 0);
+                        if (!*cwd)
+                                return negative_errno();
+                }
+                absolute = g_build_filename(*cwd, (char *) words->pdata[0], NULL);
+                g_free(words->pdata[0]);
+                words->pdata[0] = absolute;
+        }
+
+        g_ptr_array_add(words, NULL);
+        g_ptr_array_set_free_func(words, NULL);
+        f->kind = FILTER_KIND_PROGRAM;
+        f->argv = (char **) g_ptr_array_free(g_steal_pointer(&words), FALSE);
+        return 0;
+}
+
+/* One element of a chain, already trimmed. */
+static int parse_one(const char *spec, char **cwd, Filter *ret, char **ret_error) {
+        _cleanup_(filter_donep) Filter f = {};
+        const char *arg, *error = NULL;
+        unsigned n;
+        int r;
+
+        for (size_t i = 0; i < ELEMENTSOF(unsupported_kinds); i++)
+                if (g_str_has_prefix(spec, unsupported_kinds[i]))
+                        return parse_error(ret_error, "filter \"%s\" is not supported yet", unsupported_kinds[i]);
+
+        f.spec = g_strdup(spec);
+
+        if ((arg = g_str_has_prefix(spec, "exit:") ? spec + 5 : NULL)) {
+                if (parse_uint(arg, 255, &n) < 0)
+                        return parse_error(ret_error, "invalid filter \"%s\": exit code must be a number from 0 to 255",
+                                           spec);
+                f.kind = FILTER_KIND_EXIT;
+                f.exit_code = (int) n;
+
+        } else if ((arg = g_str_has_prefix(spec, "sleepms:") ? spec + 8 : NULL)) {
+                if (parse_uint(arg, SLEEP_MAX_MS, &n) < 0)
+                        return parse_error(ret_error, "invalid filter \"%s\": invalid number of milliseconds", spec);
+                f.kind = FILTER_KIND_SLEEP;
+                f.sleep_usec = n * USEC_PER_MSEC;
+
+        } else if ((arg = g_str_has_prefix(spec, "net:") ? spec + 4 : NULL) ||
+                   (arg = g_str_has_prefix(spec, "spam:") ? spec + 5 : NULL) ||
+                   (arg = g_str_has_prefix(spec, "spam-edit:") ? spec + 10 : NULL)) {
+                f.kind = spec[0] == 'n' ? FILTER_KIND_NET : spec[4] == ':' ? FILTER_KIND_SPAM : FILTER_KIND_SPAM_EDIT;
+                if (parse_address(arg, &f.address, &f.address_len, &error) < 0)
+                        return parse_error(ret_error, "invalid filter \"%s\": %s", spec, error);
+
+        } else {
+                r = parse_program(spec, g_str_has_prefix(spec, "file:") ? spec + 5 : spec, cwd, &f, ret_error);
+                if (r < 0)
+                        return r;
+        }
+
+        *ret = f;
+        f = (Filter){};
+        return 0;
+}
+
+static bool is_blank(const char *s) {
+        return s[strspn(s, " \t\r\n")] == '\0';
+}
+
+int filter_chain_parse(const char *const *specs, size_t n_specs, FilterSide side, FilterChain **ret,
+                       char **ret_error) {
+        _cleanup_(filter_chain_freep) FilterChain *chain = NULL;
+        _cleanup_free_ char *cwd = NULL;
+        const char *path;
+        size_t n_max = 0;
+        int r;
+
+        assert(specs || n_specs == 0);
+        assert(side >= 0 && side < _FILTER_SIDE_MAX);
+        assert(ret);
+
+        /* Elements are at most the commas plus one per spec. */
+        for (size_t i = 0; i < n_specs; i++)
+                if (specs[i]) {
+                        n_max++;
+                        for (const char *p = specs[i]; (p = strchr(p, ',')); p++)
+                                n_max++;
+                }
+
+        chain = g_new0(FilterChain, 1);
+        chain->n_ref = 1;
+        chain->side = side;
+        chain->filters = g_new0(Filter, n_max);
+
+        for (size_t i = 0; i < n_specs; i++) {
+                g_auto(GStrv) elements = NULL;
+
+                /* An empty option is "exit:0", which changes nothing in a chain. */
+                if (!specs[i] || is_blank(specs[i]))
+                        continue;
+
+                elements = g_strsplit(specs[i], ",", -1);
+                for (char **e = elements; *e; e++) {
+                        g_strstrip(*e);
+                        if (**e == '\0')
+                                return parse_error(ret_error, "invalid filter \"%s\": empty filter in the chain",
+                                                   specs[i]);
+
+                        assert(chain->n_filters < n_max);
+                        r = parse_one(*e, &cwd, &chain->filters[chain->n_filters], ret_error);
+                        if (r < 0)
+                                return r;
+                        if (chain->filters[chain->n_filters].kind == FILTER_KIND_PROGRAM)
+                                chain->has_programs = true;
+                        chain->n_filters++;
+                }
+        }
+
+        /* Taken now rather than at each run: the daemon's environment does not change. */
+        path = getenv("PATH");
+        chain->envp = g_new0(char *, 3);
+        chain->envp[0] = g_strconcat("PATH=", isempty(path) ? DEFAULT_PATH : path, NULL);
+        chain->envp[1] = g_strdup("IFS= \t\n");
+
+        *ret = TAKE_PTR(chain);
+        return 0;
+}
+
+void filter_outcome_done(FilterOutcome *o) {
+        if (!o)
+                return;
+        g_free(o->response);
+        g_free(o->reason);
+        o->response = o->reason = NULL;
+}
+
+/* Both texts end up in SMTP replies and in envelope lines: no control characters but tab. */
+static char *sanitize(char *s) {
+        if (s)
+                for (char *p = s; *p; p++)
+                        if (((unsigned char) *p < 0x20 && *p != '\t') || *p == 0x7f)
+                                *p = ' ';
+        return s;
+}
+
+/* "550 go away" gives 550 and leaves "go away". Only 4xx and 5xx count (and 100 where abandon
+ * is meant), followed by a space, a tab or the end, which is removed with the code. */
+static int take_reply_code(char *s, bool allow_100) {
+        int code;
+
+        if (!s || !g_ascii_isdigit(s[0]) || !g_ascii_isdigit(s[1]) || !g_ascii_isdigit(s[2]))
+                return 0;
+        if (s[3] != '\0' && s[3] != ' ' && s[3] != '\t')
+                return 0;
+        code = (s[0] - '0') * 100 + (s[1] - '0') * 10 + (s[2] - '0');
+        if (!(code >= 400 && code <= 599) && !(allow_100 && code == 100))
+                return 0;
+        memmove(s, s + 3 + (s[3] != '\0'), strlen(s + 3 + (s[3] != '\0')) + 1);
+        return code;
+}
+
+/* Fill response, reason and smtp_code from the texts a filter gave (both taken over, either
+ * may be NULL). The default reason is the response as the filter wrote it, code included. */
+static void outcome_set_texts(FilterOutcome *o, char *response, char *reason) {
+        g_autofree char *as_written = NULL;
+
+        sanitize(response);
+        sanitize(reason);
+
+        if (response) {
+                as_written = g_strdup(response);
+                o->smtp_code = take_reply_code(response, false);
+                if (*response == '\0')
+                        g_clear_pointer(&response, g_free);
+        }
+        if (!response && o->result == FILTER_FAIL)
+                response = g_strdup("rejected");
+
+        if (isempty(reason)) {
+                g_free(reason);
+                reason = !isempty(as_written) ? g_steal_pointer(&as_written) : g_strdup(response);
+        }
+
+        o->response = response;
+        o->reason = reason;
+}
+
+/* The text between the markers of a "<<...>>" or "[[...]]" line, or NULL for any other line. */
+static char *marked_text(const char *line, size_t len) {
+        const char *close, *end;
+
+        if (len < 4)
+                return NULL;
+        if (memcmp(line, "<<", 2) == 0)
+                close = ">>";
+        else if (memcmp(line, "[[", 2) == 0)
+                close = "]]";
+        else
+                return NULL;
+
+        end = memmem(line + 2, len - 2, close, 2);
+        if (!end)
+                return NULL;
+        return g_strndup(line + 2, end - line - 2);
+}
+
+void filter_outcome_from_exit(FilterSide side, int exit_code, const char *output, size_t output_len,
+                              FilterOutcome *ret) {
+        FilterOutcome o = { .exit_code = exit_code, .result = FILTER_FAIL };
+        char *kept[2] = {};
+        size_t n_kept = 0;
+        const char *p, *end;
+
+        assert(side >= 0 && side < _FILTER_SIDE_MAX);
+        assert(output || output_len == 0);
+        assert(ret);
+
+        if (exit_code == 0 || exit_code == 101)
+                o.result = FILTER_OK;
+        else if (exit_code == 100)
+                o.result = FILTER_ABANDON;
+        else if (side == FILTER_SERVER)
+                switch (exit_code) {
+                case 102:
+                        o.result = FILTER_ABANDON;
+                        o.rescan = true;
+                        break;
+                case 103:
+                        o.result = FILTER_OK;
+                        o.rescan = true;
+                        break;
+                case 104:
+                        o.rescan = true;
+                        break;
+                default:
+                        break;
+                }
+        else
+                switch (exit_code) {
+                case 102:
+                        o.result = FILTER_OK;
+                        o.stop_scanning = true;
+                        break;
+                case 103:
+                        o.result = FILTER_OK;
+                        break;
+                case 104:
+                        o.result = FILTER_ABANDON;
+                        o.stop_scanning = true;
+                        break;
+                case 105:
+                        o.stop_scanning = true;
+                        break;
+                default:
+                        break;
+                }
+
+        /* A passing filter's words go nowhere. */
+        if (o.result == FILTER_OK) {
+                *ret = o;
+                return;
+        }
+
+        p = output;
+        end = output ? output + MIN(output_len, OUTPUT_SCAN_MAX) : NULL;
+        while (p && p < end && n_kept < ELEMENTSOF(kept)) {
+                const char *nl = memchr(p, '\n', end - p);
+                size_t len = (nl ? nl : end) - p;
+                char *text;
+
+                if (len > 0 && p[len - 1] == '\r')
+                        len--;
+                text = marked_text(p, len);
+                if (text)
+                        kept[n_kept++] = text;
+                p = nl ? nl + 1 : NULL;
+        }
+
+        /* What the exec error of a program looks like (below); the reply is then a plain
+         * "rejected" and the error goes to the log. */
+        if (exit_code == 127 && kept[0] && g_str_has_prefix(kept[0], "filter exec error")) {
+                g_free(kept[1]);
+                kept[1] = kept[0];
+                kept[0] = g_strdup("rejected");
+        }
+
+        outcome_set_texts(&o, kept[0], kept[1]);
+        *ret = o;
+}
+
+/* A net: reply line: "ok...", or "[<4xx|5xx|100> ]<response>[<TAB><reason>]"; 100 abandons. */
+static void net_outcome_from_reply(const char *line, size_t len, FilterOutcome *ret) {
+        FilterOutcome o = { .exit_code = -1, .result = FILTER_FAIL };
+        char *text, *reason = NULL, *tab;
+        size_t skip = 0;
+
+        if (len > 0 && line[len - 1] == '\r')
+                len--;
+        if (len >= 2 && memcmp(line, "ok", 2) == 0) {
+                o.result = FILTER_OK;
+                *ret = o;
+                return;
+        }
+
+        if (len >= 3 && memcmp(line, "100", 3) == 0) {
+                o.result = FILTER_ABANDON;
+                skip = len > 3 && (line[3] == ' ' || line[3] == '\t') ? 4 : 3;
+        }
+        text = g_strndup(line + skip, len - skip);
+
+        tab = strchr(text, '\t');
+        if (tab) {
+                reason = g_strdup(tab + 1);
+                *tab = '\0';
+        }
+        outcome_set_texts(&o, text, reason);
+        *ret = o;
+}
+
+static const Filter *run_filter(const FilterRun *run) {
+        assert(run->index < run->chain->n_filters);
+        return &run->chain->filters[run->index];
+}
+
+/* Stop whatever the running filter has going. */
+static void step_reset(FilterRun *run) {
+        run->defer_source = sd_event_source_disable_unref(run->defer_source);
+        run->timer_source = sd_event_source_disable_unref(run->timer_source);
+        run->sleep_source = sd_event_source_disable_unref(run->sleep_source);
+
+        /* The whole process group, so that a script's children go too. The group id cannot
+         * belong to a stranger yet: until we reap the child its pid stays taken, and after that
+         * the group lives on while any member does, which an open stdout suggests. */
+        if (run->pid > 0 && (!run->exited || run->stdout_fd >= 0))
+                (void) kill(-run->pid, SIGKILL);
+        /* The child source owns the process, so this reaps it (after SIGKILL if need be). */
+        run->child_source = sd_event_source_disable_unref(run->child_source);
+        run->pid = 0;
+        run->exited = false;
+        run->exit_code = 0;
+        run->stdout_source = sd_event_source_disable_unref(run->stdout_source);
+        run->stdout_fd = safe_close(run->stdout_fd);
+        g_clear_pointer(&run->output, g_free);
+        run->output_len = run->output_size = 0;
+
+        run->sock_source = sd_event_source_disable_unref(run->sock_source);
+        run->sock_fd = safe_close(run->sock_fd);
+        run->sock_state = SOCKET_CONNECTING;
+        g_clear_pointer(&run->out, g_free);
+        run->out_len = run->out_sent = run->out_size = 0;
+        run->content_fd = safe_close(run->content_fd);
+        run->content_left = 0;
+        g_clear_pointer(&run->in, g_free);
+        run->in_len = run->in_size = run->in_max = 0;
+}
+
+static FilterRun *run_free(FilterRun *run) {
+        if (!run)
+                return NULL;
+
+        step_reset(run);
+        filter_chain_free(run->chain);
+        sd_event_unref(run->event);
+        g_free(run->content_path);
+        g_free(run->envelope_path);
+        g_free(run);
+        return NULL;
+}
+
+FilterRun *filter_run_cancel(FilterRun *run) {
+        if (!run)
+                return NULL;
+
+        /* From inside its own callback: the run is freed as soon as the callback returns. */
+        if (run->in_callback)
+                return NULL;
+
+        return run_free(run);
+}
+
+static void run_finish(FilterRun *run, FilterOutcome *o) {
+        run->in_callback = true;
+        run->callback(o, run->userdata);
+        filter_outcome_done(o);
+        run_free(run);
+}
+
+static void step_start(FilterRun *run);
+
+/* The running filter has come to o (taken over): go on to the next filter, or report. Either
+ * way the caller must return without touching run: it may be gone. */
+static void step_done(FilterRun *run, FilterOutcome *o) {
+        step_reset(run);
+
+        run->rescan = run->rescan || o->rescan;
+        run->stop_scanning = run->stop_scanning || o->stop_scanning;
+
+        if (o->result == FILTER_OK && run->index + 1 < run->chain->n_filters) {
+                filter_outcome_done(o);
+                run->index++;
+                step_start(run);
+                return;
+        }
+
+        if (o->result == FILTER_OK) {
+                filter_outcome_done(o);
+                o->smtp_code = 0;
+        }
+        o->rescan = run->rescan;
+        o->stop_scanning = run->stop_scanning;
+        run_finish(run, o);
+}
+
+static void step_fail(FilterRun *run, const char *response, const char *format, ...) _printf_(3, 4);
+static void step_fail(FilterRun *run, const char *response, const char *format, ...) {
+        FilterOutcome o = { .result = FILTER_FAIL, .exit_code = -1 };
+        va_list ap;
+
+        va_start(ap, format);
+        o.reason = g_strdup_vprintf(format, ap);
+        va_end(ap);
+        o.response = g_strdup(response);
+        step_done(run, &o);
+}
+
+static int on_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        FilterRun *run = userdata;
+
+        /* step_reset() kills the program's process group. */
+        step_fail(run, "error", "timeout");
+        return 0;
+}
+
+static int timeout_start(FilterRun *run) {
+        if (run->timeout_usec == 0)
+                return 0;
+        return sd_event_add_time_relative(run->event, &run->timer_source, CLOCK_MONOTONIC, run->timeout_usec,
+                                          USEC_PER_MSEC, on_timeout, run);
+}
+
+static int on_exit_code(sd_event_source *s, void *userdata) {
+        FilterRun *run = userdata;
+        FilterOutcome o;
+
+        filter_outcome_from_exit(run->chain->side, run_filter(run)->exit_code, NULL, 0, &o);
+        step_done(run, &o);
+        return 0;
+}
+
+static int on_sleep_done(sd_event_source *s, uint64_t usec, void *userdata) {
+        FilterRun *run = userdata;
+        FilterOutcome o;
+
+        filter_outcome_from_exit(run->chain->side, 0, NULL, 0, &o);
+        step_done(run, &o);
+        return 0;
+}
+
+/* sd-event reaps children through pidfds or waitid(), and insists that SIGCHLD is blocked so
+ * that no handler reaps them first. Only this thread's mask can be changed here; see filter.h. */
+static int block_sigchld(void) {
+        sigset_t mask;
+
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGCHLD);
+        return -pthread_sigmask(SIG_BLOCK, &mask, NULL);
+}
+
+static void program_done(FilterRun *run) {
+        FilterOutcome o;
+
+        filter_outcome_from_exit(run->chain->side, run->exit_code, run->output, run->output_len, &o);
+        step_done(run, &o);
+}
+
+static int on_child(sd_event_source *s, const siginfo_t *si, void *userdata) {
+        FilterRun *run = userdata;
+
+        run->exited = true;
+        /* Killed by a signal: reported as a shell would, 128 + the signal; it fails either way. */
+        run->exit_code = si->si_code == CLD_EXITED ? si->si_status : 128 + si->si_status;
+
+        /* Both the exit and the end of the output, in whichever order they come. */
+        if (run->stdout_fd < 0)
+                program_done(run);
+        return 0;
+}
+
+static int on_stdout(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        FilterRun *run = userdata;
+        char discard[16384];
+
+        for (unsigned i = 0; i < IO_BURST; i++) {
+                char *buf = discard;
+                size_t size = sizeof(discard);
+                ssize_t n;
+
+                if (run->output_len < OUTPUT_MAX) {
+                        if (run->output_len == run->output_size) {
+                                run->output_size = MIN(MAX(run->output_size * 2, 4096U), OUTPUT_MAX);
+                                run->output = g_realloc(run->output, run->output_size);
+                        }
+                        buf = run->output + run->output_len;
+                        size = run->output_size - run->output_len;
+                }
+
+                n = read(fd, buf, size);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN)
+                                return 0;
+                        /* Nothing more will come; the exit code decides. */
+                        n = 0;
+                }
+                if (n == 0) {
+                        run->stdout_source = sd_event_source_disable_unref(run->stdout_source);
+                        run->stdout_fd = safe_close(run->stdout_fd);
+                        if (run->exited)
+                                program_done(run);
+                        return 0;
+                }
+                if (buf != discard)
+                        run->output_len += (size_t) n;
+        }
+        return 0;
+}
+
+static int spawn_setup(posix_spawn_file_actions_t *actions, posix_spawnattr_t *attr, int stdout_fd) {
+        sigset_t mask;
+        int r;
+
+        /* dup2 first: the pipe may sit on fd 0 or 2 if the daemon was started without them. */
+        r = posix_spawn_file_actions_adddup2(actions, stdout_fd, STDOUT_FILENO);
+        if (r == 0)
+                r = posix_spawn_file_actions_addopen(actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+        if (r == 0)
+                r = posix_spawn_file_actions_addopen(actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+        /* Whatever a library left open without O_CLOEXEC stays ours. */
+        if (r == 0)
+                r = posix_spawn_file_actions_addclosefrom_np(actions, STDERR_FILENO + 1);
+        if (r != 0)
+                return -r;
+
+        /* Own process group, for the kill on timeout; the daemon's blocked SIGCHLD and any
+         * ignored signals (SIGPIPE) must not leak into the filter. */
+        r = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+        if (r == 0)
+                r = posix_spawnattr_setpgroup(attr, 0);
+        if (r == 0) {
+                sigemptyset(&mask);
+                r = posix_spawnattr_setsigmask(attr, &mask);
+        }
+        if (r == 0) {
+                sigfillset(&mask);
+                sigdelset(&mask, SIGKILL);
+                sigdelset(&mask, SIGSTOP);
+                r = posix_spawnattr_setsigdefault(attr, &mask);
+        }
+        return -r;
+}
+
+/* Start the program; a failure of the spawn itself (no such program, not executable) is not an
+ * error here but the filter's result, reported in *ret_spawn_error. */
+static int program_start(FilterRun *run, const Filter *f, int *ret_spawn_error) {
+        _cleanup_close_ int out_r = -EBADF, out_w = -EBADF;
+        g_autofree char **argv = NULL;
+        posix_spawn_file_actions_t actions;
+        posix_spawnattr_t attr;
+        int fds[2], flags, r;
+        size_t n;
+        pid_t pid;
+
+        r = block_sigchld();
+        if (r < 0)
+                return r;
+
+        /* Non-blocking on our end only: the filter's writes must block, not fail. */
+        if (pipe2(fds, O_CLOEXEC) < 0)
+                return negative_errno();
+        out_r = fds[0];
+        out_w = fds[1];
+        flags = fcntl(out_r, F_GETFL);
+        if (flags < 0 || fcntl(out_r, F_SETFL, flags | O_NONBLOCK) < 0)
+                return negative_errno();
+
+        n = g_strv_length(f->argv);
+        argv = g_new(char *, n + 3);
+        memcpy(argv, f->argv, n * sizeof(char *));
+        argv[n] = run->content_path;
+        argv[n + 1] = run->envelope_path;
+        argv[n + 2] = NULL;
+
+        r = posix_spawn_file_actions_init(&actions);
+        if (r != 0)
+                return -r;
+        r = posix_spawnattr_init(&attr);
+        if (r != 0) {
+                posix_spawn_file_actions_destroy(&actions);
+                return -r;
+        }
+        r = spawn_setup(&actions, &attr, out_w);
+        if (r == 0) {
+                /* glibc's posix_spawn() reports a failed execve() as its result, so there is no
+                 * child to speak for it. */
+                int e = posix_spawn(&pid, argv[0], &actions, &attr, argv, run->chain->envp);
+                if (e != 0)
+                        *ret_spawn_error = e;
+        }
+        posix_spawn_file_actions_destroy(&actions);
+        posix_spawnattr_destroy(&attr);
+        if (r < 0 || *ret_spawn_error != 0)
+                return r;
+
+        /* Ours must go, or the end of the output never comes. */
+        out_w = safe_close(out_w);
+
+        run->pid = pid;
+        r = sd_event_add_child(run->event, &run->child_source, pid, WEXITED, on_child, run);
+        if (r < 0) {
+                (void) kill(-pid, SIGKILL);
+                (void) waitpid(pid, NULL, 0);
+                run->pid = 0;
+                return r;
+        }
+        r = sd_event_source_set_child_process_own(run->child_source, true);
+        if (r < 0)
+                return r;
+
+        r = sd_event_add_io(run->event, &run->stdout_source, out_r, EPOLLIN, on_stdout, run);
+        if (r < 0)
+                return r;
+        run->stdout_fd = TAKE_FD(out_r);
+        return 0;
+}
+
+/* 1 when everything is sent, 0 when the socket is full, or a negative errno with what failed. */
+static int socket_send(FilterRun *run, const char **ret_what) {
+        for (unsigned i = 0; i < IO_BURST; i++) {
+                ssize_t n;
+
+                if (run->out_sent == run->out_len) {
+                        if (run->content_left == 0)
+                                return 1;
+
+                        if (run->out_size < IO_CHUNK) {
+                                g_free(run->out);
+                                run->out = g_malloc(IO_CHUNK);
+                                run->out_size = IO_CHUNK;
+                        }
+                        /* A local file: a synchronous read does not hold the loop for long. */
+                        n = read(run->content_fd, run->out, (size_t) MIN(run->content_left, (uint64_t) IO_CHUNK));
+                        if (n < 0) {
+                                if (errno == EINTR)
+                                        continue;
+                                *ret_what = "reading the content";
+                                return negative_errno();
+                        }
+                        if (n == 0) {
+                                *ret_what = "reading the content";
+                                return -ENODATA;
+                        }
+                        run->content_left -= (uint64_t) n;
+                        run->out_len = (size_t) n;
+                        run->out_sent = 0;
+                }
+
+                n = send(run->sock_fd, run->out + run->out_sent, run->out_len - run->out_sent, MSG_NOSIGNAL);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN)
+                                return 0;
+                        *ret_what = "send";
+                        return negative_errno();
+                }
+                run->out_sent += (size_t) n;
+        }
+        return 0;
+}
+
+/* spamd's answer, pointing into the reply buffer. */
+typedef struct SpamReply {
+        char *spam;              /* the Spam: header's value, if any */
+        const char *body;        /* PROCESS: the rewritten message */
+        size_t body_len;
+} SpamReply;
+
+/* 1 with *ret when the reply is complete, 0 when more is needed, or -EBADMSG with
+ * *ret_error. */
+static int spam_parse_reply(const char *in, size_t len, bool eof, bool process, SpamReply *ret, char **ret_error) {
+        const char *p = in, *end = in + len, *header_end = in + MIN(len, SPAM_HEADER_MAX);
+        g_autofree char *spam = NULL;
+        bool have_status = false, have_length = false, headers_done = false;
+        uint64_t length = 0;
+
+        while (!headers_done) {
+                const char *nl = memchr(p, '\n', header_end - p), *line = p, *colon;
+                size_t l;
+
+                if (!nl) {
+                        if (len > SPAM_HEADER_MAX) {
+                                *ret_error = g_strdup("spamd reply headers too long");
+                                return -EBADMSG;
+                        }
+                        if (!eof)
+                                return 0;
+                        /* A CHECK reply cut short of its empty line is still whole. */
+                        if (!have_status || p != end || process) {
+                                *ret_error = g_strdup("truncated spamd reply");
+                                return -EBADMSG;
+                        }
+                        break;
+                }
+
+                l = nl - p;
+                p = nl + 1;
+                if (l > 0 && line[l - 1] == '\r')
+                        l--;
+
+                if (!have_status) {
+                        /* "SPAMD/1.1 0 EX_OK" */
+                        const char *code = memchr(line, ' ', l);
+
+                        if (l < 6 || memcmp(line, "SPAMD/", 6) != 0 || !code) {
+                                *ret_error = g_strdup_printf("not a spamd reply: %.*s", (int) MIN(l, 200U), line);
+                                return -EBADMSG;
+                        }
+                        code++;
+                        if (code >= line + l || *code != '0' || (code + 1 < line + l && code[1] != ' ')) {
+                                *ret_error = g_strdup_printf("spamd error: %.*s", (int) MIN(l, 200U), line);
+                                return -EBADMSG;
+                        }
+                        have_status = true;
+                        continue;
+                }
+
+                if (l == 0) {
+                        headers_done = true;
+                        break;
+                }
+
+                colon = memchr(line, ':', l);
+                if (!colon)
+                        continue;
+                if ((size_t) (colon - line) == 4 && g_ascii_strncasecmp(line, "Spam", 4) == 0) {
+                        g_free(spam);
+                        spam = g_strstrip(g_strndup(colon + 1, line + l - colon - 1));
+                } else if ((size_t) (colon - line) == 14 && g_ascii_strncasecmp(line, "Content-length", 14) == 0) {
+                        g_autofree char *v = g_strstrip(g_strndup(colon + 1, line + l - colon - 1));
+                        char *e;
+
+                        errno = 0;
+                        length = g_ascii_strtoull(v, &e, 10);
+                        if (!g_ascii_isdigit(*v) || *e != '\0' || errno != 0) {
+                                *ret_error = g_strdup("invalid Content-length in spamd reply");
+                                return -EBADMSG;
+                        }
+                        have_length = true;
+                }
+        }
+
+        if (!process) {
+                if (!spam) {
+                        *ret_error = g_strdup("no Spam header in spamd reply");
+                        return -EBADMSG;
+                }
+                *ret = (SpamReply){ .spam = sanitize(g_steal_pointer(&spam)) };
+                return 1;
+        }
+
+        if (have_length) {
+                if ((uint64_t) (end - p) < length) {
+                        if (!eof)
+                                return 0;
+                        *ret_error = g_strdup("truncated message in spamd reply");
+                        return -EBADMSG;
+                }
+        } else {
+                if (!eof)
+                        return 0;
+                length = (uint64_t) (end - p);
+        }
+
+        *ret = (SpamReply){ .spam = sanitize(g_steal_pointer(&spam)), .body = p, .body_len = (size_t) length };
+        return 1;
+}
+
+/* Swap the content for spamd's version: a reader sees the old file or the new one, whole. */
+static int replace_content(const char *path, const char *data, size_t len) {
+        g_autofree char *tmp = g_strconcat(path, ".tmp", NULL);
+        _cleanup_close_ int fd = -EBADF;
+        struct stat st;
+        int r;
+
+        if (stat(path, &st) < 0)
+                return negative_errno();
+
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, st.st_mode & 07777);
+        if (fd < 0)
+                return negative_errno();
+
+        r = 0;
+        if (fchmod(fd, st.st_mode & 07777) < 0)
+                r = negative_errno();
+        while (r == 0 && len > 0) {
+                ssize_t n = write(fd, data, len);
+
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        r = negative_errno();
+                        break;
+                }
+                data += n;
+                len -= (size_t) n;
+        }
+        if (r == 0 && fsync(fd) < 0)
+                r = negative_errno();
+        if (r == 0 && close(TAKE_FD(fd)) < 0)
+                r = negative_errno();
+        if (r == 0 && rename(tmp, path) < 0)
+                r = negative_errno();
+        if (r < 0)
+                (void) unlink(tmp);
+        return r;
+}
+
+/* True when the step has ended (run may be gone). */
+static bool spam_try_finish(FilterRun *run, bool eof) {
+        const Filter *f = run_filter(run);
+        FilterOutcome o = { .result = FILTER_OK, .exit_code = -1 };
+        g_autofree char *error = NULL;
+        SpamReply reply;
+        int r;
+
+        r = spam_parse_reply(run->in, run->in_len, eof, f->kind == FILTER_KIND_SPAM_EDIT, &reply, &error);
+        if (r == 0)
+                return false;
+        if (r < 0) {
+                step_fail(run, "error", "%s: %s", f->spec, error);
+                return true;
+        }
+
+        if (f->kind == FILTER_KIND_SPAM) {
+                /* spamd says "True" (older versions "Yes") for spam. */
+                if (g_ascii_strncasecmp(reply.spam, "True", 4) == 0 || g_ascii_strncasecmp(reply.spam, "Yes", 3) == 0) {
+                        o.result = FILTER_FAIL;
+                        o.response = g_strdup("rejected");
+                        o.reason = g_strconcat("spam: ", reply.spam, NULL);
+                }
+                g_free(reply.spam);
+                step_done(run, &o);
+                return true;
+        }
+
+        g_free(reply.spam);
+        r = replace_content(run->content_path, reply.body, reply.body_len);
+        if (r < 0) {
+                step_fail(run, "error", "%s: cannot replace the content: %s", f->spec, g_strerror(-r));
+                return true;
+        }
+        step_done(run, &o);
+        return true;
+}
+
+/* True when the step has ended (run may be gone). */
+static bool net_try_finish(FilterRun *run, bool eof) {
+        const char *nl = memchr(run->in, '\n', run->in_len);
+        FilterOutcome o;
+
+        if (!nl && !eof)
+                return false;
+        if (!nl && run->in_len == 0) {
+                step_fail(run, "error", "%s: connection closed without a reply", run_filter(run)->spec);
+                return true;
+        }
+
+        net_outcome_from_reply(run->in, nl ? (size_t) (nl - run->in) : run->in_len, &o);
+        step_done(run, &o);
+        return true;
+}
+
+static void socket_receive(FilterRun *run) {
+        const Filter *f = run_filter(run);
+
+        for (unsigned i = 0; i < IO_BURST; i++) {
+                bool eof = false, finished;
+                ssize_t n;
+
+                if (run->in_len == run->in_size) {
+                        if (run->in_size >= run->in_max) {
+                                step_fail(run, "error", "%s: reply too long", f->spec);
+                                return;
+                        }
+                        run->in_size = MIN(MAX(run->in_size * 2, 4096U), run->in_max);
+                        run->in = g_realloc(run->in, run->in_size);
+                }
+
+                n = recv(run->sock_fd, run->in + run->in_len, run->in_size - run->in_len, 0);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN)
+                                return;
+                        step_fail(run, "error", "%s: receive: %s", f->spec, g_strerror(errno));
+                        return;
+                }
+                if (n == 0)
+                        eof = true;
+                run->in_len += (size_t) n;
+
+                finished = f->kind == FILTER_KIND_NET ? net_try_finish(run, eof) : spam_try_finish(run, eof);
+                if (finished)
+                        return;
+                assert(!eof);
+        }
+}
+
+static int on_socket(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        FilterRun *run = userdata;
+        const Filter *f = run_filter(run);
+        const char *what = NULL;
+        int r;
+
+        if (run->sock_state == SOCKET_CONNECTING) {
+                int error = 0;
+                socklen_t len = sizeof(error);
+
+                if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) < 0)
+                        error = errno;
+                if (error != 0) {
+                        step_fail(run, "error", "%s: connect: %s", f->spec, g_strerror(error));
+                        return 0;
+                }
+                run->sock_state = SOCKET_SENDING;
+        }
+
+        if (run->sock_state == SOCKET_SENDING) {
+                r = socket_send(run, &what);
+                if (r == -ENODATA) {
+                        step_fail(run, "error", "%s: the content file shrank while being sent", f->spec);
+                        return 0;
+                }
+                if (r < 0) {
+                        step_fail(run, "error", "%s: %s: %s", f->spec, what, g_strerror(-r));
+                        return 0;
+                }
+                if (r == 0)
+                        return 0;
+
+                /* spamd knows the length, but like spamc we say we are done; the net: protocol
+                 * is E-MailRelay's persistent line protocol, where a half-close means goodbye. */
+                if (f->kind != FILTER_KIND_NET)
+                        (void) shutdown(fd, SHUT_WR);
+                run->sock_state = SOCKET_RECEIVING;
+                r = sd_event_source_set_io_events(s, EPOLLIN);
+                if (r < 0)
+                        step_fail(run, "error", "%s: %s", f->spec, g_strerror(-r));
+                return 0;
+        }
+
+        socket_receive(run);
+        return 0;
+}
+
+static int socket_start(FilterRun *run, const Filter *f) {
+        _cleanup_close_ int fd = -EBADF;
+        int r;
+
+        if (f->kind == FILTER_KIND_NET) {
+                /* The envelope is not sent: E-MailRelay's net: protocol names the content only. */
+                run->out = g_strconcat(run->content_path, "\n", NULL);
+                run->in_max = NET_REPLY_MAX;
+        } else {
+                _cleanup_close_ int content_fd = -EBADF;
+                struct stat st;
+
+                content_fd = open(run->content_path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+                if (content_fd < 0)
+                        return negative_errno();
+                if (fstat(content_fd, &st) < 0)
+                        return negative_errno();
+                if (!S_ISREG(st.st_mode))
+                        return -EBADFD;
+
+                run->out = g_strdup_printf("%s SPAMC/1.5\r\nContent-length: %" PRIu64 "\r\n\r\n",
+                                           f->kind == FILTER_KIND_SPAM ? "CHECK" : "PROCESS", (uint64_t) st.st_size);
+                run->content_left = (uint64_t) st.st_size;
+                if (f->kind == FILTER_KIND_SPAM)
+                        run->in_max = SPAM_CHECK_REPLY_MAX;
+                else if ((uint64_t) st.st_size > SIZE_MAX - SPAM_PROCESS_REPLY_EXTRA)
+                        return -EFBIG;
+                else
+                        run->in_max = (size_t) st.st_size + SPAM_PROCESS_REPLY_EXTRA;
+                run->content_fd = TAKE_FD(content_fd);
+        }
+        run->out_len = run->out_size = strlen(run->out);
+        run->out_sent = 0;
+
+        fd = socket(f->address.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return negative_errno();
+        if (connect(fd, &f->address.sa, f->address_len) < 0) {
+                if (errno != EINPROGRESS)
+                        return negative_errno();
+                run->sock_state = SOCKET_CONNECTING;
+        } else
+                run->sock_state = SOCKET_SENDING;
+
+        r = sd_event_add_io(run->event, &run->sock_source, fd, EPOLLOUT, on_socket, run);
+        if (r < 0)
+                return r;
+        run->sock_fd = TAKE_FD(fd);
+        return 0;
+}
+
+static void step_start(FilterRun *run) {
+        const Filter *f = run_filter(run);
+        int spawn_error = 0, r;
+
+        switch (f->kind) {
+        case FILTER_KIND_EXIT:
+                /* On the loop, never inside the caller's stack. */
+                r = sd_event_add_defer(run->event, &run->defer_source, on_exit_code, run);
+                break;
+
+        case FILTER_KIND_SLEEP:
+                r = sd_event_add_time_relative(run->event, &run->sleep_source, CLOCK_MONOTONIC, f->sleep_usec,
+                                               USEC_PER_MSEC, on_sleep_done, run);
+                if (r >= 0)
+                        r = timeout_start(run);
+                break;
+
+        case FILTER_KIND_PROGRAM:
+                r = program_start(run, f, &spawn_error);
+                if (r >= 0 && spawn_error == 0)
+                        r = timeout_start(run);
+                break;
+
+        case FILTER_KIND_NET:
+        case FILTER_KIND_SPAM:
+        case FILTER_KIND_SPAM_EDIT:
+                r = socket_start(run, f);
+                if (r >= 0)
+                        r = timeout_start(run);
+                break;
+
+        default:
+                assert(false);
+                r = -EINVAL;
+        }
+
+        if (r >= 0 && spawn_error != 0) {
+                /* Exactly what a forked child would have said before _exit(127). */
+                g_autofree char *output = g_strdup_printf("<<filter exec error: %s>>\n", g_strerror(spawn_error));
+                FilterOutcome o;
+
+                filter_outcome_from_exit(run->chain->side, 127, output, strlen(output), &o);
+                step_done(run, &o);
+                return;
+        }
+        if (r < 0)
+                step_fail(run, "error", "%s: %s", f->spec, g_strerror(-r));
+}
+
+static int on_start(sd_event_source *s, void *userdata) {
+        FilterRun *run = userdata;
+
+        run->defer_source = sd_event_source_disable_unref(run->defer_source);
+
+        if (run->chain->n_filters == 0) {
+                FilterOutcome o = { .result = FILTER_OK };
+                run_finish(run, &o);
+                return 0;
+        }
+
+        step_start(run);
+        return 0;
+}
+
+int filter_chain_run(FilterChain *chain, sd_event *event, const char *content_path,
+                     const char *envelope_path, unsigned timeout_seconds, FilterDoneCallback callback,
+                     void *userdata, FilterRun **ret) {
+        FilterRun *run;
+        int r;
+
+        assert(chain);
+        assert(event);
+        assert(content_path);
+        assert(envelope_path);
+        assert(callback);
+
+        if (chain->has_programs) {
+                r = block_sigchld();
+                if (r < 0)
+                        return r;
+        }
+
+        run = g_new0(FilterRun, 1);
+        run->chain = chain;
+        chain->n_ref++;
+        run->event = sd_event_ref(event);
+        run->content_path = g_strdup(content_path);
+        run->envelope_path = g_strdup(envelope_path);
+        run->timeout_usec = (uint64_t) timeout_seconds * USEC_PER_SEC;
+        run->callback = callback;
+        run->userdata = userdata;
+        run->stdout_fd = run->sock_fd = run->content_fd = -EBADF;
+
+        /* Even an empty chain answers from the loop: callers need not handle a callback that
+         * runs before filter_chain_run() has returned. */
+        r = sd_event_add_defer(event, &run->defer_source, on_start, run);
+        if (r < 0) {
+                run_free(run);
+                return r;
+        }
+
+        if (ret)
+                *ret = run;
+        return 0;
+}
