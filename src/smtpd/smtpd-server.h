@@ -1,0 +1,14 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* The emailrelay-smtpd server's life cycle, for main(). */
+#pragma once
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include "smtpd.h"
+
+/* Start the committer and accept on every listener (or serve an inherited connection). */
+int server_start(Server *server);
+/* SIGTERM/SIGINT: stop accepting, let sessions finish for drain_timeout, then abort them. */
+int server_watch_signals(Server *server);
+void server_done(Server *server);

@@ -1,0 +1,983 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* One SMTP session of emailrelay-smtpd: RFC 5321 with PIPELINING, SIZE, 8BITMIME, CHUNKING,
+ * BINARYMIME, SMTPUTF8 and ENHANCEDSTATUSCODES, storing each message through the filters and
+ * the group committer into the spool. Replies use E-MailRelay's texts. */
+
+#include <errno.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <time.h>
+
+#include "config.h"
+#include "lineio.h"
+#include "log.h"
+#include "macro.h"
+#include "smtpd.h"
+#include "xtext.h"
+
+#define WRITE_CHUNK (64u * 1024u)
+
+typedef enum SessionState {
+        STATE_START,        /* greeted, no HELO/EHLO yet */
+        STATE_READY,        /* after HELO/EHLO, no transaction */
+        STATE_MAIL,         /* MAIL accepted, no recipient yet */
+        STATE_RCPT,         /* at least one recipient */
+        STATE_DATA,         /* receiving DATA lines */
+        STATE_BDAT,         /* receiving BDAT chunks (between chunks too) */
+        STATE_FILTERING,    /* end of data: filters running */
+        STATE_COMMITTING,   /* waiting for the group committer */
+        STATE_CLOSING,      /* QUIT or 421 sent, flushing */
+        _STATE_MAX,
+} SessionState;
+
+static const char *const state_names[_STATE_MAX] = {
+        [STATE_START] = "start",
+        [STATE_READY] = "ready",
+        [STATE_MAIL] = "mail",
+        [STATE_RCPT] = "rcpt",
+        [STATE_DATA] = "data",
+        [STATE_BDAT] = "bdat",
+        [STATE_FILTERING] = "filtering",
+        [STATE_COMMITTING] = "committing",
+        [STATE_CLOSING] = "closing",
+};
+
+/* What MAIL..end of data collects; cleared by RSET and after each message. */
+typedef struct Transaction {
+        char *from;
+        GPtrArray *rcpts;
+        EnvelopeBody body;
+        bool smtputf8;
+        bool utf8_names;
+        char *auth_in;
+        uint64_t declared_size;
+        SpoolMessage *message;
+        GString *buffer;            /* content not yet written */
+        uint64_t size;
+        bool too_big;
+        bool line_too_long;
+        int write_error;
+        uint64_t bdat_remaining;
+        bool bdat_last;
+        FilterRun *filter_run;
+        CommitRequest *commit;
+} Transaction;
+
+struct Session {
+        Server *server;
+        LineIo *io;
+        SessionState state;
+        char host[64];
+        uint16_t port;
+        char *helo;
+        bool esmtp;
+        Transaction tx;
+        sd_event_source *idle_timer;
+        sd_event_source *session_timer;
+        sd_event_source *flush_source;
+        bool shutting_down;
+        unsigned bad_commands;
+};
+
+static void session_free(Session *s);
+
+static void session_set_state(Session *s, SessionState state) {
+        if (s->state == state)
+                return;
+        log_debug("%s:%u: state %s -> %s", s->host, s->port, state_names[s->state], state_names[state]);
+        s->state = state;
+}
+
+/* ---- replies ---- */
+
+/* Batch replies: they go out when every buffered command has been handled (RFC 2920), by a
+ * defer source that runs after the input callback returns. */
+static void schedule_flush(Session *s) {
+        if (s->flush_source)
+                (void) sd_event_source_set_enabled(s->flush_source, SD_EVENT_ONESHOT);
+}
+
+/* Send what is queued now and go on batching. */
+static void flush_now(Session *s) {
+        (void) lineio_flush(s->io);
+        lineio_cork(s->io);
+}
+
+/* Reply with an enhanced status code when the client used EHLO and the extension is on. */
+_printf_(4, 5) static void reply(Session *s, int code, const char *enhanced, const char *format, ...) {
+        char text[1024];
+        va_list ap;
+
+        va_start(ap, format);
+        vsnprintf(text, sizeof text, format, ap);
+        va_end(ap);
+        if (enhanced && s->esmtp && s->server->config.enhanced)
+                (void) lineio_printf(s->io, "%d %s %s\r\n", code, enhanced, text);
+        else
+                (void) lineio_printf(s->io, "%d %s\r\n", code, text);
+        schedule_flush(s);
+}
+
+static void log_event(Session *s, int level, const char *message_id, int code, const char *format, ...)
+        _printf_(5, 6);
+static void log_event(Session *s, int level, const char *message_id, int code, const char *format, ...) {
+        char text[1024], port[8], smtp_code[8];
+        va_list ap;
+
+        va_start(ap, format);
+        vsnprintf(text, sizeof text, format, ap);
+        va_end(ap);
+        snprintf(port, sizeof port, "%u", s->port);
+        snprintf(smtp_code, sizeof smtp_code, "%d", code);
+        LogField fields[] = {
+                { "REMOTE_ADDR", s->host },
+                { "REMOTE_PORT", port },
+                { "SMTP_CODE", code ? smtp_code : NULL },
+                { "MESSAGE_ID", message_id },
+                { "EMAILRELAY_ID", s->tx.message ? spool_message_id(s->tx.message) : NULL },
+        };
+        log_fields(level, 0, fields, ELEMENTSOF(fields), "%s", text);
+}
+
+static void close_with(Session *s, int code, const char *enhanced, const char *text) {
+        reply(s, code, enhanced, "%s", text);
+        session_set_state(s, STATE_CLOSING);
+        (void) lineio_flush(s->io);
+        (void) lineio_close_after_flush(s->io);
+}
+
+/* ---- transaction ---- */
+
+static void transaction_reset(Session *s) {
+        Transaction *t = &s->tx;
+
+        if (t->filter_run)
+                t->filter_run = filter_run_cancel(t->filter_run);
+        if (t->commit) {
+                /* The committer owns the message from here and frees it when done. */
+                committer_cancel(s->server->committer, t->commit);
+                t->commit = NULL;
+                t->message = NULL;
+        }
+        g_clear_pointer(&t->message, spool_message_free);   /* unlinks uncommitted files */
+        g_clear_pointer(&t->from, g_free);
+        g_clear_pointer(&t->auth_in, g_free);
+        if (t->rcpts)
+                g_ptr_array_set_size(t->rcpts, 0);
+        if (t->buffer)
+                g_string_truncate(t->buffer, 0);
+        t->body = ENVELOPE_BODY_UNKNOWN;
+        t->smtputf8 = t->utf8_names = t->too_big = t->line_too_long = t->bdat_last = false;
+        t->declared_size = t->size = t->bdat_remaining = 0;
+        t->write_error = 0;
+        lineio_set_max_line(s->io, SMTP_MAX_COMMAND_LINE);
+}
+
+static void content_flush(Session *s) {
+        Transaction *t = &s->tx;
+        if (t->buffer->len == 0 || t->write_error || t->too_big)
+                return;
+        int r = spool_message_write(t->message, t->buffer->str, t->buffer->len);
+        if (r < 0)
+                t->write_error = r;
+        g_string_truncate(t->buffer, 0);
+}
+
+static void content_append(Session *s, const char *data, size_t len) {
+        Transaction *t = &s->tx;
+        uint64_t max = s->server->config.max_size;
+
+        t->size += len;
+        if (max > 0 && t->size > max) {
+                /* Keep reading to the end, store nothing more: the answer is 552. */
+                t->too_big = true;
+                g_string_truncate(t->buffer, 0);
+                return;
+        }
+        if (t->write_error || t->too_big)
+                return;
+        g_string_append_len(t->buffer, data, len);
+        if (t->buffer->len >= WRITE_CHUNK)
+                content_flush(s);
+}
+
+static char *received_line(Session *s) {
+        g_autofree char *date = smtp_date_now();
+        return g_strdup_printf("Received: from %s ([%s]) by %s with %s ; %s\r\n", s->helo ? s->helo : "unknown",
+                               s->host, s->server->config.domain, s->esmtp ? "ESMTP" : "SMTP", date);
+}
+
+/* Create the spool files when the first content arrives. */
+static int transaction_open(Session *s) {
+        Transaction *t = &s->tx;
+        int r = spool_new_message(s->server->spool, &t->message);
+        if (r < 0)
+                return r;
+        if (!s->server->config.anonymous_content) {
+                g_autofree char *line = received_line(s);
+                g_string_append(t->buffer, line);   /* not counted against --size */
+        }
+        return 0;
+}
+
+/* ---- end of data: envelope, filters, commit ---- */
+
+static void finish_message(Session *s);
+static void discard(Session *s, int code, const char *enhanced, const char *text);
+
+static void on_committed(SpoolMessage *m, int result, void *userdata) {
+        Session *s = userdata;
+        Transaction *t = &s->tx;
+
+        t->commit = NULL;
+        if (result < 0) {
+                log_event(s, LOG_ERR, NULL, 452, "cannot commit message %s to the spool: %s",
+                          spool_message_id(m), g_strerror(-result));
+                reply(s, 452, "4.3.0", "message not stored: %s", result == -ENOSPC ? "insufficient system storage" : "local error");
+        } else {
+                s->server->n_accepted++;
+                log_event(s, LOG_INFO, LOG_MESSAGE_ACCEPTED, 250, "message %s accepted from %s: %s, %u recipient%s, %" PRIu64 " bytes",
+                          spool_message_id(m), s->host, t->from, t->rcpts->len, t->rcpts->len == 1 ? "" : "s", t->size);
+                reply(s, 250, "2.0.0", "message processed");
+        }
+        transaction_reset(s);   /* frees the message: committed files stay */
+        session_set_state(s, STATE_READY);
+        if (s->shutting_down) {
+                close_with(s, 421, "4.3.2", "service shutting down");
+                return;
+        }
+        (void) lineio_resume(s->io);
+}
+
+static void commit_message(Session *s) {
+        int r;
+
+        session_set_state(s, STATE_COMMITTING);
+        r = committer_submit(s->server->committer, s->tx.message, on_committed, s, &s->tx.commit);
+        if (r < 0)
+                on_committed(s->tx.message, r, s);
+}
+
+static void on_filtered(const FilterOutcome *o, void *userdata) {
+        Session *s = userdata;
+        Transaction *t = &s->tx;
+        g_autofree char *id = g_strdup(spool_message_id(t->message));
+
+        t->filter_run = NULL;
+        switch (o->result) {
+        case FILTER_OK:
+                commit_message(s);
+                return;
+        case FILTER_ABANDON:
+                /* E-MailRelay commits an abandoned message if the filter left its files; we
+                 * honour the filter's wish and drop it (its quirk 3). The client gets 250. */
+                log_event(s, LOG_INFO, NULL, 250, "message %s abandoned by filter", id);
+                discard(s, 250, "2.0.0", "message processed");
+                return;
+        case FILTER_FAIL:
+        default: {
+                int code = o->smtp_code ? o->smtp_code : 452;
+                s->server->n_rejected++;
+                log_event(s, LOG_WARNING, LOG_MESSAGE_REJECTED, code, "message %s rejected by filter: [%s]",
+                          id, o->reason ? o->reason : "");
+                discard(s, code, code >= 500 ? "5.7.1" : "4.7.1", o->response ? o->response : "rejected");
+                return;
+        }
+        }
+}
+
+/* The message will not be stored: remove its files, then answer. */
+static void discard(Session *s, int code, const char *enhanced, const char *text) {
+        transaction_reset(s);
+        session_set_state(s, STATE_READY);
+        reply(s, code, enhanced, "%s", text);
+        (void) lineio_resume(s->io);
+}
+
+static void finish_message(Session *s) {
+        Transaction *t = &s->tx;
+        g_auto(Envelope) e = {};
+        int r;
+
+        content_flush(s);
+        lineio_pause(s->io);
+        lineio_set_max_line(s->io, SMTP_MAX_COMMAND_LINE);
+
+        if (t->too_big) {
+                s->server->n_rejected++;
+                log_event(s, LOG_WARNING, LOG_MESSAGE_REJECTED, 552, "message rejected: larger than %" PRIu64 " bytes", s->server->config.max_size);
+                return discard(s, 552, "5.3.4", "message size exceeds fixed maximum message size");
+        }
+        if (t->line_too_long) {
+                s->server->n_rejected++;
+                log_event(s, LOG_WARNING, LOG_MESSAGE_REJECTED, 500, "message rejected: a line longer than %u octets", SMTP_MAX_TEXT_LINE + 2);
+                return discard(s, 500, "5.5.6", "message line too long");
+        }
+        if (t->write_error) {
+                log_event(s, LOG_ERR, NULL, 452, "cannot write to the spool: %s", g_strerror(-t->write_error));
+                return discard(s, 452, "4.3.1", "insufficient system storage");
+        }
+
+        envelope_init(&e);
+        e.body = t->body;
+        e.from = g_strdup(t->from);
+        for (guint i = 0; i < t->rcpts->len; i++)
+                g_ptr_array_add(e.to_remote, g_strdup(t->rcpts->pdata[i]));
+        e.client = g_strdup(s->host);
+        e.mail_from_auth_in = g_strdup(t->auth_in);
+        e.utf8_mailbox_names = t->utf8_names;
+        r = spool_message_write_envelope(t->message, &e);
+        if (r < 0) {
+                log_event(s, LOG_ERR, NULL, 452, "cannot write the envelope: %s", g_strerror(-r));
+                return discard(s, 452, "4.3.1", "insufficient system storage");
+        }
+
+        if (s->server->config.filters && !filter_chain_is_empty(s->server->config.filters)) {
+                g_autofree char *content = spool_file_path(s->server->spool, spool_message_id(t->message), ".content");
+                g_autofree char *envelope = spool_file_path(s->server->spool, spool_message_id(t->message), ".envelope.new");
+                session_set_state(s, STATE_FILTERING);
+                r = filter_chain_run(s->server->config.filters, s->server->event, content, envelope,
+                                     s->server->config.filter_timeout, on_filtered, s, &t->filter_run);
+                if (r < 0) {
+                        log_event(s, LOG_ERR, NULL, 451, "cannot run the filter: %s", g_strerror(-r));
+                        return discard(s, 451, "4.3.0", "filter error");
+                }
+                return;
+        }
+        commit_message(s);
+}
+
+/* ---- command parsing ---- */
+
+static bool is_verb(const char *line, size_t len, const char *verb, const char **ret_args) {
+        size_t n = strlen(verb);
+        if (len < n || g_ascii_strncasecmp(line, verb, n) != 0)
+                return false;
+        if (len > n && line[n] != ' ')
+                return false;
+        const char *a = line + n;
+        while (*a == ' ')
+                a++;
+        *ret_args = a;
+        return true;
+}
+
+/* Parse "FROM:<path> params" (prefix "FROM:" or "TO:"). With strict parsing the angle brackets
+ * are required. Returns the path (possibly empty) and the rest after it. */
+static int parse_path(Session *s, const char *args, const char *prefix, char **ret_path, const char **ret_params) {
+        size_t n = strlen(prefix);
+        const char *p;
+
+        if (g_ascii_strncasecmp(args, prefix, n) != 0)
+                return -EINVAL;
+        p = args + n;
+        while (*p == ' ')   /* "MAIL FROM: <a@b>" is common enough to allow */
+                p++;
+        if (*p == '<') {
+                const char *end = p + 1;
+                bool quoted = false;
+                for (; *end; end++) {
+                        if (quoted && *end == '\\' && end[1])
+                                end++;
+                        else if (*end == '"')
+                                quoted = !quoted;
+                        else if (!quoted && *end == '>')
+                                break;
+                }
+                if (*end != '>')
+                        return -EBADMSG;
+                *ret_path = g_strndup(p + 1, end - p - 1);
+                *ret_params = end + 1;
+        } else {
+                if (s->server->config.strictparsing)
+                        return -EBADMSG;
+                const char *end = strchr(p, ' ');
+                if (!end)
+                        end = p + strlen(p);
+                *ret_path = g_strndup(p, end - p);
+                *ret_params = end;
+        }
+        /* A source route "@a,@b:user@c" (RFC 5321 C.) is accepted and dropped. */
+        if ((*ret_path)[0] == '@') {
+                char *colon = strchr(*ret_path, ':');
+                if (colon) {
+                        char *rest = g_strdup(colon + 1);
+                        g_free(*ret_path);
+                        *ret_path = rest;
+                }
+        }
+        return 0;
+}
+
+static bool path_is_valid(const char *path, bool *ret_utf8) {
+        bool utf8 = false;
+        if (strlen(path) > SMTP_MAX_PATH)
+                return false;
+        for (const char *p = path; *p; p++) {
+                unsigned char c = (unsigned char) *p;
+                if (c < 0x20 || c == 0x7f || c == ' ' || c == '<' || c == '>')
+                        return false;
+                if (c >= 0x80)
+                        utf8 = true;
+        }
+        if (utf8 && !g_utf8_validate(path, -1, NULL))
+                return false;
+        *ret_utf8 = utf8;
+        return true;
+}
+
+static bool spool_space_low(Session *s) {
+        struct statvfs st;
+        if (s->server->config.min_free_bytes == 0 || fstatvfs(spool_dir_fd(s->server->spool), &st) < 0)
+                return false;
+        return (uint64_t) st.f_bavail * st.f_frsize < s->server->config.min_free_bytes;
+}
+
+static void cmd_helo(Session *s, const char *args, bool ehlo) {
+        const SmtpdConfig *c = &s->server->config;
+
+        if (isempty(args)) {
+                reply(s, 501, NULL, "%s requires a domain or address", ehlo ? "EHLO" : "HELO");
+                return;
+        }
+        if (s->state > STATE_READY && s->state != STATE_MAIL && s->state != STATE_RCPT) {
+                reply(s, 503, "5.5.1", "command out of sequence -- use RSET to resynchronise");
+                return;
+        }
+        transaction_reset(s);
+        g_free(s->helo);
+        s->helo = g_strndup(args, strcspn(args, " "));
+        s->esmtp = ehlo;
+        session_set_state(s, STATE_READY);
+        if (!ehlo) {
+                reply(s, 250, NULL, "%s says hello", c->anonymous_server ? "smtp" : c->domain);
+                return;
+        }
+        (void) lineio_printf(s->io, "250-%s says hello\r\n", c->anonymous_server ? "smtp" : c->domain);
+        if (c->max_size > 0)
+                (void) lineio_printf(s->io, "250-SIZE %" PRIu64 "\r\n", c->max_size);
+        if (!c->anonymous_vrfy)
+                (void) lineio_printf(s->io, "250-VRFY\r\n");
+        if (c->chunking)
+                (void) lineio_printf(s->io, "250-CHUNKING\r\n250-BINARYMIME\r\n");
+        if (c->pipelining)
+                (void) lineio_printf(s->io, "250-PIPELINING\r\n");
+        if (c->smtputf8)
+                (void) lineio_printf(s->io, "250-SMTPUTF8\r\n");
+        if (c->enhanced)
+                (void) lineio_printf(s->io, "250-ENHANCEDSTATUSCODES\r\n");
+        (void) lineio_printf(s->io, "250 8BITMIME\r\n");
+        schedule_flush(s);
+}
+
+static void cmd_mail(Session *s, const char *args) {
+        const SmtpdConfig *c = &s->server->config;
+        Transaction *t = &s->tx;
+        g_autofree char *path = NULL;
+        const char *params = NULL;
+        bool utf8 = false;
+
+        if (s->state == STATE_START) {
+                reply(s, 503, "5.5.1", "command out of sequence -- use RSET to resynchronise");
+                return;
+        }
+        if (s->state != STATE_READY) {
+                reply(s, 503, "5.5.1", "command out of sequence -- use RSET to resynchronise");
+                return;
+        }
+        int r = parse_path(s, args, "FROM:", &path, &params);
+        if (r == -EINVAL) {
+                reply(s, 501, "5.5.4", "syntax error: MAIL FROM:<address>");
+                return;
+        }
+        if (r < 0) {
+                reply(s, 550, "5.1.7", "missing angle brackets in mailbox name");
+                return;
+        }
+        if (!path_is_valid(path, &utf8)) {
+                reply(s, 553, "5.1.7", "mailbox name not allowed");
+                return;
+        }
+
+        EnvelopeBody body = ENVELOPE_BODY_UNKNOWN;
+        bool smtputf8 = false;
+        uint64_t size = 0;
+        g_autofree char *auth = NULL;
+        g_auto(GStrv) words = g_strsplit(params, " ", -1);
+        for (char **w = words; *w; w++) {
+                if (!**w)
+                        continue;
+                char *eq = strchr(*w, '=');
+                g_autofree char *key = g_ascii_strup(*w, eq ? eq - *w : -1);
+                const char *val = eq ? eq + 1 : NULL;
+                if (streq(key, "BODY") && val) {
+                        if (g_ascii_strcasecmp(val, "7BIT") == 0)
+                                body = ENVELOPE_BODY_7BIT;
+                        else if (g_ascii_strcasecmp(val, "8BITMIME") == 0)
+                                body = ENVELOPE_BODY_8BIT;
+                        else if (g_ascii_strcasecmp(val, "BINARYMIME") == 0 && c->chunking)
+                                body = ENVELOPE_BODY_BINARYMIME;
+                        else {
+                                reply(s, 501, "5.5.4", "invalid BODY parameter");
+                                return;
+                        }
+                } else if (streq(key, "SIZE") && val) {
+                        char *end = NULL;
+                        errno = 0;
+                        size = g_ascii_strtoull(val, &end, 10);
+                        if (!g_ascii_isdigit(*val) || *end || errno) {
+                                reply(s, 501, "5.5.4", "invalid SIZE parameter");
+                                return;
+                        }
+                } else if (streq(key, "AUTH") && val) {
+                        if (!streq(val, "<>") && !xtext_is_valid(val)) {
+                                reply(s, 501, "5.5.4", "invalid AUTH parameter");
+                                return;
+                        }
+                        g_free(auth);
+                        auth = g_strdup(val);
+                } else if (streq(key, "SMTPUTF8") && !val && c->smtputf8)
+                        smtputf8 = true;
+                else {
+                        reply(s, 555, "5.5.4", "unsupported parameter: %.64s", *w);
+                        return;
+                }
+        }
+        if (utf8 && c->smtputf8strict && !smtputf8) {
+                reply(s, 553, "5.6.7", "mailbox name not allowed: non-ASCII address without SMTPUTF8");
+                return;
+        }
+        if (c->max_size > 0 && size > c->max_size) {
+                reply(s, 552, "5.3.4", "message size exceeds fixed maximum message size");
+                return;
+        }
+        if (spool_space_low(s)) {
+                log_event(s, LOG_WARNING, NULL, 452, "spool space is low: refusing mail");
+                reply(s, 452, "4.3.1", "insufficient system storage");
+                return;
+        }
+
+        t->from = TAKE_PTR(path);
+        t->body = body;
+        t->smtputf8 = smtputf8;
+        t->utf8_names = utf8;
+        t->declared_size = size;
+        /* AUTH= is recorded as given only for an authenticated session (none yet: the TLS
+         * and authentication issue adds it); otherwise RFC 4954 says treat it as "<>". */
+        t->auth_in = NULL;
+        session_set_state(s, STATE_MAIL);
+        reply(s, 250, "2.1.0", "sender <%s> OK", t->from);
+}
+
+static void cmd_rcpt(Session *s, const char *args) {
+        Transaction *t = &s->tx;
+        g_autofree char *path = NULL;
+        const char *params = NULL;
+        bool utf8 = false;
+
+        if (s->state != STATE_MAIL && s->state != STATE_RCPT) {
+                reply(s, 503, "5.5.1", "command out of sequence -- use RSET to resynchronise");
+                return;
+        }
+        int r = parse_path(s, args, "TO:", &path, &params);
+        if (r == -EINVAL) {
+                reply(s, 501, "5.5.4", "syntax error: RCPT TO:<address>");
+                return;
+        }
+        if (r < 0) {
+                reply(s, 550, "5.1.3", "missing angle brackets in mailbox name");
+                return;
+        }
+        if (isempty(path) || !path_is_valid(path, &utf8)) {
+                reply(s, 553, "5.1.3", "mailbox name not allowed");
+                return;
+        }
+        for (const char *p = params; *p; p++)
+                if (*p != ' ') {
+                        reply(s, 555, "5.5.4", "unsupported parameter: %.64s", p);
+                        return;
+                }
+        if (utf8 && s->server->config.smtputf8strict && !t->smtputf8) {
+                reply(s, 553, "5.6.7", "mailbox name not allowed: non-ASCII address without SMTPUTF8");
+                return;
+        }
+        if (t->rcpts->len >= s->server->config.max_recipients) {
+                reply(s, 452, "4.5.3", "too many recipients");
+                return;
+        }
+        t->utf8_names |= utf8;
+        g_ptr_array_add(t->rcpts, g_strdup(path));
+        session_set_state(s, STATE_RCPT);
+        reply(s, 250, "2.1.5", "recipient <%s> OK", path);
+}
+
+static int begin_content(Session *s) {
+        int r = transaction_open(s);
+        if (r < 0) {
+                log_event(s, LOG_ERR, NULL, 452, "cannot create a spool file in %s: %s",
+                          spool_path(s->server->spool), g_strerror(-r));
+                reply(s, 452, "4.3.1", "insufficient system storage");
+                return r;
+        }
+        return 0;
+}
+
+static void cmd_data(Session *s, const char *args) {
+        if (!isempty(args)) {
+                reply(s, 501, "5.5.4", "DATA takes no parameters");
+                return;
+        }
+        if (s->state == STATE_MAIL) {
+                reply(s, 554, "5.5.1", "no valid recipients");
+                return;
+        }
+        if (s->state != STATE_RCPT) {
+                reply(s, 503, "5.5.1", "command out of sequence -- use RSET to resynchronise");
+                return;
+        }
+        if (s->tx.body == ENVELOPE_BODY_BINARYMIME) {
+                reply(s, 503, "5.5.1", "invalid data command with binarymime");
+                return;
+        }
+        if (begin_content(s) < 0)
+                return;
+        session_set_state(s, STATE_DATA);
+        lineio_set_max_line(s->io, SMTP_MAX_TEXT_LINE);
+        (void) lineio_printf(s->io, "354 start mail input -- end with <CRLF>.<CRLF>\r\n");
+        flush_now(s);
+}
+
+static void on_data_line(Session *s, char *line, size_t len) {
+        if (len == 1 && line[0] == '.') {
+                finish_message(s);
+                return;
+        }
+        if (len > 0 && line[0] == '.') {  /* dot-unstuffing */
+                line++;
+                len--;
+        }
+        /* A bare LF inside a line is stored as a line break, so that the forwarder dot-stuffs
+         * what follows it: "\n.\n" can never end a message further down the line. */
+        const char *p = line, *end = line + len;
+        while (p < end) {
+                const char *lf = memchr(p, '\n', end - p);
+                if (!lf) {
+                        content_append(s, p, end - p);
+                        break;
+                }
+                content_append(s, p, lf - p);
+                content_append(s, "\r\n", 2);
+                p = lf + 1;
+        }
+        content_append(s, "\r\n", 2);
+}
+
+static void cmd_bdat(Session *s, const char *args) {
+        Transaction *t = &s->tx;
+        char *end = NULL;
+
+        if (!s->server->config.chunking) {
+                reply(s, 500, "5.5.1", "command unrecognized");
+                return;
+        }
+        errno = 0;
+        uint64_t n = g_ascii_strtoull(args, &end, 10);
+        if (!g_ascii_isdigit(*args) || errno || (*end && *end != ' ')) {
+                reply(s, 501, "5.5.4", "syntax error: BDAT <size> [LAST]");
+                return;
+        }
+        while (*end == ' ')
+                end++;
+        bool last = g_ascii_strcasecmp(end, "LAST") == 0;
+        if (*end && !last) {
+                reply(s, 501, "5.5.4", "syntax error: BDAT <size> [LAST]");
+                return;
+        }
+        if (s->state == STATE_MAIL) {
+                /* The chunk must still be read off the wire before answering. */
+                reply(s, 554, "5.5.1", "no valid recipients");
+                if (n > 0)
+                        lineio_read_raw(s->io, n);
+                t->bdat_remaining = n;
+                t->write_error = -EINVAL;
+                session_set_state(s, STATE_BDAT);
+                return;
+        }
+        if (s->state != STATE_RCPT && s->state != STATE_BDAT) {
+                reply(s, 503, "5.5.1", "command out of sequence -- use RSET to resynchronise");
+                return;
+        }
+        if (!t->message && begin_content(s) < 0)
+                return;
+        session_set_state(s, STATE_BDAT);
+        t->bdat_remaining = n;
+        t->bdat_last = last;
+        if (n > 0)
+                lineio_read_raw(s->io, n);
+        else if (last)
+                finish_message(s);
+        else
+                reply(s, 250, "2.0.0", "%" PRIu64 " octets received", n);
+}
+
+static void on_bdat_data(Session *s, const char *data, size_t len) {
+        Transaction *t = &s->tx;
+
+        g_assert(len <= t->bdat_remaining);
+        t->bdat_remaining -= len;
+        if (t->write_error == -EINVAL) {   /* a chunk without recipients: discard */
+                if (t->bdat_remaining == 0) {
+                        t->write_error = 0;
+                        session_set_state(s, STATE_MAIL);
+                }
+                return;
+        }
+        content_append(s, data, len);
+        if (t->bdat_remaining > 0)
+                return;
+        if (t->bdat_last)
+                finish_message(s);
+        else
+                reply(s, 250, "2.0.0", "%" PRIu64 " octets received", t->size);
+}
+
+static void cmd_vrfy(Session *s, const char *args) {
+        if (s->server->config.anonymous_vrfy) {
+                reply(s, 502, "5.5.1", "command not implemented");
+                return;
+        }
+        if (isempty(args)) {
+                reply(s, 501, "5.5.4", "VRFY requires an address");
+                return;
+        }
+        reply(s, 252, "2.5.0", "cannot verify but will accept: %.256s", args);
+}
+
+static void handle_command(Session *s, char *line, size_t len) {
+        const char *args = NULL;
+
+        if (is_verb(line, len, "EHLO", &args))
+                cmd_helo(s, args, true);
+        else if (is_verb(line, len, "HELO", &args))
+                cmd_helo(s, args, false);
+        else if (is_verb(line, len, "MAIL", &args))
+                cmd_mail(s, args);
+        else if (is_verb(line, len, "RCPT", &args))
+                cmd_rcpt(s, args);
+        else if (is_verb(line, len, "DATA", &args))
+                cmd_data(s, args);
+        else if (is_verb(line, len, "BDAT", &args))
+                cmd_bdat(s, args);
+        else if (is_verb(line, len, "RSET", &args)) {
+                transaction_reset(s);
+                if (s->state != STATE_START)
+                        session_set_state(s, STATE_READY);
+                reply(s, 250, "2.0.0", "state reset");
+        } else if (is_verb(line, len, "NOOP", &args))
+                reply(s, 250, "2.0.0", "noop");
+        else if (is_verb(line, len, "VRFY", &args))
+                cmd_vrfy(s, args);
+        else if (is_verb(line, len, "EXPN", &args) || is_verb(line, len, "HELP", &args))
+                reply(s, 502, "5.5.1", "command not implemented");
+        else if (is_verb(line, len, "QUIT", &args)) {
+                transaction_reset(s);
+                close_with(s, 221, "2.0.0", "OK");
+        } else {
+                s->bad_commands++;
+                log_event(s, LOG_INFO, NULL, 500, "command unrecognized: \"%.40s\"", line);
+                if (s->bad_commands > 20) {
+                        log_event(s, LOG_WARNING, LOG_MESSAGE_REJECTED, 421, "too many bad commands: disconnecting");
+                        close_with(s, 421, "4.7.0", "too many errors");
+                        return;
+                }
+                reply(s, 500, "5.5.1", "command unrecognized");
+        }
+}
+
+/* ---- I/O and timers ---- */
+
+static int arm_idle_timer(Session *s) {
+        return sd_event_source_set_time_relative(s->idle_timer, (uint64_t) s->server->config.idle_timeout * 1000000u);
+}
+
+static int on_io(LineIo *io, LineIoEvent event, char *data, size_t len, int error, void *userdata) {
+        Session *s = userdata;
+
+        switch (event) {
+        case LINEIO_LINE:
+                (void) arm_idle_timer(s);
+                if (s->state == STATE_DATA)
+                        on_data_line(s, data, len);
+                else if (s->state == STATE_CLOSING)
+                        ;
+                else
+                        handle_command(s, data, len);
+                return 0;
+        case LINEIO_OVERFLOW:
+                (void) arm_idle_timer(s);
+                if (s->state == STATE_DATA)
+                        s->tx.line_too_long = true;
+                else {
+                        s->bad_commands++;
+                        reply(s, 500, "5.5.2", "line too long");
+                }
+                return 0;
+        case LINEIO_RAW:
+                (void) arm_idle_timer(s);
+                on_bdat_data(s, data, len);
+                return 0;
+        case LINEIO_EOF:
+        case LINEIO_ERROR:
+                if (s->state != STATE_CLOSING && s->state >= STATE_MAIL && s->state <= STATE_BDAT)
+                        log_event(s, LOG_INFO, NULL, 0, "client disconnected in the middle of a transaction: nothing stored");
+                if (s->state == STATE_COMMITTING || s->state == STATE_FILTERING) {
+                        /* Let the committer finish: what it commits was complete; the client
+                         * only misses the 250 and will send again (a duplicate, never a loss). */
+                }
+                session_free(s);
+                return LINEIO_FREED;
+        case LINEIO_DRAINED:
+        default:
+                return 0;
+        }
+}
+
+static int on_flush(sd_event_source *source, void *userdata) {
+        flush_now(userdata);
+        return 0;
+}
+
+static int on_idle_timeout(sd_event_source *source, uint64_t usec, void *userdata) {
+        Session *s = userdata;
+        if (s->state == STATE_COMMITTING || s->state == STATE_FILTERING)
+                return arm_idle_timer(s);
+        log_event(s, LOG_INFO, NULL, 421, "idle timeout: disconnecting");
+        transaction_reset(s);
+        close_with(s, 421, "4.4.2", "idle timeout, closing connection");
+        (void) sd_event_source_set_enabled(s->idle_timer, SD_EVENT_OFF);
+        return 0;
+}
+
+static int on_session_timeout(sd_event_source *source, uint64_t usec, void *userdata) {
+        Session *s = userdata;
+        if (s->state == STATE_COMMITTING || s->state == STATE_FILTERING)
+                return 0;   /* the filter has its own timeout; the commit ends soon */
+        log_event(s, LOG_INFO, NULL, 421, "session time limit reached: disconnecting");
+        transaction_reset(s);
+        close_with(s, 421, "4.4.2", "session time limit reached, closing connection");
+        return 0;
+}
+
+void session_shutdown(Session *s, bool abort) {
+        s->shutting_down = true;
+        switch (s->state) {
+        case STATE_START:
+        case STATE_READY:
+                close_with(s, 421, "4.3.2", "service shutting down");
+                break;
+        case STATE_MAIL:
+        case STATE_RCPT:
+        case STATE_DATA:
+        case STATE_BDAT:
+                if (abort) {
+                        log_event(s, LOG_INFO, NULL, 421, "aborting the transaction: shutting down");
+                        transaction_reset(s);
+                        close_with(s, 421, "4.3.2", "service shutting down");
+                }
+                break;
+        default:
+                break;   /* filtering or committing: on_committed closes after the reply */
+        }
+}
+
+static void session_free(Session *s) {
+        Server *server = s->server;
+        char host[sizeof s->host];
+
+        transaction_reset(s);
+        if (s->tx.rcpts)
+                g_ptr_array_unref(s->tx.rcpts);
+        if (s->tx.buffer)
+                g_string_free(s->tx.buffer, true);
+        sd_event_source_disable_unref(s->idle_timer);
+        sd_event_source_disable_unref(s->session_timer);
+        sd_event_source_disable_unref(s->flush_source);
+        lineio_free(s->io);
+        g_free(s->helo);
+        memcpy(host, s->host, sizeof host);
+        g_free(s);
+        server_session_ended(server, s, host);
+}
+
+int session_start(Server *server, int fd, const struct sockaddr *peer, socklen_t peer_len, Session **ret) {
+        const SmtpdConfig *c = &server->config;
+        LineIoLimits limits = LINEIO_LIMITS_DEFAULT;
+        Session *s = g_new0(Session, 1);
+        int r;
+
+        s->server = server;
+        s->state = STATE_START;
+        s->tx.rcpts = g_ptr_array_new_with_free_func(g_free);
+        s->tx.buffer = g_string_new(NULL);
+        s->tx.body = ENVELOPE_BODY_UNKNOWN;
+        if (sockaddr_to_host(peer, peer_len, s->host, sizeof s->host, &s->port) < 0)
+                g_strlcpy(s->host, "unknown", sizeof s->host);
+
+        limits.max_line = SMTP_MAX_COMMAND_LINE;
+        limits.buffer_size = 4096;
+        r = lineio_new(server->event, fd, &limits, on_io, s, &s->io);
+        if (r < 0) {
+                safe_close(fd);
+                goto fail;
+        }
+        r = sd_event_add_time_relative(server->event, &s->idle_timer, CLOCK_MONOTONIC,
+                                       (uint64_t) c->idle_timeout * 1000000u, 1000000u, on_idle_timeout, s);
+        if (r < 0)
+                goto fail;
+        r = sd_event_add_time_relative(server->event, &s->session_timer, CLOCK_MONOTONIC,
+                                       (uint64_t) c->session_timeout * 1000000u, 1000000u, on_session_timeout, s);
+        if (r < 0)
+                goto fail;
+        r = sd_event_add_defer(server->event, &s->flush_source, on_flush, s);
+        if (r < 0)
+                goto fail;
+        (void) sd_event_source_set_enabled(s->flush_source, SD_EVENT_OFF);
+        /* Replies from the input callback go out together once it has run (RFC 2920). */
+        lineio_cork(s->io);
+
+        if (!c->remote_clients && !sockaddr_is_local(peer, peer_len)) {
+                log_event(s, LOG_WARNING, LOG_MESSAGE_REJECTED, 554,
+                          "connection from %s rejected: not a local address (see --remote-clients)", s->host);
+                server->n_rejected++;
+                close_with(s, 554, NULL, "5.7.1 remote clients are not allowed");
+        } else if (c->anonymous_server)
+                reply(s, 220, NULL, "greeting");
+        else
+                reply(s, 220, NULL, "%s -- emailrelay V" PACKAGE_VERSION " -- Service ready", c->domain);
+        log_event(s, LOG_DEBUG, NULL, 0, "connection from %s:%u", s->host, s->port);
+        *ret = s;
+        return 0;
+fail:
+        if (s->io)
+                lineio_free(s->io);
+        sd_event_source_disable_unref(s->idle_timer);
+        sd_event_source_disable_unref(s->session_timer);
+        sd_event_source_disable_unref(s->flush_source);
+        g_ptr_array_unref(s->tx.rcpts);
+        g_string_free(s->tx.buffer, true);
+        g_free(s);
+        return r;
+}
+
+char *smtp_date_now(void) {
+        static const char *const days[] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
+        static const char *const months[] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                              "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+        time_t t = time(NULL);
+        struct tm tm;
+        localtime_r(&t, &tm);
+        long off = tm.tm_gmtoff / 60;
+        return g_strdup_printf("%s, %d %s %d %02d:%02d:%02d %c%02ld%02ld", days[tm.tm_wday], tm.tm_mday,
+                               months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                               off < 0 ? '-' : '+', labs(off) / 60, labs(off) % 60);
+}

@@ -1,0 +1,363 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* emailrelay-smtpd: main(). Reads E-MailRelay's options and config file, adopts or binds its
+ * listeners, recovers the spool, and runs the event loop until SIGTERM. */
+
+#include <errno.h>
+#include <glib/gi18n.h>
+#include <locale.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "macro.h"
+#include "options.h"
+#include "smtpd-server.h"
+
+#define PROGRAM "emailrelay-smtpd"
+
+/* Options of the table that concern smtpd but that this version does not implement yet: an
+ * error rather than silently running without them (most are security settings). */
+static const char *const unimplemented[] = {
+        "server-auth", "server-auth-config", "server-tls", "server-tls-connection", "server-tls-required",
+        "server-tls-certificate", "server-tls-verify", "tls-config", "dnsbl", "address-verifier",
+        "delivery-dir", "admin", "admin-terminate", "pop", "immediate", "log-format", "debug",
+};
+
+static int parse_smtp_config(SmtpdConfig *c, const Options *o, char **ret_error) {
+        g_autofree const char **values = NULL;
+        size_t n = options_get_all(o, "server-smtp-config", &values);
+
+        for (size_t i = 0; i < n; i++) {
+                g_auto(GStrv) items = g_strsplit(values[i], ",", -1);
+                for (char **it = items; *it; it++) {
+                        const char *name = g_strstrip(*it);
+                        bool on = true;
+                        if (!*name)
+                                continue;
+                        if (name[0] == '+')
+                                name++;
+                        else if (name[0] == '-')
+                                name++, on = false;
+                        else if (g_str_has_prefix(name, "with-"))
+                                name += 5;
+                        else if (g_str_has_prefix(name, "without-"))
+                                name += 8, on = false;
+                        else if (g_str_has_prefix(name, "no") && !streq(name, "none"))
+                                name += 2, on = false;
+                        if (streq(name, "pipelining"))
+                                c->pipelining = on;
+                        else if (streq(name, "chunking"))
+                                c->chunking = on;
+                        else if (streq(name, "smtputf8"))
+                                c->smtputf8 = on;
+                        else if (streq(name, "smtputf8strict"))
+                                c->smtputf8strict = on;
+                        else if (streq(name, "strictparsing"))
+                                c->strictparsing = on;
+                        else if (streq(name, "enhancedstatuscodes"))
+                                c->enhanced = on;
+                        else if (streq(name, "alabels") || streq(name, "linger"))
+                                ;   /* accepted for compatibility; see the man page */
+                        else
+                                log_warning("--server-smtp-config: unknown item \"%s\" ignored", *it);
+                }
+        }
+        return 0;
+}
+
+static int parse_anonymous(SmtpdConfig *c, const Options *o) {
+        if (!options_has(o, "anonymous"))
+                return 0;
+        const char *scope = options_get(o, "anonymous");
+        if (isempty(scope)) {
+                c->anonymous_server = c->anonymous_vrfy = c->anonymous_content = true;
+                return 0;
+        }
+        g_auto(GStrv) items = g_strsplit(scope, ",", -1);
+        for (char **it = items; *it; it++) {
+                if (streq(*it, "vrfy"))
+                        c->anonymous_vrfy = true;
+                else if (streq(*it, "server"))
+                        c->anonymous_server = true;
+                else if (streq(*it, "content"))
+                        c->anonymous_content = true;
+                else if (streq(*it, "client"))
+                        ;   /* the forwarder's */
+                else {
+                        log_error("--anonymous: unknown scope \"%s\" (vrfy, server, content, client)", *it);
+                        return -EINVAL;
+                }
+        }
+        return 0;
+}
+
+static char *default_domain(void) {
+        char name[256] = "";
+        /* No blocking DNS look-up for the canonical name: the host name, as configured. */
+        if (gethostname(name, sizeof name - 1) < 0 || !*name)
+                return g_strdup("localhost");
+        return g_strdup(name);
+}
+
+static int get_uint(const Options *o, const char *name, unsigned min, unsigned max, unsigned *v) {
+        g_autofree char *error = NULL;
+        int r = options_get_uint(o, name, min, max, v, &error);
+        if (r < 0)
+                log_error("%s", error);
+        return r;
+}
+
+static int configure(Server *server, const Options *o) {
+        SmtpdConfig *c = &server->config;
+        unsigned size = 0;
+        int r;
+
+        *c = (SmtpdConfig){
+                .idle_timeout = 1800,         /* E-MailRelay's code default */
+                .session_timeout = 3600,
+                .max_recipients = 1000,
+                .max_per_address = 256,
+                .max_sessions = 10000,
+                .drain_timeout = 20,
+                .min_free_bytes = 16u * 1024u * 1024u,
+                .filter_timeout = 60,
+                .pipelining = true,
+                .strictparsing = true,
+                .enhanced = true,
+        };
+        for (size_t i = 0; i < ELEMENTSOF(unimplemented); i++)
+                if (options_has(o, unimplemented[i])) {
+                        log_error("option --%s is not supported by this version of " PROGRAM, unimplemented[i]);
+                        return -EOPNOTSUPP;
+                }
+
+        c->domain = g_strdup(options_get(o, "domain"));
+        if (options_has(o, "domain") && isempty(c->domain)) {
+                log_error("--domain: an empty domain is not allowed");
+                return -EINVAL;
+        }
+        if (!c->domain)
+                c->domain = default_domain();
+        c->remote_clients = options_has(o, "remote-clients");
+        if ((r = parse_anonymous(c, o)) < 0)
+                return r;
+        if ((r = get_uint(o, "size", 0, UINT32_MAX, &size)) < 0)
+                return r;
+        c->max_size = size;
+        if ((r = get_uint(o, "idle-timeout", 1, 86400, &c->idle_timeout)) < 0 ||
+            (r = get_uint(o, "session-timeout", 1, 7 * 86400, &c->session_timeout)) < 0 ||
+            (r = get_uint(o, "max-recipients", 1, 100000, &c->max_recipients)) < 0 ||
+            (r = get_uint(o, "max-connections-per-address", 0, 1000000, &c->max_per_address)) < 0 ||
+            (r = get_uint(o, "filter-timeout", 1, 86400, &c->filter_timeout)) < 0)
+                return r;
+        r = parse_smtp_config(c, o, NULL);
+        if (r < 0)
+                return r;
+
+        g_autofree const char **filters = NULL;
+        size_t n_filters = options_get_all(o, "filter", &filters);
+        if (n_filters > 0) {
+                g_autofree char *error = NULL;
+                r = filter_chain_parse(filters, n_filters, FILTER_SERVER, &c->filters, &error);
+                if (r < 0) {
+                        log_error("%s", error);
+                        return r;
+                }
+        }
+        return 0;
+}
+
+static int open_listeners(Server *server, const Options *o) {
+        unsigned port = 25;
+        int r;
+
+        r = listeners_adopt(&server->listeners);
+        if (r < 0)
+                return log_error_errno(r, "cannot use the sockets passed by the service manager: %m");
+        if (r > 0) {
+                /* smtp, submission and smtps (the last needs TLS, not yet there). */
+                for (size_t i = 0; i < server->listeners.n; i++)
+                        if (streq(server->listeners.items[i].name, "smtps"))
+                                return log_error_errno(-EOPNOTSUPP, "socket \"smtps\" needs TLS, which this version does not support yet");
+                return 0;
+        }
+
+        if ((r = get_uint(o, "port", 0, 65535, &port)) < 0)
+                return r;
+        g_autofree const char **interfaces = NULL;
+        size_t n = options_get_all(o, "interface", &interfaces);
+        bool any = false;
+        for (size_t i = 0; i < n; i++) {
+                g_auto(GStrv) items = g_strsplit(interfaces[i], ",", -1);
+                for (char **it = items; *it; it++) {
+                        const char *addr = g_strstrip(*it);
+                        if (!*addr)
+                                continue;
+                        if (g_str_has_prefix(addr, "pop=") || g_str_has_prefix(addr, "admin="))
+                                continue;
+                        if (g_str_has_prefix(addr, "smtp="))
+                                addr += 5;
+                        if (g_str_has_prefix(addr, "client=")) {
+                                log_error("--interface: the client= prefix is no longer supported");
+                                return -EINVAL;
+                        }
+                        r = listeners_bind(&server->listeners, addr, (uint16_t) port, "smtp");
+                        if (r < 0)
+                                return log_error_errno(r, "cannot listen on %s port %u: %m", addr, port);
+                        any = true;
+                }
+        }
+        if (!any) {
+                r = listeners_bind(&server->listeners, NULL, (uint16_t) port, "smtp");
+                if (r < 0)
+                        return log_error_errno(r, "cannot listen on port %u: %m", port);
+        }
+        for (size_t i = 0; i < server->listeners.n; i++) {
+                int p = socket_local_port(server->listeners.items[i].fd);
+                log_info("smtp server on port %d", p);
+        }
+        return 0;
+}
+
+static int setup_log(const Options *o) {
+        LogConfig lc = LOG_CONFIG_DEFAULT(PROGRAM);
+        g_autofree const char **v = NULL;
+
+        lc.verbose = options_get_all(o, "verbose", &v) > 0;
+        lc.time = options_has(o, "log-time");
+        lc.address = options_has(o, "log-address");
+        lc.file = options_get(o, "log-file");
+        if (options_has(o, "syslog")) {
+                const char *f = options_get(o, "syslog");
+                static const struct { const char *name; int value; } facilities[] = {
+                        { "mail", LOG_MAIL }, { "user", LOG_USER }, { "daemon", LOG_DAEMON },
+                        { "local0", LOG_LOCAL0 }, { "local1", LOG_LOCAL1 }, { "local2", LOG_LOCAL2 },
+                        { "local3", LOG_LOCAL3 }, { "local4", LOG_LOCAL4 }, { "local5", LOG_LOCAL5 },
+                        { "local6", LOG_LOCAL6 }, { "local7", LOG_LOCAL7 },
+                };
+                lc.syslog_facility = LOG_MAIL;
+                for (size_t i = 0; f && i < ELEMENTSOF(facilities); i++)
+                        if (streq(f, facilities[i].name))
+                                lc.syslog_facility = facilities[i].value;
+        }
+        return log_open(&lc);
+}
+
+static int parse_options(int argc, char **argv, Options *o) {
+        g_autofree char *error = NULL;
+        Options first;
+        int r;
+
+        /* The config file is the last non-option argument; the command line overrides it. */
+        options_init(&first, emailrelay_options, PROG_SMTPD);
+        r = options_parse_argv(&first, argc, argv, &error);
+        const char *config = NULL;
+        if (r >= 0 && first.n_args > 1) {
+                log_error("too many arguments: only one config file may be given");
+                r = -EINVAL;
+        }
+        if (r >= 0)
+                config = first.n_args == 1 ? first.args[0] : (access(CONFIG_FILE, F_OK) == 0 ? CONFIG_FILE : NULL);
+        if (r >= 0 && config) {
+                r = options_parse_config_file(o, config, &error);
+        }
+        if (r >= 0)
+                r = options_parse_argv(o, argc, argv, &error);
+        if (r < 0 && error)
+                log_error("%s", error);
+        options_done(&first);
+        return r;
+}
+
+static int run(Options *op, int argc, char **argv) {
+        Server server = {};
+        int r;
+
+        r = parse_options(argc, argv, op);
+        if (r < 0)
+                return 2;
+        if (options_has(op, "help")) {
+                g_autofree const char **v = NULL;
+                options_print_help(op, stdout, PROGRAM, "[<option> ...] [<config-file>]", options_get_all(op, "verbose", &v) > 0);
+                return 0;
+        }
+        if (options_has(op, "version")) {
+                g_autofree const char **v = NULL;
+                options_print_version(stdout, PROGRAM, options_get_all(op, "verbose", &v) > 0);
+                return 0;
+        }
+        (void) setup_log(op);
+
+        r = configure(&server, op);
+        if (r < 0)
+                return 1;
+
+        const char *spool_dir = options_get_default(op, "spool-dir", SPOOLDIR);
+        r = spool_open(spool_dir, &server.spool);
+        if (r < 0) {
+                log_error_errno(r, "cannot open the spool directory %s: %m", spool_dir);
+                return 1;
+        }
+        SpoolRecoverStats rs;
+        r = spool_recover(server.spool, 60, &rs);
+        if (r < 0)
+                log_warning_errno(r, "spool recovery in %s failed: %m", spool_dir);
+        else if (rs.new_removed + rs.orphans_removed + rs.busy_released > 0)
+                log_info("spool recovery: removed %u unacknowledged message%s and %u orphan content file%s; released %u stale lock%s",
+                         rs.new_removed, rs.new_removed == 1 ? "" : "s", rs.orphans_removed, rs.orphans_removed == 1 ? "" : "s",
+                         rs.busy_released, rs.busy_released == 1 ? "" : "s");
+
+        r = sd_event_default(&server.event);
+        if (r < 0)
+                return log_error_errno(r, "cannot create the event loop: %m"), 1;
+        (void) sd_event_set_watchdog(server.event, true);
+
+        r = open_listeners(&server, op);
+        if (r < 0) {
+                r = 2;   /* E-MailRelay: exit 2 when a listening socket cannot be bound */
+                goto out;
+        }
+        r = server_watch_signals(&server);
+        if (r < 0 || server_start(&server) < 0) {
+                r = 1;
+                goto out;
+        }
+        (void) sd_notify(false, "READY=1\nSTATUS=ready");
+        r = sd_event_loop(server.event);
+        r = r < 0 ? 1 : 0;
+        log_info("stopped: %" PRIu64 " message%s accepted", server.n_accepted, server.n_accepted == 1 ? "" : "s");
+out:
+        server_done(&server);
+        filter_chain_free(server.config.filters);
+        g_free(server.config.domain);
+        spool_free(server.spool);
+        sd_event_unref(server.event);
+        return r;
+}
+
+int main(int argc, char **argv) {
+        sigset_t mask;
+
+        setlocale(LC_ALL, "");
+        bindtextdomain(GETTEXT_PACKAGE, LOCALEDIR);
+        textdomain(GETTEXT_PACKAGE);
+        /* Block before any thread starts: the loop takes these signals through signalfd, and
+         * filter children are reaped through the loop too. */
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGCHLD);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        signal(SIGPIPE, SIG_IGN);
+        umask(007);
+
+        Options o;
+        options_init(&o, emailrelay_options, PROG_SMTPD);
+        int r = run(&o, argc, argv);
+        options_done(&o);
+        return r;
+}

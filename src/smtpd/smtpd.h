@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* emailrelay-smtpd: the server (listeners, limits, draining) and its SMTP sessions. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <glib.h>
+#include <systemd/sd-event.h>
+
+#include "committer.h"
+#include "filter.h"
+#include "listen.h"
+#include "spool.h"
+
+#define SMTP_MAX_COMMAND_LINE 510   /* RFC 5321 4.5.3.1.4: 512 octets with CRLF */
+#define SMTP_MAX_TEXT_LINE 998      /* RFC 5321 4.5.3.1.6: 1000 octets with CRLF */
+#define SMTP_MAX_PATH 256           /* RFC 5321 4.5.3.1.3 */
+
+typedef struct SmtpdConfig {
+        char *domain;
+        bool remote_clients;
+        bool anonymous_server;      /* terse greeting and EHLO text */
+        bool anonymous_vrfy;        /* VRFY disabled */
+        bool anonymous_content;     /* no Received line */
+        uint64_t max_size;          /* --size; 0: unlimited */
+        unsigned idle_timeout;      /* seconds */
+        unsigned session_timeout;   /* seconds, whole session */
+        unsigned max_recipients;
+        unsigned max_per_address;   /* concurrent connections per client address; 0: no limit */
+        unsigned max_sessions;      /* all connections */
+        unsigned drain_timeout;     /* on SIGTERM, how long sessions may finish */
+        uint64_t min_free_bytes;    /* temp-fail MAIL below this much free spool space */
+        bool pipelining, chunking, smtputf8, smtputf8strict, strictparsing, enhanced;
+        FilterChain *filters;       /* --filter, may be NULL */
+        unsigned filter_timeout;    /* --filter-timeout, seconds */
+} SmtpdConfig;
+
+typedef struct Session Session;
+
+typedef struct Server {
+        sd_event *event;
+        SmtpdConfig config;
+        Spool *spool;
+        Committer *committer;
+        ListenerSet listeners;
+        sd_event_source **accept_sources;
+        sd_event_source *status_timer;
+        sd_event_source *drain_timer;
+        GHashTable *per_address;    /* host -> count (GUINT_TO_POINTER) */
+        GList *sessions;            /* Session* */
+        unsigned n_sessions;
+        bool draining;
+        bool single_session;        /* Accept=yes: serve the one connection, then exit */
+        uint64_t n_accepted, n_rejected, n_connections;
+} Server;
+
+/* Start a session on an accepted (or inherited connected) socket; takes the fd. */
+int session_start(Server *server, int fd, const struct sockaddr *peer, socklen_t peer_len, Session **ret);
+/* Ask a session to end: idle ones are told 421 at once, ones in a transaction when abort is
+ * true (the drain timeout passed); a message being committed is always waited for. */
+void session_shutdown(Session *s, bool abort);
+/* Called by the session when it has ended and freed itself. */
+void server_session_ended(Server *server, Session *s, const char *host);
+
+/* "Mon, 2 Jan 2006 15:04:05 +0000" in the C locale (RFC 5322 date-time). */
+char *smtp_date_now(void);

@@ -1,0 +1,461 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""emailrelay-smtpd through its real interfaces: sockets passed as systemd passes them, real
+clients (Python smtplib, swaks, curl, Postfix's smtp-source), the dialogue byte for byte, and
+the spool files field by field. Every bad-input case ends in a clean reply and no stray file."""
+
+import os
+import re
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+SMTPD = harness.program("emailrelay-smtpd")
+DOMAIN = "relay.test"
+EHLO_REPLY = [
+    "250-relay.test says hello",
+    "250-VRFY",
+    "250-PIPELINING",
+    "250-ENHANCEDSTATUSCODES",
+    "250 8BITMIME",
+]
+
+
+class SmtpdTestCase(unittest.TestCase):
+    extra_args = []
+
+    def setUp(self):
+        self.work = tempfile.mkdtemp(prefix="smtpd-test-")
+        self.spool = os.path.join(self.work, "spool")
+        os.mkdir(self.spool)
+        self.config = os.path.join(self.work, "emailrelay.conf")
+        open(self.config, "w").close()
+        self.daemon = None
+
+    def tearDown(self):
+        if self.daemon:
+            self.daemon.stop(signal.SIGKILL)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def start(self, *args, sock=None):
+        sock = sock or harness.listening_socket()
+        argv = [SMTPD, "--spool-dir", self.spool, "--domain", DOMAIN, *self.extra_args, *args, self.config]
+        self.daemon = harness.Daemon(argv, [sock])
+        return self.daemon.port
+
+    def client(self):
+        c = harness.SmtpClient(self.daemon.port)
+        self.addCleanup(c.close)
+        return c
+
+    def messages(self):
+        return harness.spool_messages(self.spool)
+
+    def spool_files(self):
+        return sorted(os.listdir(self.spool))
+
+    def open_data(self, c, ehlo=True):
+        """EHLO (optionally), MAIL, RCPT and DATA, each answered as expected: ready for content."""
+        if ehlo:
+            c.cmd("EHLO x")
+        self.assertEqual(c.cmd("MAIL FROM:<a@b>"), ["250 2.1.0 sender <a@b> OK"])
+        self.assertEqual(c.cmd("RCPT TO:<c@d>"), ["250 2.1.5 recipient <c@d> OK"])
+        self.assertEqual(c.cmd("DATA"), ["354 start mail input -- end with <CRLF>.<CRLF>"])
+
+    def greeted(self):
+        c = self.client()
+        self.assertEqual(c.reply(), ["220 relay.test -- emailrelay V%s -- Service ready" % version()])
+        return c
+
+
+def version():
+    out = subprocess.run([SMTPD, "--version"], capture_output=True, text=True).stdout
+    return out.split()[1]
+
+
+class DialogueTest(SmtpdTestCase):
+    def test_dialogue_byte_for_byte(self):
+        self.start()
+        c = self.greeted()
+        self.assertEqual(c.cmd("EHLO client.example"), EHLO_REPLY)
+        self.assertEqual(c.cmd("MAIL FROM:<alice@example.com>"), ["250 2.1.0 sender <alice@example.com> OK"])
+        self.assertEqual(c.cmd("RCPT TO:<bob@example.org>"), ["250 2.1.5 recipient <bob@example.org> OK"])
+        self.assertEqual(c.cmd("RCPT TO:<carol@example.net>"), ["250 2.1.5 recipient <carol@example.net> OK"])
+        self.assertEqual(c.cmd("DATA"), ["354 start mail input -- end with <CRLF>.<CRLF>"])
+        c.send("From: alice@example.com\r\nSubject: peer test\r\n\r\nHello.\r\n..leading dot line\r\n.\r\n")
+        self.assertEqual(c.reply(), ["250 2.0.0 message processed"])
+        self.assertEqual(c.cmd("RSET"), ["250 2.0.0 state reset"])
+        self.assertEqual(c.cmd("NOOP"), ["250 2.0.0 noop"])
+        self.assertEqual(c.cmd("VRFY bob@example.org"), ["252 2.5.0 cannot verify but will accept: bob@example.org"])
+        self.assertEqual(c.cmd("EXPN list"), ["502 5.5.1 command not implemented"])
+        self.assertEqual(c.cmd("HELP"), ["502 5.5.1 command not implemented"])
+        self.assertEqual(c.cmd("FROB"), ["500 5.5.1 command unrecognized"])
+        self.assertEqual(c.cmd("QUIT"), ["221 2.0.0 OK"])
+        self.assertTrue(c.closed())
+
+        m, = self.messages()
+        self.assertEqual(m.state, "envelope")
+        self.assertEqual(m.fields(), [
+            ("X-MailRelay-Format", "#2821.8"), ("X-MailRelay-Content", "unknown"),
+            ("X-MailRelay-From", "alice@example.com"), ("X-MailRelay-ToCount", "2"),
+            ("X-MailRelay-To-Remote", "bob@example.org"), ("X-MailRelay-To-Remote", "carol@example.net"),
+            ("X-MailRelay-Authentication", ""), ("X-MailRelay-Client", "127.0.0.1"),
+            ("X-MailRelay-ClientCertificate", ""), ("X-MailRelay-MailFromAuthIn", ""),
+            ("X-MailRelay-MailFromAuthOut", ""), ("X-MailRelay-ForwardTo", ""),
+            ("X-MailRelay-ForwardToAddress", ""), ("X-MailRelay-ClientAccountSelector", ""),
+            ("X-MailRelay-Utf8MailboxNames", "0"), ("X-MailRelay-End", "1")])
+        received, _, rest = m.content.partition(b"\r\n")
+        self.assertRegex(received.decode(), r"^Received: from client\.example \(\[127\.0\.0\.1\]\) by relay\.test with ESMTP ; "
+                                            r"\w{3}, \d{1,2} \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4}$")
+        self.assertEqual(rest, b"From: alice@example.com\r\nSubject: peer test\r\n\r\nHello.\r\n.leading dot line\r\n")
+
+    def test_helo_session_plain_codes(self):
+        self.start()
+        c = self.greeted()
+        self.assertEqual(c.cmd("HELO client.example"), ["250 relay.test says hello"])
+        self.assertEqual(c.cmd("MAIL FROM:<>"), ["250 sender <> OK"])
+        self.assertEqual(c.cmd("RCPT TO:<postmaster>"), ["250 recipient <postmaster> OK"])
+        self.assertEqual(c.cmd("DATA"), ["354 start mail input -- end with <CRLF>.<CRLF>"])
+        c.send("Subject: bounce\r\n\r\nx\r\n.\r\n")
+        self.assertEqual(c.reply(), ["250 message processed"])
+        m, = self.messages()
+        self.assertIn(b"X-MailRelay-From: \r\n", m.envelope)
+        self.assertIn(b" with SMTP ; ", m.content)
+
+    def test_sequence_and_syntax_errors(self):
+        self.start()
+        c = self.greeted()
+        seq = "503 command out of sequence -- use RSET to resynchronise"
+        self.assertEqual(c.cmd("MAIL FROM:<a@b>"), [seq])  # before HELO
+        c.cmd("EHLO x")
+        self.assertEqual(c.cmd("RCPT TO:<a@b>"), ["503 5.5.1 command out of sequence -- use RSET to resynchronise"])
+        self.assertEqual(c.cmd("DATA"), ["503 5.5.1 command out of sequence -- use RSET to resynchronise"])
+        self.assertEqual(c.cmd("MAIL FROM:a@b"), ["550 5.1.7 missing angle brackets in mailbox name"])
+        self.assertEqual(c.cmd("MAIL TO:<a@b>"), ["501 5.5.4 syntax error: MAIL FROM:<address>"])
+        self.assertEqual(c.cmd("MAIL FROM:<a@b> FROB=1"), ["555 5.5.4 unsupported parameter: FROB=1"])
+        self.assertEqual(c.cmd("MAIL FROM:<a b@c>"), ["553 5.1.7 mailbox name not allowed"])
+        self.assertEqual(c.cmd("MAIL FROM:<a@b> BODY=8BITMIME"), ["250 2.1.0 sender <a@b> OK"])
+        self.assertEqual(c.cmd("MAIL FROM:<c@d>"), ["503 5.5.1 command out of sequence -- use RSET to resynchronise"])
+        self.assertEqual(c.cmd("DATA"), ["554 5.5.1 no valid recipients"])
+        self.assertEqual(c.cmd("RCPT TO:<>"), ["553 5.1.3 mailbox name not allowed"])
+        self.assertEqual(c.cmd("RCPT TO:<" + "x" * 300 + "@b>"), ["553 5.1.3 mailbox name not allowed"])
+        self.assertEqual(c.cmd("RCPT TO:<ok@b>"), ["250 2.1.5 recipient <ok@b> OK"])
+        self.assertEqual(c.cmd("DATA"), ["354 start mail input -- end with <CRLF>.<CRLF>"])
+        c.send(".\r\n")
+        self.assertEqual(c.reply(), ["250 2.0.0 message processed"])
+        m, = self.messages()
+        self.assertIn(b"X-MailRelay-Content: 8bit\r\n", m.envelope)
+
+    def test_long_command_line_is_500_and_session_goes_on(self):
+        self.start()
+        c = self.greeted()
+        c.cmd("EHLO x")
+        self.assertEqual(c.cmd("NOOP " + "x" * 600), ["500 5.5.2 line too long"])
+        self.assertEqual(c.cmd("NOOP " + "x" * 505), ["250 2.0.0 noop"])  # 510 octets: the limit
+        self.assertEqual(c.cmd("NOOP"), ["250 2.0.0 noop"])
+
+    def test_long_text_line_rejected_and_nothing_stored(self):
+        self.start()
+        c = self.greeted()
+        self.open_data(c)
+        c.send("Subject: long\r\n\r\n" + "y" * 998 + "\r\n" + "z" * 1200 + "\r\nafter\r\n.\r\n")
+        self.assertEqual(c.reply(), ["500 5.5.6 message line too long"])
+        self.assertEqual(self.spool_files(), [])
+        # The session carries on and the next message is fine with a 998-octet line.
+        self.open_data(c, ehlo=False)
+        c.send("y" * 998 + "\r\n.\r\n")
+        self.assertEqual(c.reply(), ["250 2.0.0 message processed"])
+
+    def test_no_smuggling_bare_lf_and_cr(self):
+        """Only CRLF.CRLF ends the data: "\\n.\\n", "\\r.\\r" and "\\n.\\r\\n" are content, and a bare LF
+        is stored as a line break so that the forwarder dot-stuffs what follows it."""
+        self.start()
+        c = self.greeted()
+        self.open_data(c)
+        c.send("Subject: s\r\n\r\nbefore\n.\nMAIL FROM:<evil@x>\r\nmore\r.\rRCPT\r\nlf-dot\n.\r\nend\r\n.\r\n")
+        self.assertEqual(c.reply(), ["250 2.0.0 message processed"])
+        m, = self.messages()
+        body = m.content.split(b"\r\n", 1)[1]
+        self.assertEqual(body, b"Subject: s\r\n\r\nbefore\r\n.\r\nMAIL FROM:<evil@x>\r\nmore\r.\rRCPT\r\nlf-dot\r\n.\r\nend\r\n")
+        self.assertEqual(c.cmd("NOOP"), ["250 2.0.0 noop"])
+
+    def test_pipelining_replies_batched(self):
+        self.start()
+        c = self.greeted()
+        c.cmd("EHLO x")
+        c.send("MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nRCPT TO:<e@f>\r\nDATA\r\n")
+        # All four replies come back together (RFC 2920), in order.
+        time.sleep(0.2)
+        data = c.sock.recv(65536)
+        self.assertEqual(data, b"250 2.1.0 sender <a@b> OK\r\n250 2.1.5 recipient <c@d> OK\r\n"
+                               b"250 2.1.5 recipient <e@f> OK\r\n354 start mail input -- end with <CRLF>.<CRLF>\r\n")
+        c.send("x\r\n.\r\nRSET\r\nQUIT\r\n")
+        self.assertEqual(c.reply(), ["250 2.0.0 message processed"])
+        self.assertEqual(c.reply(), ["250 2.0.0 state reset"])
+        self.assertEqual(c.reply(), ["221 2.0.0 OK"])
+        self.assertEqual(len(self.messages()), 1)
+
+    def test_disconnect_mid_data_leaves_nothing(self):
+        self.start()
+        c = self.greeted()
+        self.open_data(c)
+        c.send("Subject: cut\r\n\r\n" + "partial line\r\n" * 1000)
+        c.close()
+        self.assertTrue(harness.wait_for(lambda: self.spool_files() == []), self.spool_files())
+        # and the server is still serving
+        c2 = self.greeted()
+        self.assertEqual(c2.cmd("NOOP"), ["250 noop"])
+
+
+class LimitsTest(SmtpdTestCase):
+    def test_size_limit(self):
+        self.start("--size", "1000")
+        c = self.greeted()
+        self.assertIn("250-SIZE 1000", c.cmd("EHLO x"))
+        self.assertEqual(c.cmd("MAIL FROM:<a@b> SIZE=1001"), ["552 5.3.4 message size exceeds fixed maximum message size"])
+        c.cmd("MAIL FROM:<a@b> SIZE=500")
+        c.cmd("RCPT TO:<c@d>")
+        c.cmd("DATA")
+        c.send("Subject: big\r\n\r\n" + ("z" * 78 + "\r\n") * 20 + ".\r\n")
+        self.assertEqual(c.reply(), ["552 5.3.4 message size exceeds fixed maximum message size"])
+        self.assertEqual(self.spool_files(), [])
+        self.open_data(c, ehlo=False)
+        c.send("Subject: small\r\n\r\nok\r\n.\r\n")
+        self.assertEqual(c.reply(), ["250 2.0.0 message processed"])
+
+    def test_recipient_limit(self):
+        self.start("--max-recipients", "3")
+        c = self.greeted()
+        c.cmd("EHLO x")
+        c.cmd("MAIL FROM:<a@b>")
+        for i in range(3):
+            self.assertEqual(c.cmd("RCPT TO:<r%d@x>" % i), ["250 2.1.5 recipient <r%d@x> OK" % i])
+        self.assertEqual(c.cmd("RCPT TO:<r9@x>"), ["452 4.5.3 too many recipients"])
+
+    def test_idle_timeout(self):
+        self.start("--idle-timeout", "1")
+        c = self.greeted()
+        c.cmd("EHLO x")
+        c.cmd("MAIL FROM:<a@b>")
+        self.assertEqual(c.reply(), ["421 4.4.2 idle timeout, closing connection"])
+        self.assertTrue(c.closed())
+
+    def test_connections_per_address(self):
+        self.start("--max-connections-per-address", "2")
+        a, b = self.greeted(), self.greeted()
+        third = self.client()
+        self.assertEqual(third.reply(), ["421 4.7.0 too many connections from your address"])
+        self.assertTrue(third.closed())
+        a.cmd("QUIT")
+        self.assertTrue(a.closed())
+        self.assertTrue(harness.wait_for(lambda: self._can_connect()))
+        b.cmd("QUIT")
+
+    def _can_connect(self):
+        c = harness.SmtpClient(self.daemon.port)
+        try:
+            return c.reply()[0].startswith("220 ")
+        finally:
+            c.close()
+
+
+class FilterTest(SmtpdTestCase):
+    def script(self, name, body):
+        path = os.path.join(self.work, name)
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\n" + body)
+        os.chmod(path, 0o755)
+        return path
+
+    def send_one(self, c):
+        self.open_data(c)
+        c.send("Subject: filtered\r\n\r\nbody\r\n.\r\n")
+        return c.reply()
+
+    def test_filter_rejects_with_its_code_and_nothing_is_kept(self):
+        f = self.script("reject.sh", 'echo noise; echo "<<550 go away>>"; echo "[[extra diagnostic]]"; exit 1\n')
+        self.start("--filter", f)
+        self.assertEqual(self.send_one(self.greeted()), ["550 5.7.1 go away"])
+        self.assertEqual(self.spool_files(), [])
+        self.assertIn("rejected by filter: [extra diagnostic]", self.daemon.output())
+
+    def test_filter_without_code_is_452(self):
+        f = self.script("tmp.sh", 'echo "<<temporary problem>>"; exit 2\n')
+        self.start("--filter", f)
+        self.assertEqual(self.send_one(self.greeted()), ["452 4.7.1 temporary problem"])
+        self.assertEqual(self.spool_files(), [])
+
+    def test_filter_edits_content_and_sees_new_envelope(self):
+        f = self.script("edit.sh", 'case "$2" in *.envelope.new) ;; *) exit 9;; esac\n'
+                                   'sed "s/body/edited by filter/" "$1" > "$1.tmp" && mv "$1.tmp" "$1"\n')
+        self.start("--filter", f)
+        self.assertEqual(self.send_one(self.greeted()), ["250 2.0.0 message processed"])
+        m, = self.messages()
+        self.assertTrue(m.content.endswith(b"\r\nedited by filter\r\n"))
+
+    def test_filter_abandon_and_exit_builtin(self):
+        self.start("--filter", "exit:100")
+        self.assertEqual(self.send_one(self.greeted()), ["250 2.0.0 message processed"])
+        self.assertEqual(self.spool_files(), [])
+
+    def test_filter_timeout(self):
+        f = self.script("slow.sh", "sleep 30\n")
+        self.start("--filter", f, "--filter-timeout", "1")
+        self.assertEqual(self.send_one(self.greeted()), ["452 4.7.1 error"])
+        self.assertEqual(self.spool_files(), [])
+
+
+class ChunkingTest(SmtpdTestCase):
+    def test_bdat(self):
+        self.start("--server-smtp-config", "+chunking")
+        c = self.greeted()
+        ehlo = c.cmd("EHLO x")
+        self.assertIn("250-CHUNKING", ehlo)
+        self.assertIn("250-BINARYMIME", ehlo)
+        c.cmd("MAIL FROM:<a@b> BODY=BINARYMIME")
+        c.cmd("RCPT TO:<c@d>")
+        self.assertEqual(c.cmd("DATA"), ["503 5.5.1 invalid data command with binarymime"])
+        part1 = b"Subject: chunks\r\n\r\n\x00binary\r\n.\r\n"
+        c.send(b"BDAT %d\r\n" % len(part1) + part1)
+        self.assertEqual(c.reply(), ["250 2.0.0 %d octets received" % len(part1)])
+        part2 = b"tail without newline"
+        c.send(b"BDAT %d LAST\r\n" % len(part2) + part2)
+        self.assertEqual(c.reply(), ["250 2.0.0 message processed"])
+        m, = self.messages()
+        self.assertEqual(m.content.split(b"\r\n", 1)[1], part1 + part2)
+        self.assertIn(b"X-MailRelay-Content: binarymime\r\n", m.envelope)
+
+
+class ProcessTest(SmtpdTestCase):
+    def test_sigterm_drains(self):
+        """SIGTERM: idle sessions get 421 at once; a transaction in progress may finish and its
+        message is stored; then the daemon exits 0."""
+        self.start()
+        idle = self.greeted()
+        busy = self.greeted()
+        self.open_data(busy)
+        busy.send("Subject: in flight\r\n\r\n")
+        self.daemon.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(idle.reply(), ["421 service shutting down"])
+        busy.send("last words\r\n.\r\n")
+        self.assertEqual(busy.reply(), ["250 2.0.0 message processed"])
+        self.assertEqual(busy.reply(), ["421 4.3.2 service shutting down"])
+        self.assertEqual(self.daemon.proc.wait(timeout=20), 0)
+        self.assertEqual(len(self.messages()), 1)
+        self.daemon = None
+
+    def test_accept_yes_serves_one_connection(self):
+        listener = harness.listening_socket()
+        client = socket.create_connection(listener.getsockname())
+        conn, _ = listener.accept()
+        listener.close()
+        argv = [SMTPD, "--spool-dir", self.spool, "--domain", DOMAIN, self.config]
+        self.daemon = harness.Daemon(argv, [conn], names=["connection"])
+        conn.close()
+        c = harness.SmtpClient.__new__(harness.SmtpClient)
+        c.sock, c.buf = client, b""
+        c.sock.settimeout(20)
+        self.assertTrue(c.reply()[0].startswith("220 relay.test"))
+        c.cmd("QUIT")
+        self.assertEqual(self.daemon.proc.wait(timeout=20), 0)
+        self.daemon = None
+
+    def test_bind_port_itself_and_bad_port_exit_2(self):
+        p = subprocess.run([SMTPD, "--spool-dir", self.spool, "--port", "99999", self.config],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--port", p.stderr)
+        busy = harness.listening_socket()
+        port = busy.getsockname()[1]
+        p = subprocess.run([SMTPD, "--spool-dir", self.spool, "--interface", "127.0.0.1", "--port", str(port), self.config],
+                           capture_output=True, text=True, timeout=20)
+        busy.close()
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("cannot listen on 127.0.0.1 port %d: Address already in use" % port, p.stderr)
+
+    def test_unsupported_options_refused(self):
+        p = subprocess.run([SMTPD, "--spool-dir", self.spool, "--server-tls", self.config],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("option --server-tls is not supported by this version", p.stderr)
+
+    def test_config_file_and_errors(self):
+        with open(self.config, "w") as f:
+            f.write("# comment\ndomain conf.example\nfrobnicate yes\n")
+        p = subprocess.run([SMTPD, "--spool-dir", self.spool, self.config], capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("%s:3: unknown option: frobnicate" % self.config, p.stderr)
+        with open(self.config, "w") as f:
+            f.write("domain conf.example\nforward-to 192.0.2.1:25\n")  # forward-to is the forwarder's
+        self.start()
+        c = self.client()
+        self.assertTrue(c.reply()[0].startswith("220 relay.test "))  # the command line wins
+
+
+class PeersTest(SmtpdTestCase):
+    def test_smtplib(self):
+        self.start()
+        with smtplib.SMTP("127.0.0.1", self.daemon.port, local_hostname="py.example", timeout=20) as s:
+            refused = s.sendmail("alice@example.com", ["bob@example.org", "carol@example.net"],
+                                 b"Subject: smtplib\r\n\r\nHello from smtplib.\r\n.leading dot\r\n")
+            self.assertEqual(refused, {})
+        m, = self.messages()
+        self.assertEqual(m.recipients(), ["bob@example.org", "carol@example.net"])
+        self.assertTrue(m.content.endswith(b"\r\nHello from smtplib.\r\n.leading dot\r\n"))
+        self.assertIn(b"Received: from py.example ([127.0.0.1]) by relay.test with ESMTP ; ", m.content)
+
+    @unittest.skipUnless(shutil.which("swaks"), "swaks is not installed (scripts/deps --test installs it)")
+    def test_swaks(self):
+        self.start()
+        p = subprocess.run(["swaks", "--server", "127.0.0.1", "--port", str(self.daemon.port), "--from", "s@example.com",
+                            "--to", "r@example.org", "--header", "Subject: swaks test", "--body", "swaks body",
+                            "--pipeline"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        m, = self.messages()
+        self.assertEqual(m.recipients(), ["r@example.org"])
+        self.assertIn(b"Subject: swaks test", m.content)
+
+    @unittest.skipUnless(shutil.which("curl"), "curl is not installed")
+    def test_curl(self):
+        self.start()
+        msg = os.path.join(self.work, "mail.txt")
+        with open(msg, "wb") as f:
+            f.write(b"Subject: curl test\r\n\r\nfrom curl\r\n")
+        p = subprocess.run(["curl", "-sS", "smtp://127.0.0.1:%d/curl.example" % self.daemon.port, "--mail-from", "c@example.com",
+                            "--mail-rcpt", "r1@example.org", "--mail-rcpt", "r2@example.org", "--upload-file", msg],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        m, = self.messages()
+        self.assertEqual(m.recipients(), ["r1@example.org", "r2@example.org"])
+        self.assertTrue(m.content.endswith(b"\r\nfrom curl\r\n"))
+
+    @unittest.skipUnless(shutil.which("smtp-source") or os.path.exists("/usr/sbin/smtp-source"),
+                         "Postfix's smtp-source is not installed (scripts/deps --test installs postfix)")
+    def test_smtp_source_many_sessions(self):
+        """Postfix's load generator: 20 concurrent sessions, pipelined, 500 messages; every one
+        stored, each exactly once, with its recipient."""
+        self.start()
+        src = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+        p = subprocess.run([src, "-s", "20", "-m", "500", "-l", "4096", "-f", "from@example.com", "-t", "to@example.org",
+                            "127.0.0.1:%d" % self.daemon.port], capture_output=True, text=True, timeout=240)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        msgs = self.messages()
+        self.assertEqual(len(msgs), 500)
+        self.assertEqual(len({m.id for m in msgs}), 500)
+        for m in msgs:
+            self.assertEqual(m.recipients(), ["to@example.org"])
+            self.assertEqual(m.state, "envelope")
+            self.assertGreater(len(m.content), 4096)
+        self.assertEqual([f for f in self.spool_files() if not f.endswith((".content", ".envelope"))], [])
+
+
+if __name__ == "__main__":
+    harness.main()
