@@ -230,6 +230,8 @@ const OptionDef emailrelay_options[] = {
                          "(not in E-MailRelay)")),
         VALUE("session-timeout", 0, "<seconds>", SMTPD | FRONTEND, .verbose_help = true,
               .help = N_("maximum duration of one SMTP session (not in E-MailRelay)")),
+        VALUE("min-free-space", 0, "<bytes>", SMTPD | FRONTEND, .verbose_help = true,
+              .help = N_("refuse mail with 452 while the spool has less free space (default 16 MiB, 0: off; not in E-MailRelay)")),
 
         {}
 };

@@ -154,6 +154,16 @@ static int configure(Server *server, const Options *o) {
             (r = get_uint(o, "max-connections-per-address", 0, 1000000, &c->max_per_address)) < 0 ||
             (r = get_uint(o, "filter-timeout", 1, 86400, &c->filter_timeout)) < 0)
                 return r;
+        if (options_has(o, "min-free-space")) {
+                const char *v = options_get(o, "min-free-space");
+                char *end = NULL;
+                errno = 0;
+                c->min_free_bytes = g_ascii_strtoull(v, &end, 10);
+                if (!g_ascii_isdigit(*v) || *end || errno) {
+                        log_error("option --min-free-space: value \"%s\" is not a number of bytes", v);
+                        return -EINVAL;
+                }
+        }
         r = parse_smtp_config(c, o, NULL);
         if (r < 0)
                 return r;

@@ -115,6 +115,9 @@ class Daemon:
             for s in self.sockets:
                 s.close()
 
+    def __del__(self):
+        self.log.close()
+
 
 class SmtpClient:
     """A raw SMTP client: exact bytes out, exact reply lines back."""

@@ -313,6 +313,103 @@ class FilterTest(SmtpdTestCase):
         self.assertEqual(self.spool_files(), [])
 
 
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+
+
+@unittest.skipUnless(shutil.which("spamd") or os.path.exists("/usr/sbin/spamd"),
+                     "SpamAssassin's spamd is not installed (scripts/deps --test installs it)")
+class SpamdTest(SmtpdTestCase):
+    """spam: and spam-edit: against the real spamd, on a unix socket (no fixed port)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.spamd_dir = tempfile.mkdtemp(prefix="spamd-")
+        os.chmod(cls.spamd_dir, 0o777)
+        cls.sock = os.path.join(cls.spamd_dir, "spamd.sock")
+        spamd = shutil.which("spamd") or "/usr/sbin/spamd"
+        cls.spamd = subprocess.Popen([spamd, "--local", "--nouser-config", "--syslog=stderr", "--max-children=2",
+                                      "--socketpath=" + cls.sock, "--socketmode=0666", "--username=nobody",
+                                      "--pidfile=" + os.path.join(cls.spamd_dir, "pid")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Loading the rules takes a few seconds.
+        if not harness.wait_for(lambda: os.path.exists(cls.sock), timeout=120, interval=0.2):
+            cls.spamd.kill()
+            raise RuntimeError("spamd did not create its socket within 120 s")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.spamd.terminate()
+        try:
+            cls.spamd.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            cls.spamd.kill()
+        shutil.rmtree(cls.spamd_dir, ignore_errors=True)
+
+    def send(self, body):
+        c = self.greeted()
+        self.open_data(c)
+        c.send("From: a@b\r\nSubject: spam test\r\n\r\n" + body + "\r\n.\r\n")
+        return c.reply()
+
+    def test_spam_rejects_gtube_and_passes_ham(self):
+        self.start("--filter", "spam:" + self.sock)
+        # E-MailRelay's spam: gives no code, hence its 452 with "rejected".
+        self.assertEqual(self.send(GTUBE), ["452 4.7.1 rejected"])
+        self.assertEqual(self.spool_files(), [])
+        self.assertRegex(self.daemon.output(), r"rejected by filter: \[spam: True ; [0-9.]+ / [0-9.]+\]")
+        self.assertEqual(self.send("An ordinary message about the weather."), ["250 2.0.0 message processed"])
+        self.assertEqual(len(self.messages()), 1)
+
+    def test_spam_edit_marks_and_passes(self):
+        self.start("--filter", "spam-edit:" + self.sock)
+        self.assertEqual(self.send(GTUBE), ["250 2.0.0 message processed"])
+        m, = self.messages()
+        head = m.content.split(b"\r\n\r\n", 1)[0]
+        self.assertIn(b"X-Spam-Flag: YES", head)
+        self.assertIn(b"X-Spam-Status: Yes", head)
+        self.assertEqual([f for f in self.spool_files() if f.endswith(".tmp")], [])
+
+
+@unittest.skipUnless(os.geteuid() == 0 and shutil.which("unshare"), "needs root for a private tmpfs spool")
+class FullDiskTest(SmtpdTestCase):
+    """A small tmpfs as the spool, in a private mount namespace of the daemon's own."""
+
+    def start_on_tmpfs(self, size, *args):
+        sock = harness.listening_socket()
+        argv = ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+                'mount -t tmpfs -o size="$0" tmpfs "$1" && shift && exec "$@"', size, self.spool,
+                SMTPD, "--spool-dir", self.spool, "--domain", DOMAIN, *args, self.config]
+        self.daemon = harness.Daemon(argv, [sock])
+        # The spool as the daemon sees it, through its mount namespace.
+        self.inside = "/proc/%d/root%s" % (self.daemon.proc.pid, self.spool)
+        c = self.greeted()
+        return c
+
+    def inside_files(self):
+        return sorted(os.listdir(self.inside))
+
+    def test_full_disk_452_nothing_kept_then_recovers(self):
+        c = self.start_on_tmpfs("2m", "--min-free-space", "0")
+        self.open_data(c)
+        line = "x" * 76 + "\r\n"
+        c.send("Subject: too big for the disk\r\n\r\n" + line * (3 * 1024 * 1024 // len(line)) + ".\r\n")
+        self.assertEqual(c.reply(), ["452 4.3.1 insufficient system storage"])
+        self.assertEqual(self.inside_files(), [])
+        self.assertIn("No space left on device", self.daemon.output())
+        # The space is back: the next message is stored.
+        c.cmd("RSET")
+        self.open_data(c, ehlo=False)
+        c.send("Subject: small\r\n\r\nfits\r\n.\r\n")
+        self.assertEqual(c.reply(), ["250 2.0.0 message processed"])
+        self.assertEqual(len(self.inside_files()), 2)
+
+    def test_low_space_refuses_mail(self):
+        c = self.start_on_tmpfs("2m", "--min-free-space", str(8 * 1024 * 1024))
+        c.cmd("EHLO x")
+        self.assertEqual(c.cmd("MAIL FROM:<a@b>"), ["452 4.3.1 insufficient system storage"])
+        self.assertEqual(self.inside_files(), [])
+
+
 class ChunkingTest(SmtpdTestCase):
     def test_bdat(self):
         self.start("--server-smtp-config", "+chunking")
