@@ -92,7 +92,8 @@ class Daemon:
         if self.sockets:
             e["LISTEN_FDS"] = str(len(self.sockets))
             e["LISTEN_FDNAMES"] = ":".join(names or ["smtp"] * len(self.sockets))
-            argv = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"'] + list(argv)
+            argv = ["/bin/sh", "-c", 'LISTEN_PID=$$; export LISTEN_PID; '
+                    '[ -n "$WATCHDOG_USEC" ] && WATCHDOG_PID=$$ && export WATCHDOG_PID; exec "$0" "$@"'] + list(argv)
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
                                      env=e, preexec_fn=move_fds if self.sockets else None,
                                      pass_fds=tuple(range(3, 3 + len(self.sockets))))

@@ -449,6 +449,37 @@ class ProcessTest(SmtpdTestCase):
         self.assertEqual(len(self.messages()), 1)
         self.daemon = None
 
+    def test_sd_notify_ready_status_watchdog(self):
+        """The service manager's protocol, through a real notify socket: READY=1 once the
+        sockets are adopted, STATUS= with figures, WATCHDOG=1 when WatchdogSec= is set."""
+        path = os.path.join(self.work, "notify.sock")
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(path)
+        notify.settimeout(20)
+        self.addCleanup(notify.close)
+        sock = harness.listening_socket()
+        argv = [SMTPD, "--spool-dir", self.spool, "--domain", DOMAIN, self.config]
+        self.daemon = harness.Daemon(argv, [sock], env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"})
+        # WATCHDOG_PID must be the daemon's: LISTEN_PID's wrapper exports it the same way.
+        seen = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(m.startswith("READY=1") for m in seen):
+            seen.append(notify.recv(4096).decode())
+        self.assertTrue(any("READY=1" in m for m in seen), seen)
+        c = self.greeted()
+        self.open_data(c)
+        c.send("Subject: x\r\n\r\ny\r\n.\r\n")
+        self.assertEqual(c.reply(), ["250 2.0.0 message processed"])
+        watchdog = status = None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (watchdog and status):
+            m = notify.recv(4096).decode()
+            watchdog = watchdog or ("WATCHDOG=1" in m)
+            if "STATUS=" in m and "1 accepted" in m:
+                status = m
+        self.assertTrue(watchdog, "no WATCHDOG=1")
+        self.assertRegex(status, r"STATUS=1 session, 1 accepted, 0 rejected, commit latency \d+ ms")
+
     def test_accept_yes_serves_one_connection(self):
         listener = harness.listening_socket()
         client = socket.create_connection(listener.getsockname())
