@@ -16,6 +16,7 @@ BUILD_ROOT = os.environ.get("EMAILRELAY_BUILD_ROOT", os.path.join(os.path.dirnam
 PROGRAM_DIRS = {
     "emailrelay-submit": "src/tools",
     "emailrelay-smtpd": "src/smtpd",
+    "emailrelay-forward": "src/forward",
 }
 
 

@@ -1,0 +1,736 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* emailrelay-forward: one pass over the spool, forwarding every due message to the next hop,
+ * then exit. Started by the .path and .timer units, systemd-run, or by hand; two at once on
+ * one spool are safe (each message is locked by flock and rename). */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glib/gi18n.h>
+#include <locale.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <systemd/sd-event.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "filter.h"
+#include "forward-client.h"
+#include "log.h"
+#include "macro.h"
+#include "options.h"
+#include "spool.h"
+
+#define PROGRAM "emailrelay-forward"
+
+/* Exit codes, documented in emailrelay-forward(8). */
+enum {
+        EXIT_FORWARD_OK = 0,
+        EXIT_FORWARD_FAILURES = 1,      /* some messages failed (to .bad or to retry later) */
+        EXIT_FORWARD_CONFIG = 2,        /* bad command line or config file */
+        EXIT_FORWARD_UNREACHABLE = 3,   /* the next hop could not be reached */
+};
+
+typedef struct Config {
+        char *forward_to;
+        char *ehlo_name;
+        unsigned connection_timeout, response_timeout, prompt_timeout, filter_timeout;
+        bool forward_to_some;
+        bool pipelining;
+        bool smtputf8strict, binarymimestrict, eightbitstrict;
+        unsigned *retry_schedule;
+        size_t n_retry_schedule;
+        unsigned retry_give_up;
+        FilterChain *client_filters;
+} Config;
+
+typedef struct Pass {
+        Config *config;
+        Spool *spool;
+        sd_event *event;
+        SmtpClient *client;
+        char *client_address;          /* what client is connected to */
+        GHashTable *unreachable;       /* addresses that failed to connect this pass */
+        unsigned forwarded, failed, deferred, skipped;
+        bool stop;
+        bool hop_down;
+} Pass;
+
+typedef enum Verdict {
+        VERDICT_DELIVERED,
+        VERDICT_PERMANENT,             /* to .bad */
+        VERDICT_TEMPORARY,             /* retry later */
+        VERDICT_SKIP,                  /* leave as it was (not attempted) */
+} Verdict;
+
+static void log_message(int level, const char *id, int code, const char *hop, const char *format, ...) _printf_(5, 6);
+static void log_message(int level, const char *id, int code, const char *hop, const char *format, ...) {
+        char text[1024], codestr[8];
+        va_list ap;
+        va_start(ap, format);
+        vsnprintf(text, sizeof text, format, ap);
+        va_end(ap);
+        snprintf(codestr, sizeof codestr, "%d", code);
+        const char *mid = level <= LOG_ERR ? LOG_MESSAGE_FAILED : level == LOG_WARNING ? LOG_MESSAGE_FAILED : LOG_MESSAGE_FORWARDED;
+        LogField f[] = {
+                { "EMAILRELAY_ID", id },
+                { "SMTP_CODE", code > 0 ? codestr : NULL },
+                { "NEXT_HOP", hop },
+                { "MESSAGE_ID", mid },
+        };
+        log_fields(level, 0, f, ELEMENTSOF(f), "%s", text);
+}
+
+/* ---- retry bookkeeping: reason lines plus X-MailRelay-NextRetry, see emailrelay-spool(5) ---- */
+
+static long long next_retry_of(const Envelope *e) {
+        const char *v = envelope_trailer_get(e, "X-MailRelay-NextRetry");
+        if (!v)
+                return 0;
+        return g_ascii_strtoll(v, NULL, 10);
+}
+
+static time_t content_mtime(Pass *p, const char *id) {
+        g_autofree char *path = spool_file_path(p->spool, id, ".content");
+        struct stat st;
+        return stat(path, &st) == 0 ? st.st_mtime : time(NULL);
+}
+
+/* Append the failure to the locked envelope and put it back for a later pass; past the
+ * give-up time it goes to .bad instead. */
+static int defer_message(Pass *p, SpoolLock *l, const Envelope *e, const char *reason, int code) {
+        const char *id = spool_lock_id(l);
+        unsigned attempts = envelope_count_reasons(e) + 1;
+        time_t now = time(NULL);
+
+        if ((unsigned long long) (now - content_mtime(p, id)) >= p->config->retry_give_up) {
+                g_autofree char *why = g_strdup_printf("%s (gave up after %u attempts)", reason, attempts);
+                log_message(LOG_ERR, id, code, p->config->forward_to, "message %s failed: %s", id, why);
+                p->failed++;
+                return spool_lock_fail(l, why, code);
+        }
+        size_t i = MIN((size_t) attempts - 1, p->config->n_retry_schedule - 1);
+        long long next = (long long) now + p->config->retry_schedule[i];
+        g_autoptr(GString) lines = envelope_reason_lines(reason, code, e->lf_only);
+        g_string_append_printf(lines, "X-MailRelay-NextRetry: %lld%s", next, e->lf_only ? "\n" : "\r\n");
+        int fd = spool_lock_envelope_fd(l);
+        if (lseek(fd, 0, SEEK_END) < 0 || write(fd, lines->str, lines->len) != (ssize_t) lines->len)
+                return negative_errno();
+        (void) fdatasync(fd);
+        log_message(LOG_WARNING, id, code, p->config->forward_to, "message %s deferred (attempt %u): %s; next try in %lld s",
+                    id, attempts, reason, next - (long long) now);
+        p->deferred++;
+        return spool_lock_release(l);
+}
+
+/* ---- connection ---- */
+
+static void disconnect(Pass *p) {
+        smtp_client_quit(p->client);
+        p->client = NULL;
+        g_clear_pointer(&p->client_address, g_free);
+}
+
+/* Connected to address, or why not (reason and code for the message's record). */
+static int ensure_connected(Pass *p, const char *address, char **ret_reason, int *ret_code) {
+        SmtpReply reply = {};
+        int r;
+
+        if (p->client && streq(p->client_address, address))
+                return 0;
+        disconnect(p);
+        /* A next hop that is down costs one connection attempt per pass, not one per message. */
+        if (g_hash_table_contains(p->unreachable, address))
+                return -EHOSTDOWN;
+        r = smtp_client_connect(address, p->config->ehlo_name, p->config->connection_timeout, p->config->prompt_timeout,
+                                p->config->response_timeout, &p->client, &reply);
+        if (r < 0) {
+                g_hash_table_add(p->unreachable, g_strdup(address));
+                if (r == -EPROTO && reply.code) {
+                        *ret_reason = g_strdup_printf("%s", reply.text);
+                        *ret_code = reply.code;
+                } else {
+                        *ret_reason = g_strdup_printf("cannot connect to %s: %s", address, g_strerror(-r));
+                        *ret_code = 0;
+                }
+                log_warning("cannot forward to %s: %s", address, *ret_reason);
+                return r;
+        }
+        p->client_address = g_strdup(address);
+        return 0;
+}
+
+/* ---- one transaction ---- */
+
+typedef struct Outcome {
+        Verdict verdict;
+        int code;
+        char *reason;
+        GPtrArray *retry_rcpts;        /* --forward-to-some: recipients left for later */
+        bool connection_lost;
+} Outcome;
+
+static void outcome_set(Outcome *o, Verdict v, int code, const char *reason) {
+        o->verdict = v;
+        o->code = code;
+        g_free(o->reason);
+        o->reason = g_strdup(reason);
+}
+
+static Verdict verdict_for(int code) {
+        return code >= 500 ? VERDICT_PERMANENT : VERDICT_TEMPORARY;
+}
+
+static void transact(Pass *p, const char *id, const Envelope *e, int content_fd, Outcome *o) {
+        SmtpClient *c = p->client;
+        g_autoptr(GPtrArray) accepted = g_ptr_array_new();
+        g_autoptr(GPtrArray) rejected = g_ptr_array_new();
+        g_auto(GStrv) lines = NULL;
+        SmtpReply reply;
+        int r;
+
+        bool binary = e->body == ENVELOPE_BODY_BINARYMIME;
+        if (binary && !(c->chunking && c->binarymime)) {
+                if (p->config->binarymimestrict)
+                        return outcome_set(o, VERDICT_PERMANENT, 0, "next hop does not support BINARYMIME and CHUNKING");
+                binary = false;
+        }
+        if (e->utf8_mailbox_names && !c->smtputf8 && p->config->smtputf8strict)
+                return outcome_set(o, VERDICT_PERMANENT, 0, "next hop does not support SMTPUTF8");
+        if (e->body == ENVELOPE_BODY_8BIT && !c->eightbitmime && p->config->eightbitstrict)
+                return outcome_set(o, VERDICT_PERMANENT, 0, "next hop does not support 8BITMIME");
+
+        GString *cmds = g_string_new(NULL);
+        g_string_append_printf(cmds, "MAIL FROM:<%s>", e->from ? e->from : "");
+        if (c->eightbitmime && e->body == ENVELOPE_BODY_8BIT)
+                g_string_append(cmds, " BODY=8BITMIME");
+        else if (c->eightbitmime && e->body == ENVELOPE_BODY_7BIT)
+                g_string_append(cmds, " BODY=7BIT");
+        else if (binary)
+                g_string_append(cmds, " BODY=BINARYMIME");
+        if (e->utf8_mailbox_names && c->smtputf8)
+                g_string_append(cmds, " SMTPUTF8");
+        g_string_append(cmds, "\r\n");
+        for (guint i = 0; i < e->to_remote->len; i++)
+                g_string_append_printf(cmds, "RCPT TO:<%s>\r\n", (char *) e->to_remote->pdata[i]);
+
+        bool pipelined = c->pipelining && p->config->pipelining;
+        if (pipelined && !binary)
+                g_string_append(cmds, "DATA\r\n");
+
+        /* Without pipelining, each command waits for its reply. */
+        lines = g_strsplit(cmds->str, "\r\n", -1);
+        g_string_free(cmds, true);
+        if (pipelined) {
+                g_autofree char *all = g_strjoinv("\r\n", lines);
+                r = smtp_client_send(c, all, strlen(all));
+                if (r < 0)
+                        goto lost;
+        }
+
+        /* MAIL */
+        if (!pipelined && (r = smtp_client_printf(c, "%s\r\n", lines[0])) < 0)
+                goto lost;
+        if ((r = smtp_client_reply(c, &reply)) < 0)
+                goto lost;
+        bool mail_ok = reply.code / 100 == 2;
+        SmtpReply mail_reply = reply;
+
+        /* RCPT */
+        bool any_temporary = false;
+        SmtpReply last_rejection = {};
+        for (guint i = 0; i < e->to_remote->len; i++) {
+                if (!pipelined && !mail_ok)
+                        break;
+                if (!pipelined && (r = smtp_client_printf(c, "%s\r\n", lines[1 + i])) < 0)
+                        goto lost;
+                if ((r = smtp_client_reply(c, &reply)) < 0)
+                        goto lost;
+                if (reply.code / 100 == 2)
+                        g_ptr_array_add(accepted, e->to_remote->pdata[i]);
+                else {
+                        g_ptr_array_add(rejected, e->to_remote->pdata[i]);
+                        any_temporary |= reply.code / 100 == 4;
+                        last_rejection = reply;
+                }
+        }
+
+        bool send_data = mail_ok && accepted->len > 0 && (rejected->len == 0 || p->config->forward_to_some);
+        if (pipelined && !binary) {
+                /* DATA went with the batch: read its reply whatever happened before. */
+                if ((r = smtp_client_reply(c, &reply)) < 0)
+                        goto lost;
+                if (reply.code == 354 && !send_data) {
+                        /* Cannot take DATA back: send an empty message end and have it
+                         * refused by the RSET below... a lone "." would deliver an empty
+                         * message, so drop the connection instead (nothing is delivered). */
+                        disconnect(p);
+                        o->connection_lost = true;
+                        goto verdict;
+                }
+                if (send_data && reply.code != 354) {
+                        outcome_set(o, verdict_for(reply.code), reply.code, reply.text);
+                        goto reset;
+                }
+        } else if (send_data && !binary) {
+                if ((r = smtp_client_printf(c, "DATA\r\n")) < 0 || (r = smtp_client_reply(c, &reply)) < 0)
+                        goto lost;
+                if (reply.code != 354) {
+                        outcome_set(o, verdict_for(reply.code), reply.code, reply.text);
+                        goto reset;
+                }
+        }
+
+        if (send_data) {
+                r = binary ? smtp_client_send_bdat(c, content_fd) : smtp_client_send_data(c, content_fd);
+                if (r < 0)
+                        goto lost;
+                if ((r = smtp_client_reply(c, &reply)) < 0)
+                        goto lost;
+                if (reply.code / 100 != 2) {
+                        outcome_set(o, verdict_for(reply.code), reply.code, reply.text);
+                        return;
+                }
+                if (rejected->len == 0) {
+                        outcome_set(o, VERDICT_DELIVERED, reply.code, reply.text);
+                        return;
+                }
+                /* --forward-to-some: delivered to some; the rest stay for retry or .bad. */
+                o->retry_rcpts = g_ptr_array_new_with_free_func(g_free);
+                for (guint i = 0; i < rejected->len; i++)
+                        g_ptr_array_add(o->retry_rcpts, g_strdup(rejected->pdata[i]));
+                outcome_set(o, any_temporary ? VERDICT_TEMPORARY : VERDICT_PERMANENT, last_rejection.code,
+                            any_temporary ? "some recipients deferred" : "some recipients rejected");
+                return;
+        }
+
+verdict:
+        if (!mail_ok)
+                outcome_set(o, verdict_for(mail_reply.code), mail_reply.code, mail_reply.text);
+        else if (accepted->len == 0)
+                outcome_set(o, any_temporary ? VERDICT_TEMPORARY : VERDICT_PERMANENT, last_rejection.code,
+                            rejected->len == 1 ? last_rejection.text : "all recipients rejected");
+        else
+                /* All-or-nothing (the default): nothing sent; the whole recipient list is kept
+                 * (E-MailRelay's quirk 7 dropped the accepted ones). */
+                outcome_set(o, any_temporary ? VERDICT_TEMPORARY : VERDICT_PERMANENT, last_rejection.code,
+                            "one or more recipients rejected");
+        if (o->connection_lost)
+                return;
+reset:
+        if (smtp_client_printf(c, "RSET\r\n") < 0 || smtp_client_reply(c, &reply) < 0 || reply.code != 250) {
+                disconnect(p);
+                o->connection_lost = true;
+        }
+        return;
+
+lost:
+        disconnect(p);
+        o->connection_lost = true;
+        outcome_set(o, VERDICT_TEMPORARY, 0, r == -ETIMEDOUT ? "timeout waiting for the next hop" : "connection to the next hop lost");
+        g_free(o->reason);
+        o->reason = g_strdup_printf("%s (%s)", r == -ETIMEDOUT ? "timeout waiting for the next hop" : "connection to the next hop lost",
+                                    g_strerror(-r));
+}
+
+/* ---- client filters ---- */
+
+typedef struct FilterWait {
+        bool done;
+        FilterOutcome outcome;
+} FilterWait;
+
+static void on_filter_done(const FilterOutcome *o, void *userdata) {
+        FilterWait *w = userdata;
+        w->outcome = *o;
+        w->outcome.response = g_strdup(o->response);
+        w->outcome.reason = g_strdup(o->reason);
+        w->done = true;
+}
+
+static int run_client_filter(Pass *p, const char *id, FilterWait *w) {
+        g_autofree char *content = spool_file_path(p->spool, id, ".content");
+        g_autofree char *envelope = spool_file_path(p->spool, id, ".envelope.busy");
+        FilterRun *run = NULL;
+        int r = filter_chain_run(p->config->client_filters, p->event, content, envelope, p->config->filter_timeout,
+                                 on_filter_done, w, &run);
+        if (r < 0)
+                return r;
+        while (!w->done) {
+                r = sd_event_run(p->event, UINT64_MAX);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* ---- one message ---- */
+
+static void forward_one(Pass *p, const char *id) {
+        g_autoptr(SpoolLock) l = NULL;
+        g_auto(Envelope) e = {};
+        g_autofree char *error = NULL;
+        Outcome o = {};
+        int r;
+
+        /* Not due yet: skip without taking the lock (cheap for a long queue). */
+        {
+                g_auto(Envelope) peek = {};
+                if (spool_read_envelope(p->spool, id, SPOOL_STATE_READY, &peek, NULL) >= 0 &&
+                    next_retry_of(&peek) > (long long) time(NULL)) {
+                        p->skipped++;
+                        return;
+                }
+        }
+        r = spool_lock(p->spool, id, &l);
+        if (r < 0)
+                return;   /* taken by another forwarder, or gone */
+        r = spool_lock_read_envelope(l, &e, &error);
+        if (r < 0) {
+                log_warning("ignoring %s: %s", id, error ? error : g_strerror(-r));
+                p->skipped++;
+                return;   /* unlocked back to .envelope by the cleanup */
+        }
+        if (e.to_remote->len == 0) {
+                log_message(LOG_ERR, id, 0, NULL, "message %s failed: no remote recipients", id);
+                (void) spool_lock_fail(l, "no remote recipients", 0);
+                p->failed++;
+                return;
+        }
+
+        if (p->config->client_filters && !filter_chain_is_empty(p->config->client_filters)) {
+                FilterWait w = {};
+                r = run_client_filter(p, id, &w);
+                if (r < 0) {
+                        log_error_errno(r, "cannot run the client filter for %s: %m", id);
+                        p->stop = true;
+                        return;
+                }
+                if (w.outcome.stop_scanning)
+                        p->stop = true;
+                if (w.outcome.result == FILTER_ABANDON) {
+                        log_info("message %s abandoned by the client filter", id);
+                        filter_outcome_done(&w.outcome);
+                        return;   /* released if the filter left it */
+                }
+                if (w.outcome.result == FILTER_FAIL) {
+                        const char *why = w.outcome.reason ? w.outcome.reason : "rejected";
+                        log_message(LOG_ERR, id, 550, NULL, "message %s failed: client filter: %s", id, why);
+                        (void) spool_lock_fail(l, why, 550);
+                        p->failed++;
+                        filter_outcome_done(&w.outcome);
+                        return;
+                }
+                filter_outcome_done(&w.outcome);
+                /* The filter may have edited the envelope: read it again. */
+                envelope_done(&e);
+                if (spool_lock_read_envelope(l, &e, &error) < 0) {
+                        log_warning("ignoring %s after the client filter: %s", id, error ? error : "unreadable");
+                        return;
+                }
+        }
+
+        const char *address = !isempty(e.forward_to_address) ? e.forward_to_address : p->config->forward_to;
+        g_autofree char *why = NULL;
+        int code = 0;
+        r = ensure_connected(p, address, &why, &code);
+        if (r == -EHOSTDOWN) {
+                /* Already failed this pass: left as it is, not counted as an attempt. */
+                p->skipped++;
+                return;
+        }
+        if (r < 0) {
+                if (r == -EPROTO && code >= 500)
+                        outcome_set(&o, VERDICT_PERMANENT, code, why);
+                else {
+                        outcome_set(&o, VERDICT_TEMPORARY, code, why);
+                        p->hop_down = true;
+                }
+        } else {
+                _cleanup_close_ int fd = -EBADF;
+                g_autofree char *content = spool_file_path(p->spool, id, ".content");
+                fd = open(content, O_RDONLY | O_CLOEXEC);
+                if (fd < 0) {
+                        outcome_set(&o, VERDICT_PERMANENT, 0, "the content file is missing");
+                } else
+                        transact(p, id, &e, fd, &o);
+        }
+
+        switch (o.verdict) {
+        case VERDICT_DELIVERED:
+                r = spool_lock_delete(l);
+                if (r < 0)
+                        log_warning_errno(r, "message %s forwarded but not removed from the spool: %m", id);
+                log_message(LOG_INFO, id, o.code, address, "message %s forwarded to %s: %d %s", id, address, o.code, o.reason);
+                p->forwarded++;
+                break;
+        case VERDICT_PERMANENT:
+                if (o.retry_rcpts) {
+                        g_ptr_array_set_size(e.to_remote, 0);
+                        for (guint i = 0; i < o.retry_rcpts->len; i++)
+                                g_ptr_array_add(e.to_remote, g_strdup(o.retry_rcpts->pdata[i]));
+                        (void) spool_lock_rewrite_envelope(l, &e);
+                }
+                log_message(LOG_ERR, id, o.code, address, "message %s failed: %d %s", id, o.code, o.reason);
+                (void) spool_lock_fail(l, o.reason, o.code);
+                p->failed++;
+                break;
+        case VERDICT_TEMPORARY:
+                if (o.retry_rcpts) {
+                        g_ptr_array_set_size(e.to_remote, 0);
+                        for (guint i = 0; i < o.retry_rcpts->len; i++)
+                                g_ptr_array_add(e.to_remote, g_strdup(o.retry_rcpts->pdata[i]));
+                        (void) spool_lock_rewrite_envelope(l, &e);
+                }
+                (void) defer_message(p, l, &e, o.reason, o.code);
+                break;
+        case VERDICT_SKIP:
+                break;
+        }
+        g_free(o.reason);
+        if (o.retry_rcpts)
+                g_ptr_array_unref(o.retry_rcpts);
+}
+
+/* ---- configuration ---- */
+
+static int get_uint(const Options *o, const char *name, unsigned min, unsigned max, unsigned *v) {
+        g_autofree char *error = NULL;
+        int r = options_get_uint(o, name, min, max, v, &error);
+        if (r < 0)
+                log_error("%s", error);
+        return r;
+}
+
+static int parse_client_smtp_config(Config *c, const Options *o) {
+        g_autofree const char **values = NULL;
+        size_t n = options_get_all(o, "client-smtp-config", &values);
+        for (size_t i = 0; i < n; i++) {
+                g_auto(GStrv) items = g_strsplit(values[i], ",", -1);
+                for (char **it = items; *it; it++) {
+                        const char *name = g_strstrip(*it);
+                        bool on = true;
+                        if (!*name)
+                                continue;
+                        if (name[0] == '+')
+                                name++;
+                        else if (name[0] == '-')
+                                name++, on = false;
+                        else if (g_str_has_prefix(name, "with-"))
+                                name += 5;
+                        else if (g_str_has_prefix(name, "without-"))
+                                name += 8, on = false;
+                        else if (g_str_has_prefix(name, "no"))
+                                name += 2, on = false;
+                        if (streq(name, "pipelining"))
+                                c->pipelining = on;
+                        else if (streq(name, "smtputf8strict"))
+                                c->smtputf8strict = on;
+                        else if (streq(name, "eightbitstrict"))
+                                c->eightbitstrict = on;
+                        else if (streq(name, "binarymimestrict"))
+                                c->binarymimestrict = on;
+                        else if (!streq(name, "linger"))
+                                log_warning("--client-smtp-config: unknown item \"%s\" ignored", *it);
+                }
+        }
+        return 0;
+}
+
+static const char *const unimplemented[] = {
+        "client-auth", "client-auth-config", "client-tls", "client-tls-connection", "client-tls-required",
+        "client-tls-certificate", "client-tls-verify", "client-tls-verify-name", "client-tls-server-name",
+        "tls-config", "client-interface", "log-format", "debug",
+};
+
+static int configure(Config *c, const Options *o) {
+        int r;
+
+        *c = (Config){
+                .connection_timeout = 40,
+                .response_timeout = 1800,   /* E-MailRelay's code default */
+                .prompt_timeout = 20,
+                .filter_timeout = 60,
+                .pipelining = true,         /* E-MailRelay: off; used here when the server offers it */
+                .smtputf8strict = true,
+                .binarymimestrict = true,
+                .retry_give_up = 432000,
+        };
+        for (size_t i = 0; i < ELEMENTSOF(unimplemented); i++)
+                if (options_has(o, unimplemented[i])) {
+                        log_error("option --%s is not supported by this version of " PROGRAM, unimplemented[i]);
+                        return -EOPNOTSUPP;
+                }
+        c->forward_to = g_strdup(options_get(o, "forward-to"));
+        if (isempty(c->forward_to)) {
+                log_error("no next hop: use --forward-to <host:port>");
+                return -EINVAL;
+        }
+        if (strchr(c->forward_to, '@')) {
+                log_error("--forward-to %s: SOCKS is not supported by this version", c->forward_to);
+                return -EOPNOTSUPP;
+        }
+        c->forward_to_some = options_has(o, "forward-to-some");
+        if ((r = get_uint(o, "connection-timeout", 1, 3600, &c->connection_timeout)) < 0 ||
+            (r = get_uint(o, "response-timeout", 1, 86400, &c->response_timeout)) < 0 ||
+            (r = get_uint(o, "prompt-timeout", 1, 3600, &c->prompt_timeout)) < 0 ||
+            (r = get_uint(o, "filter-timeout", 1, 86400, &c->filter_timeout)) < 0 ||
+            (r = get_uint(o, "retry-give-up", 0, UINT32_MAX, &c->retry_give_up)) < 0)
+                return r;
+        parse_client_smtp_config(c, o);
+
+        const char *schedule = options_get_default(o, "retry-schedule", "300,600,1200,2400,3600");
+        g_auto(GStrv) items = g_strsplit(schedule, ",", -1);
+        c->n_retry_schedule = g_strv_length(items);
+        c->retry_schedule = g_new0(unsigned, MAX(c->n_retry_schedule, 1));
+        for (size_t i = 0; i < c->n_retry_schedule; i++) {
+                char *end = NULL;
+                const char *s = g_strstrip(items[i]);
+                unsigned long v = strtoul(s, &end, 10);
+                if (!g_ascii_isdigit(*s) || *end || v > 30 * 86400) {
+                        log_error("--retry-schedule: \"%s\" is not a number of seconds", items[i]);
+                        return -EINVAL;
+                }
+                c->retry_schedule[i] = (unsigned) v;
+        }
+        if (c->n_retry_schedule == 0) {
+                log_error("--retry-schedule: empty");
+                return -EINVAL;
+        }
+
+        /* EHLO name: --domain if it is a dotted name, else the host name (E-MailRelay sends
+         * its address when the domain is not an FQDN; a host name is what servers expect). */
+        const char *domain = options_get(o, "domain");
+        char host[256] = "localhost";
+        (void) gethostname(host, sizeof host - 1);
+        c->ehlo_name = g_strdup(domain && strchr(domain, '.') ? domain : host);
+
+        g_autofree const char **filters = NULL;
+        size_t nf = options_get_all(o, "client-filter", &filters);
+        if (nf > 0) {
+                g_autofree char *error = NULL;
+                r = filter_chain_parse(filters, nf, FILTER_CLIENT, &c->client_filters, &error);
+                if (r < 0) {
+                        log_error("%s", error);
+                        return r;
+                }
+        }
+        return 0;
+}
+
+static int parse_options(int argc, char **argv, Options *o) {
+        g_autofree char *error = NULL;
+        Options first;
+        int r;
+
+        options_init(&first, emailrelay_options, PROG_FORWARD);
+        r = options_parse_argv(&first, argc, argv, &error);
+        if (r >= 0 && first.n_args > 1) {
+                log_error("too many arguments: only one config file may be given");
+                r = -EINVAL;
+        }
+        if (r >= 0) {
+                const char *config = first.n_args == 1 ? first.args[0] : (access(CONFIG_FILE, F_OK) == 0 ? CONFIG_FILE : NULL);
+                if (config)
+                        r = options_parse_config_file(o, config, &error);
+        }
+        if (r >= 0)
+                r = options_parse_argv(o, argc, argv, &error);
+        if (r < 0 && error)
+                log_error("%s", error);
+        options_done(&first);
+        return r;
+}
+
+static int run(Options *o, int argc, char **argv) {
+        Config config = {};
+        Pass p = {};
+        int r, ret;
+
+        if (parse_options(argc, argv, o) < 0)
+                return EXIT_FORWARD_CONFIG;
+        if (options_has(o, "help")) {
+                options_print_help(o, stdout, PROGRAM, "[<option> ...] [<config-file>]", false);
+                return 0;
+        }
+        if (options_has(o, "version")) {
+                options_print_version(stdout, PROGRAM, false);
+                return 0;
+        }
+        {
+                LogConfig lc = LOG_CONFIG_DEFAULT(PROGRAM);
+                g_autofree const char **v = NULL;
+                lc.verbose = options_get_all(o, "verbose", &v) > 0;
+                lc.time = options_has(o, "log-time");
+                lc.file = options_get(o, "log-file");
+                (void) log_open(&lc);
+        }
+        if (configure(&config, o) < 0) {
+                ret = EXIT_FORWARD_CONFIG;
+                goto out;
+        }
+        const char *spool_dir = options_get_default(o, "spool-dir", SPOOLDIR);
+        r = spool_open(spool_dir, &p.spool);
+        if (r < 0) {
+                log_error_errno(r, "cannot open the spool directory %s: %m", spool_dir);
+                ret = EXIT_FORWARD_CONFIG;
+                goto out;
+        }
+        r = sd_event_default(&p.event);
+        if (r < 0) {
+                ret = EXIT_FORWARD_CONFIG;
+                goto out;
+        }
+        p.config = &config;
+        p.unreachable = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+
+        /* Locks of forwarders that died are free: put their messages back first. */
+        SpoolRecoverStats rs;
+        if (spool_recover(p.spool, 60, &rs) >= 0 && rs.busy_released > 0)
+                log_info("released %u stale lock%s", rs.busy_released, rs.busy_released == 1 ? "" : "s");
+
+        g_autoptr(GPtrArray) ids = NULL;
+        r = spool_list(p.spool, SPOOL_STATE_READY, &ids);
+        if (r < 0) {
+                log_error_errno(r, "cannot list the spool %s: %m", spool_dir);
+                ret = EXIT_FORWARD_CONFIG;
+                goto out;
+        }
+        for (guint i = 0; i < ids->len && !p.stop; i++)
+                forward_one(&p, ids->pdata[i]);
+        disconnect(&p);
+
+        log_info("forwarded %u, deferred %u, failed %u, not due or skipped %u", p.forwarded, p.deferred, p.failed, p.skipped);
+        ret = p.hop_down ? EXIT_FORWARD_UNREACHABLE : (p.failed + p.deferred > 0 ? EXIT_FORWARD_FAILURES : EXIT_FORWARD_OK);
+out:
+        if (p.unreachable)
+                g_hash_table_unref(p.unreachable);
+        spool_free(p.spool);
+        sd_event_unref(p.event);
+        filter_chain_free(config.client_filters);
+        g_free(config.forward_to);
+        g_free(config.ehlo_name);
+        g_free(config.retry_schedule);
+        return ret;
+}
+
+int main(int argc, char **argv) {
+        sigset_t mask;
+        Options o;
+
+        setlocale(LC_ALL, "");
+        bindtextdomain(GETTEXT_PACKAGE, LOCALEDIR);
+        textdomain(GETTEXT_PACKAGE);
+        /* Client filters are reaped through the event loop. */
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGCHLD);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        signal(SIGPIPE, SIG_IGN);
+        umask(007);
+
+        options_init(&o, emailrelay_options, PROG_FORWARD);
+        int r = run(&o, argc, argv);
+        options_done(&o);
+        return r;
+}
