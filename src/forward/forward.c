@@ -85,10 +85,8 @@ static void log_message(int level, const char *id, int code, const char *hop, co
 /* ---- retry bookkeeping: reason lines plus X-MailRelay-NextRetry, see emailrelay-spool(5) ---- */
 
 static long long next_retry_of(const Envelope *e) {
-        const char *v = envelope_trailer_get(e, "X-MailRelay-NextRetry");
-        if (!v)
-                return 0;
-        return g_ascii_strtoll(v, NULL, 10);
+        long long t = 0;
+        return envelope_next_retry(e, &t) >= 0 ? t : 0;   /* absent or malformed: due */
 }
 
 static time_t content_mtime(Pass *p, const char *id) {
@@ -112,12 +110,20 @@ static int defer_message(Pass *p, SpoolLock *l, const Envelope *e, const char *r
         }
         size_t i = MIN((size_t) attempts - 1, p->config->n_retry_schedule - 1);
         long long next = (long long) now + p->config->retry_schedule[i];
-        g_autoptr(GString) lines = envelope_reason_lines(reason, code, e->lf_only);
-        g_string_append_printf(lines, "X-MailRelay-NextRetry: %lld%s", next, e->lf_only ? "\n" : "\r\n");
+        g_autoptr(GString) lines = envelope_retry_lines(reason, code, next, e->lf_only);
         int fd = spool_lock_envelope_fd(l);
-        if (lseek(fd, 0, SEEK_END) < 0 || write(fd, lines->str, lines->len) != (ssize_t) lines->len)
+        if (lseek(fd, 0, SEEK_END) < 0)
                 return negative_errno();
-        (void) fdatasync(fd);
+        for (size_t done = 0; done < lines->len;) {
+                ssize_t n = write(fd, lines->str + done, lines->len - done);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        return n < 0 ? negative_errno() : -EIO;
+                done += (size_t) n;
+        }
+        if (fdatasync(fd) < 0)
+                return negative_errno();
         log_message(LOG_WARNING, id, code, p->config->forward_to, "message %s deferred (attempt %u): %s; next try in %lld s",
                     id, attempts, reason, next - (long long) now);
         p->deferred++;
@@ -644,6 +650,7 @@ static int parse_options(int argc, char **argv, Options *o) {
 }
 
 static int run(Options *o, int argc, char **argv) {
+        g_autoptr(GPtrArray) ids = NULL;
         Config config = {};
         Pass p = {};
         int r, ret;
@@ -690,7 +697,6 @@ static int run(Options *o, int argc, char **argv) {
         if (spool_recover(p.spool, 60, &rs) >= 0 && rs.busy_released > 0)
                 log_info("released %u stale lock%s", rs.busy_released, rs.busy_released == 1 ? "" : "s");
 
-        g_autoptr(GPtrArray) ids = NULL;
         r = spool_list(p.spool, SPOOL_STATE_READY, &ids);
         if (r < 0) {
                 log_error_errno(r, "cannot list the spool %s: %m", spool_dir);

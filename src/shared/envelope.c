@@ -498,6 +498,46 @@ GString *envelope_reason_lines(const char *reason, int code, bool lf_only) {
         return out;
 }
 
+static void retry_lines(GPtrArray *lines, const char *reason, int code, long long next_retry) {
+        if (reason)
+                reason_lines(lines, reason, code);
+        g_ptr_array_add(lines, g_strdup_printf(ENVELOPE_NEXT_RETRY_KEY ": %lld", next_retry));
+}
+
+void envelope_add_retry(Envelope *e, const char *reason, int code, long long next_retry) {
+        retry_lines(e->trailer, reason, code, next_retry);
+}
+
+GString *envelope_retry_lines(const char *reason, int code, long long next_retry, bool lf_only) {
+        g_autoptr(GPtrArray) lines = g_ptr_array_new_with_free_func(g_free);
+        GString *out = g_string_new(NULL);
+
+        retry_lines(lines, reason, code, next_retry);
+        for (guint i = 0; i < lines->len; i++) {
+                g_string_append(out, lines->pdata[i]);
+                g_string_append(out, lf_only ? "\n" : "\r\n");
+        }
+        return out;
+}
+
+int envelope_next_retry(const Envelope *e, long long *ret_seconds) {
+        const char *v = envelope_trailer_get(e, ENVELOPE_NEXT_RETRY_KEY);
+        char *end = NULL;
+        long long n;
+
+        if (!v)
+                return -ENOENT;
+        /* Digits only: no sign, no blanks, no hex; a value past the range is malformed too. */
+        if (!g_ascii_isdigit(v[0]))
+                return -EINVAL;
+        errno = 0;
+        n = strtoll(v, &end, 10);
+        if (errno != 0 || *end != '\0')
+                return -EINVAL;
+        *ret_seconds = n;
+        return 0;
+}
+
 unsigned envelope_count_reasons(const Envelope *e) {
         unsigned n = 0;
         for (guint i = 0; i < e->trailer->len; i++)

@@ -57,6 +57,9 @@ GString *envelope_to_string(const Envelope *e);
  * "line N: <what is wrong>" (the caller adds the file name), leaving *ret untouched. */
 int envelope_parse(const char *data, size_t len, Envelope *ret, char **ret_error);
 
+/* The trailer key of the retry time (see envelope_add_retry()). */
+#define ENVELOPE_NEXT_RETRY_KEY "X-MailRelay-NextRetry"
+
 /* Failure reason lines, appended to the trailer: "X-MailRelay-Reason: <printable reason>" and
  * "X-MailRelay-ReasonCode: <code>" (nothing after the colon when code is 0). */
 void envelope_add_reason(Envelope *e, const char *reason, int code);
@@ -68,3 +71,13 @@ const char *envelope_trailer_get(const Envelope *e, const char *key);
 /* The serialised form of the reason lines alone, in the given line ending, so that a failure
  * can be appended to a file without rewriting it. */
 GString *envelope_reason_lines(const char *reason, int code, bool lf_only);
+
+/* Retry state of a message that failed temporarily and stays ready: after each failed attempt
+ * the reason lines and "X-MailRelay-NextRetry: <unix seconds>". A NULL reason gives the
+ * NextRetry line alone (a message made due by hand, without an attempt). */
+void envelope_add_retry(Envelope *e, const char *reason, int code, long long next_retry);
+/* The same lines serialised in the given line ending, for appending to a file. */
+GString *envelope_retry_lines(const char *reason, int code, long long next_retry, bool lf_only);
+/* The last X-MailRelay-NextRetry value: 0 with *ret_seconds set, -ENOENT when there is none,
+ * -EINVAL when it is not a decimal number of seconds. */
+int envelope_next_retry(const Envelope *e, long long *ret_seconds);

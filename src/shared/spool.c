@@ -523,7 +523,8 @@ int spool_unfail(Spool *s, const char *id) {
 
         if (!spool_id_is_valid(id))
                 return -EINVAL;
-        if (renameat(s->dir_fd, bad, s->dir_fd, ready) < 0)
+        /* Never replace a ready envelope of the same name (a copy put back by hand). */
+        if (renameat2(s->dir_fd, bad, s->dir_fd, ready, RENAME_NOREPLACE) < 0)
                 return negative_errno();
         return 0;
 }

@@ -193,6 +193,77 @@ static void test_older_formats(void) {
         { g_auto(Envelope) e = {}; parse_ok(v3, &e); g_assert_cmpint(e.format, ==, 3); g_assert_cmpstr(e.client, ==, "10.0.0.1"); }
 }
 
+static void test_retry_lines(void) {
+        g_auto(Envelope) e = {};
+        long long next = -1;
+
+        parse_ok(reference_example, &e);
+        g_assert_cmpint(envelope_next_retry(&e, &next), ==, -ENOENT);
+        g_assert_cmpint(next, ==, -1);  /* untouched */
+
+        envelope_add_retry(&e, "4.3.0 try later", 451, 1795460000);
+        envelope_add_retry(&e, "connection\r\nrefused", 0, 1795461800);
+        g_assert_cmpuint(envelope_count_reasons(&e), ==, 2);
+        g_assert_cmpint(envelope_next_retry(&e, &next), ==, 0);
+        g_assert_cmpint(next, ==, 1795461800);
+
+        /* Same reason formatting as envelope_add_reason(), one NextRetry line per attempt. */
+        g_autoptr(GString) out = envelope_to_string(&e);
+        g_assert_true(g_str_has_suffix(out->str,
+                "X-MailRelay-End: 1\r\n"
+                "X-MailRelay-Reason: 4.3.0 try later\r\n"
+                "X-MailRelay-ReasonCode: 451\r\n"
+                "X-MailRelay-NextRetry: 1795460000\r\n"
+                "X-MailRelay-Reason: connection  refused\r\n"
+                "X-MailRelay-ReasonCode:\r\n"
+                "X-MailRelay-NextRetry: 1795461800\r\n"));
+
+        /* The appendable form is byte for byte what a rewrite would produce. */
+        g_autoptr(GString) crlf = envelope_retry_lines("4.3.0 try later", 451, 1795460000, false);
+        g_assert_cmpstr(crlf->str, ==,
+                "X-MailRelay-Reason: 4.3.0 try later\r\nX-MailRelay-ReasonCode: 451\r\n"
+                "X-MailRelay-NextRetry: 1795460000\r\n");
+        g_autoptr(GString) lf = envelope_retry_lines("4.3.0 try later", 451, 1795460000, true);
+        g_assert_cmpstr(lf->str, ==,
+                "X-MailRelay-Reason: 4.3.0 try later\nX-MailRelay-ReasonCode: 451\n"
+                "X-MailRelay-NextRetry: 1795460000\n");
+        /* Made due by hand: no reason, so the attempt count does not change. */
+        g_autoptr(GString) due = envelope_retry_lines(NULL, 0, 0, false);
+        g_assert_cmpstr(due->str, ==, "X-MailRelay-NextRetry: 0\r\n");
+
+        /* Appended to an E-MailRelay file, the lines read back; the last NextRetry wins. */
+        g_autofree char *appended = g_strconcat(reference_example, crlf->str, due->str, NULL);
+        g_auto(Envelope) back = {};
+        parse_ok(appended, &back);
+        g_assert_cmpuint(envelope_count_reasons(&back), ==, 1);
+        g_assert_cmpint(envelope_next_retry(&back, &next), ==, 0);
+        g_assert_cmpint(next, ==, 0);
+        g_assert_cmpstr(envelope_trailer_get(&back, "X-MailRelay-ReasonCode"), ==, "451");
+}
+
+static void test_next_retry_malformed(void) {
+        static const char *const bad[] = {
+                "X-MailRelay-NextRetry:", "X-MailRelay-NextRetry: soon", "X-MailRelay-NextRetry: -5",
+                "X-MailRelay-NextRetry: +5", "X-MailRelay-NextRetry: 12x", "X-MailRelay-NextRetry: 12 ",
+                "X-MailRelay-NextRetry: 0x10", "X-MailRelay-NextRetry: 99999999999999999999",
+        };
+        for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+                g_auto(Envelope) e = {};
+                long long next = -1;
+                parse_ok(reference_example, &e);
+                envelope_add_retry(&e, "x", 451, 100);
+                g_ptr_array_add(e.trailer, g_strdup(bad[i]));
+                g_assert_cmpint(envelope_next_retry(&e, &next), ==, -EINVAL);
+                g_assert_cmpint(next, ==, -1);
+        }
+        /* A key that merely starts the same is another line. */
+        g_auto(Envelope) e = {};
+        long long next = -1;
+        parse_ok(reference_example, &e);
+        g_ptr_array_add(e.trailer, g_strdup("X-MailRelay-NextRetryCount: 3"));
+        g_assert_cmpint(envelope_next_retry(&e, &next), ==, -ENOENT);
+}
+
 /* Replace the first occurrence of from with to in the reference example. */
 static char *mutate(const char *from, const char *to) {
         const char *p = strstr(reference_example, from);
@@ -261,5 +332,7 @@ int main(int argc, char **argv) {
         g_test_add_func("/envelope/reasons", test_reasons);
         g_test_add_func("/envelope/older-formats", test_older_formats);
         g_test_add_func("/envelope/malformed", test_malformed);
+        g_test_add_func("/envelope/retry-lines", test_retry_lines);
+        g_test_add_func("/envelope/next-retry-malformed", test_next_retry_malformed);
         return g_test_run();
 }
