@@ -4,26 +4,26 @@
 
 #include <arpa/inet.h>
 #include <assert.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <glib.h>
 #include <inttypes.h>
 #include <netinet/in.h>
-#include <pthread.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "child.h"
 #include "filter.h"
 #include "macro.h"
 
@@ -45,7 +45,8 @@
 /* Reads or writes per wakeup: a busy filter must not starve the other sessions on the loop. */
 #define IO_BURST 16U
 #define SLEEP_MAX_MS (24U * 3600U * 1000U)
-#define DEFAULT_PATH "/usr/local/bin:/usr/bin:/bin"
+#define MSGID_DEFAULT_DOMAIN "emailrelay.local"
+#define DOMAIN_MAX 253U
 
 typedef enum FilterKind {
         FILTER_KIND_EXIT,
@@ -54,6 +55,8 @@ typedef enum FilterKind {
         FILTER_KIND_NET,
         FILTER_KIND_SPAM,
         FILTER_KIND_SPAM_EDIT,
+        FILTER_KIND_COPY,
+        FILTER_KIND_MSGID,
         _FILTER_KIND_MAX,
 } FilterKind;
 
@@ -72,6 +75,10 @@ typedef struct Filter {
         char **argv;             /* program: the words, the first made absolute */
         SockaddrUnion address;   /* net:, spam:, spam-edit: */
         socklen_t address_len;
+        bool copy_pop;           /* copy: the envelope only */
+        bool copy_hardlink;      /* copy: link() the content rather than copy it */
+        bool copy_nodelete;      /* copy: keep the original, and pass */
+        char *msgid_domain;      /* msgid: */
 } Filter;
 
 struct FilterChain {
@@ -79,7 +86,7 @@ struct FilterChain {
         FilterSide side;
         Filter *filters;
         size_t n_filters;
-        char **envp;             /* for programs: PATH and IFS only */
+        char **envp;             /* for programs: child_make_envp() */
         bool has_programs;
 };
 
@@ -102,20 +109,14 @@ struct FilterRun {
         size_t index;                       /* the filter running */
         bool rescan;                        /* ORed over the filters run so far */
         bool stop_scanning;
+        char *warning;                      /* the last passing filter's reason, for the log */
 
-        sd_event_source *defer_source;      /* starts the chain; completes exit:N */
-        sd_event_source *timer_source;      /* the timeout */
+        sd_event_source *defer_source;      /* starts the chain; completes exit:N, copy:,
+                                             * msgid: */
+        sd_event_source *timer_source;      /* the timeout (a program's child keeps its own) */
         sd_event_source *sleep_source;      /* sleepms: */
 
-        /* A program. */
-        pid_t pid;
-        bool exited;
-        int exit_code;
-        sd_event_source *child_source;
-        int stdout_fd;
-        sd_event_source *stdout_source;
-        char *output;
-        size_t output_len, output_size;
+        Child *child;                       /* a program; it keeps its own timeout */
 
         /* A net:, spam: or spam-edit: connection. */
         int sock_fd;
@@ -129,11 +130,12 @@ struct FilterRun {
         size_t in_len, in_size, in_max;
 };
 
-static const char *const unsupported_kinds[] = { "deliver:", "split:", "mx:", "copy:", "msgid:" };
+static const char *const unsupported_kinds[] = { "deliver:", "split:", "mx:" };
 
 static void filter_done(Filter *f) {
         g_free(f->spec);
         g_strfreev(f->argv);
+        g_free(f->msgid_domain);
         *f = (Filter){};
 }
 
@@ -271,6 +273,61 @@ static int parse_address(const char *s, SockaddrUnion *ret, socklen_t *ret_len, 
         return 0;
 }
 
+int filter_parse_address(const char *s, struct sockaddr_storage *ret, socklen_t *ret_len, const char **ret_error) {
+        SockaddrUnion a;
+        socklen_t len;
+        const char *error = NULL;
+
+        assert(ret);
+        assert(ret_len);
+
+        if (parse_address(s, &a, &len, &error) < 0) {
+                if (ret_error)
+                        *ret_error = error;
+                return -EINVAL;
+        }
+        assert(len <= sizeof(*ret));
+        memset(ret, 0, sizeof(*ret));
+        memcpy(ret, &a, len);
+        *ret_len = len;
+        return 0;
+}
+
+/* copy:[pop;hardlink;nodelete], each also by its initial; an empty list is the default. */
+static int parse_copy(const char *spec, const char *arg, Filter *f, char **ret_error) {
+        g_auto(GStrv) options = g_strsplit(arg, ";", -1);
+
+        for (char **o = options; *o; o++) {
+                g_strstrip(*o);
+                if (**o == '\0')
+                        continue;
+                if (streq(*o, "pop") || streq(*o, "p"))
+                        f->copy_pop = true;
+                else if (streq(*o, "hardlink") || streq(*o, "h"))
+                        f->copy_hardlink = true;
+                else if (streq(*o, "nodelete") || streq(*o, "n"))
+                        f->copy_nodelete = true;
+                else
+                        return parse_error(ret_error, "invalid filter \"%s\": unknown copy option \"%s\"", spec, *o);
+        }
+        f->kind = FILTER_KIND_COPY;
+        return 0;
+}
+
+/* msgid:[<domain>]: the domain goes into a header line, so only what a host name is made of. */
+static int parse_msgid(const char *spec, const char *arg, Filter *f, char **ret_error) {
+        if (isempty(arg))
+                arg = MSGID_DEFAULT_DOMAIN;
+        if (strlen(arg) > DOMAIN_MAX || arg[0] == '.' || arg[0] == '-')
+                return parse_error(ret_error, "invalid filter \"%s\": invalid domain", spec);
+        for (const char *p = arg; *p; p++)
+                if (!g_ascii_isalnum(*p) && *p != '.' && *p != '-' && *p != '_')
+                        return parse_error(ret_error, "invalid filter \"%s\": invalid domain", spec);
+        f->kind = FILTER_KIND_MSGID;
+        f->msgid_domain = g_strdup(arg);
+        return 0;
+}
+
 /* E-MailRelay splits a program spec on white space, with no quoting, so that
  * "/usr/bin/spamassassin -e" works; a relative program is taken from the startup directory. */
 static int parse_program(const char *spec, const char *command, char **cwd, Filter *f, char **ret_error) {
@@ -342,6 +399,16 @@ static int parse_one(const char *spec, char **cwd, Filter *ret, char **ret_error
                 if (parse_address(arg, &f.address, &f.address_len, &error) < 0)
                         return parse_error(ret_error, "invalid filter \"%s\": %s", spec, error);
 
+        } else if ((arg = g_str_has_prefix(spec, "copy:") ? spec + 5 : NULL)) {
+                r = parse_copy(spec, arg, &f, ret_error);
+                if (r < 0)
+                        return r;
+
+        } else if ((arg = g_str_has_prefix(spec, "msgid:") ? spec + 6 : NULL)) {
+                r = parse_msgid(spec, arg, &f, ret_error);
+                if (r < 0)
+                        return r;
+
         } else {
                 r = parse_program(spec, g_str_has_prefix(spec, "file:") ? spec + 5 : spec, cwd, &f, ret_error);
                 if (r < 0)
@@ -361,7 +428,6 @@ int filter_chain_parse(const char *const *specs, size_t n_specs, FilterSide side
                        char **ret_error) {
         _cleanup_(filter_chain_freep) FilterChain *chain = NULL;
         _cleanup_free_ char *cwd = NULL;
-        const char *path;
         size_t n_max = 0;
         int r;
 
@@ -407,10 +473,7 @@ int filter_chain_parse(const char *const *specs, size_t n_specs, FilterSide side
         }
 
         /* Taken now rather than at each run: the daemon's environment does not change. */
-        path = getenv("PATH");
-        chain->envp = g_new0(char *, 3);
-        chain->envp[0] = g_strconcat("PATH=", isempty(path) ? DEFAULT_PATH : path, NULL);
-        chain->envp[1] = g_strdup("IFS= \t\n");
+        chain->envp = child_make_envp();
 
         *ret = TAKE_PTR(chain);
         return 0;
@@ -618,20 +681,8 @@ static void step_reset(FilterRun *run) {
         run->timer_source = sd_event_source_disable_unref(run->timer_source);
         run->sleep_source = sd_event_source_disable_unref(run->sleep_source);
 
-        /* The whole process group, so that a script's children go too. The group id cannot
-         * belong to a stranger yet: until we reap the child its pid stays taken, and after that
-         * the group lives on while any member does, which an open stdout suggests. */
-        if (run->pid > 0 && (!run->exited || run->stdout_fd >= 0))
-                (void) kill(-run->pid, SIGKILL);
-        /* The child source owns the process, so this reaps it (after SIGKILL if need be). */
-        run->child_source = sd_event_source_disable_unref(run->child_source);
-        run->pid = 0;
-        run->exited = false;
-        run->exit_code = 0;
-        run->stdout_source = sd_event_source_disable_unref(run->stdout_source);
-        run->stdout_fd = safe_close(run->stdout_fd);
-        g_clear_pointer(&run->output, g_free);
-        run->output_len = run->output_size = 0;
+        /* Kills the program's process group and reaps it. */
+        run->child = child_free(run->child);
 
         run->sock_source = sd_event_source_disable_unref(run->sock_source);
         run->sock_fd = safe_close(run->sock_fd);
@@ -651,6 +702,7 @@ static FilterRun *run_free(FilterRun *run) {
         step_reset(run);
         filter_chain_free(run->chain);
         sd_event_unref(run->event);
+        g_free(run->warning);
         g_free(run->content_path);
         g_free(run->envelope_path);
         g_free(run);
@@ -685,16 +737,22 @@ static void step_done(FilterRun *run, FilterOutcome *o) {
         run->rescan = run->rescan || o->rescan;
         run->stop_scanning = run->stop_scanning || o->stop_scanning;
 
-        if (o->result == FILTER_OK && run->index + 1 < run->chain->n_filters) {
-                filter_outcome_done(o);
-                run->index++;
-                step_start(run);
-                return;
-        }
-
         if (o->result == FILTER_OK) {
+                /* A passing filter's only words are a warning for the log (copy: with nowhere
+                 * to copy to); the last one is reported if the whole chain passes. */
+                if (o->reason) {
+                        g_free(run->warning);
+                        run->warning = g_steal_pointer(&o->reason);
+                }
                 filter_outcome_done(o);
                 o->smtp_code = 0;
+
+                if (run->index + 1 < run->chain->n_filters) {
+                        run->index++;
+                        step_start(run);
+                        return;
+                }
+                o->reason = g_steal_pointer(&run->warning);
         }
         o->rescan = run->rescan;
         o->stop_scanning = run->stop_scanning;
@@ -746,133 +804,29 @@ static int on_sleep_done(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
-/* sd-event reaps children through pidfds or waitid(), and insists that SIGCHLD is blocked so
- * that no handler reaps them first. Only this thread's mask can be changed here; see filter.h. */
-static int block_sigchld(void) {
-        sigset_t mask;
-
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGCHLD);
-        return -pthread_sigmask(SIG_BLOCK, &mask, NULL);
-}
-
-static void program_done(FilterRun *run) {
+static void on_program_done(const ChildResult *result, void *userdata) {
+        FilterRun *run = userdata;
+        g_autofree char *exec_output = NULL;
         FilterOutcome o;
 
-        filter_outcome_from_exit(run->chain->side, run->exit_code, run->output, run->output_len, &o);
+        if (result->timed_out) {
+                /* The child has killed the process group and reaped the program already. */
+                step_fail(run, "error", "timeout");
+                return;
+        }
+
+        if (result->exec_error != 0) {
+                /* Exactly what a forked child would have said before _exit(127). */
+                exec_output = g_strdup_printf("<<filter exec error: %s>>\n", g_strerror(result->exec_error));
+                filter_outcome_from_exit(run->chain->side, 127, exec_output, strlen(exec_output), &o);
+        } else
+                filter_outcome_from_exit(run->chain->side, result->exit_code, result->output, result->output_len, &o);
         step_done(run, &o);
 }
 
-static int on_child(sd_event_source *s, const siginfo_t *si, void *userdata) {
-        FilterRun *run = userdata;
-
-        run->exited = true;
-        /* Killed by a signal: reported as a shell would, 128 + the signal; it fails either way. */
-        run->exit_code = si->si_code == CLD_EXITED ? si->si_status : 128 + si->si_status;
-
-        /* Both the exit and the end of the output, in whichever order they come. */
-        if (run->stdout_fd < 0)
-                program_done(run);
-        return 0;
-}
-
-static int on_stdout(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-        FilterRun *run = userdata;
-        char discard[16384];
-
-        for (unsigned i = 0; i < IO_BURST; i++) {
-                char *buf = discard;
-                size_t size = sizeof(discard);
-                ssize_t n;
-
-                if (run->output_len < OUTPUT_MAX) {
-                        if (run->output_len == run->output_size) {
-                                run->output_size = MIN(MAX(run->output_size * 2, 4096U), OUTPUT_MAX);
-                                run->output = g_realloc(run->output, run->output_size);
-                        }
-                        buf = run->output + run->output_len;
-                        size = run->output_size - run->output_len;
-                }
-
-                n = read(fd, buf, size);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        if (errno == EAGAIN)
-                                return 0;
-                        /* Nothing more will come; the exit code decides. */
-                        n = 0;
-                }
-                if (n == 0) {
-                        run->stdout_source = sd_event_source_disable_unref(run->stdout_source);
-                        run->stdout_fd = safe_close(run->stdout_fd);
-                        if (run->exited)
-                                program_done(run);
-                        return 0;
-                }
-                if (buf != discard)
-                        run->output_len += (size_t) n;
-        }
-        return 0;
-}
-
-static int spawn_setup(posix_spawn_file_actions_t *actions, posix_spawnattr_t *attr, int stdout_fd) {
-        sigset_t mask;
-        int r;
-
-        /* dup2 first: the pipe may sit on fd 0 or 2 if the daemon was started without them. */
-        r = posix_spawn_file_actions_adddup2(actions, stdout_fd, STDOUT_FILENO);
-        if (r == 0)
-                r = posix_spawn_file_actions_addopen(actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-        if (r == 0)
-                r = posix_spawn_file_actions_addopen(actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
-        /* Whatever a library left open without O_CLOEXEC stays ours. */
-        if (r == 0)
-                r = posix_spawn_file_actions_addclosefrom_np(actions, STDERR_FILENO + 1);
-        if (r != 0)
-                return -r;
-
-        /* Own process group, for the kill on timeout; the daemon's blocked SIGCHLD and any
-         * ignored signals (SIGPIPE) must not leak into the filter. */
-        r = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-        if (r == 0)
-                r = posix_spawnattr_setpgroup(attr, 0);
-        if (r == 0) {
-                sigemptyset(&mask);
-                r = posix_spawnattr_setsigmask(attr, &mask);
-        }
-        if (r == 0) {
-                sigfillset(&mask);
-                sigdelset(&mask, SIGKILL);
-                sigdelset(&mask, SIGSTOP);
-                r = posix_spawnattr_setsigdefault(attr, &mask);
-        }
-        return -r;
-}
-
-/* Start the program; a failure of the spawn itself (no such program, not executable) is not an
- * error here but the filter's result, reported in *ret_spawn_error. */
-static int program_start(FilterRun *run, const Filter *f, int *ret_spawn_error) {
-        _cleanup_close_ int out_r = -EBADF, out_w = -EBADF;
+static int program_start(FilterRun *run, const Filter *f) {
         g_autofree char **argv = NULL;
-        posix_spawn_file_actions_t actions;
-        posix_spawnattr_t attr;
-        int fds[2], flags, r;
         size_t n;
-        pid_t pid;
-
-        r = block_sigchld();
-        if (r < 0)
-                return r;
-
-        /* Non-blocking on our end only: the filter's writes must block, not fail. */
-        if (pipe2(fds, O_CLOEXEC) < 0)
-                return negative_errno();
-        out_r = fds[0];
-        out_w = fds[1];
-        flags = fcntl(out_r, F_GETFL);
-        if (flags < 0 || fcntl(out_r, F_SETFL, flags | O_NONBLOCK) < 0)
-                return negative_errno();
 
         n = g_strv_length(f->argv);
         argv = g_new(char *, n + 3);
@@ -881,47 +835,8 @@ static int program_start(FilterRun *run, const Filter *f, int *ret_spawn_error) 
         argv[n + 1] = run->envelope_path;
         argv[n + 2] = NULL;
 
-        r = posix_spawn_file_actions_init(&actions);
-        if (r != 0)
-                return -r;
-        r = posix_spawnattr_init(&attr);
-        if (r != 0) {
-                posix_spawn_file_actions_destroy(&actions);
-                return -r;
-        }
-        r = spawn_setup(&actions, &attr, out_w);
-        if (r == 0) {
-                /* glibc's posix_spawn() reports a failed execve() as its result, so there is no
-                 * child to speak for it. */
-                int e = posix_spawn(&pid, argv[0], &actions, &attr, argv, run->chain->envp);
-                if (e != 0)
-                        *ret_spawn_error = e;
-        }
-        posix_spawn_file_actions_destroy(&actions);
-        posix_spawnattr_destroy(&attr);
-        if (r < 0 || *ret_spawn_error != 0)
-                return r;
-
-        /* Ours must go, or the end of the output never comes. */
-        out_w = safe_close(out_w);
-
-        run->pid = pid;
-        r = sd_event_add_child(run->event, &run->child_source, pid, WEXITED, on_child, run);
-        if (r < 0) {
-                (void) kill(-pid, SIGKILL);
-                (void) waitpid(pid, NULL, 0);
-                run->pid = 0;
-                return r;
-        }
-        r = sd_event_source_set_child_process_own(run->child_source, true);
-        if (r < 0)
-                return r;
-
-        r = sd_event_add_io(run->event, &run->stdout_source, out_r, EPOLLIN, on_stdout, run);
-        if (r < 0)
-                return r;
-        run->stdout_fd = TAKE_FD(out_r);
-        return 0;
+        return child_spawn(run->event, argv, run->chain->envp, OUTPUT_MAX, run->timeout_usec, on_program_done, run,
+                           &run->child);
 }
 
 /* 1 when everything is sent, 0 when the socket is full, or a negative errno with what failed. */
@@ -1076,44 +991,420 @@ static int spam_parse_reply(const char *in, size_t len, bool eof, bool process, 
         return 1;
 }
 
-/* Swap the content for spamd's version: a reader sees the old file or the new one, whole. */
-static int replace_content(const char *path, const char *data, size_t len) {
-        g_autofree char *tmp = g_strconcat(path, ".tmp", NULL);
-        _cleanup_close_ int fd = -EBADF;
-        struct stat st;
-        int r;
+/* ---- local file work: spam-edit:, copy:, msgid: ---- */
 
-        if (stat(path, &st) < 0)
-                return negative_errno();
+/* A piece of a file being written: bytes in memory, or a range of another file. */
+typedef struct Piece {
+        const char *data;        /* NULL: from fd */
+        size_t len;
+        int fd;
+        uint64_t offset;
+        uint64_t length;         /* UINT64_MAX: to the end of the file */
+} Piece;
 
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, st.st_mode & 07777);
-        if (fd < 0)
-                return negative_errno();
-
-        r = 0;
-        if (fchmod(fd, st.st_mode & 07777) < 0)
-                r = negative_errno();
-        while (r == 0 && len > 0) {
+static int write_all(int fd, const char *data, size_t len) {
+        while (len > 0) {
                 ssize_t n = write(fd, data, len);
 
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
-                        r = negative_errno();
-                        break;
+                        return negative_errno();
                 }
                 data += n;
                 len -= (size_t) n;
         }
+        return 0;
+}
+
+static int copy_range(int in_fd, uint64_t offset, uint64_t length, int out_fd) {
+        g_autofree char *buf = g_malloc(IO_CHUNK);
+
+        while (length > 0) {
+                ssize_t n = pread(in_fd, buf, (size_t) MIN(length, (uint64_t) IO_CHUNK), (off_t) offset);
+                int r;
+
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return negative_errno();
+                }
+                if (n == 0)
+                        return length == UINT64_MAX ? 0 : -ENODATA;
+                r = write_all(out_fd, buf, (size_t) n);
+                if (r < 0)
+                        return r;
+                offset += (uint64_t) n;
+                if (length != UINT64_MAX)
+                        length -= (uint64_t) n;
+        }
+        return 0;
+}
+
+/* Write name (relative to dir_fd) through <name>.tmp beside it, fsync, rename: a reader sees
+ * the old file or the new one, whole. The mode is set exactly, whatever the umask. */
+static int write_file_atomic(int dir_fd, const char *name, mode_t mode, const Piece *pieces, size_t n_pieces) {
+        g_autofree char *tmp = g_strconcat(name, ".tmp", NULL);
+        _cleanup_close_ int fd = -EBADF;
+        int r = 0;
+
+        fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+        if (fd < 0)
+                return negative_errno();
+
+        if (fchmod(fd, mode) < 0)
+                r = negative_errno();
+        for (size_t i = 0; r == 0 && i < n_pieces; i++)
+                r = pieces[i].data ? write_all(fd, pieces[i].data, pieces[i].len)
+                                   : copy_range(pieces[i].fd, pieces[i].offset, pieces[i].length, fd);
         if (r == 0 && fsync(fd) < 0)
                 r = negative_errno();
         if (r == 0 && close(TAKE_FD(fd)) < 0)
                 r = negative_errno();
-        if (r == 0 && rename(tmp, path) < 0)
+        if (r == 0 && renameat(dir_fd, tmp, dir_fd, name) < 0)
                 r = negative_errno();
         if (r < 0)
-                (void) unlink(tmp);
+                (void) unlinkat(dir_fd, tmp, 0);
         return r;
+}
+
+/* Swap the content for spamd's version. */
+static int replace_content(const char *path, const char *data, size_t len) {
+        Piece piece = { .data = data, .len = len };
+        struct stat st;
+
+        if (stat(path, &st) < 0)
+                return negative_errno();
+        return write_file_atomic(AT_FDCWD, path, st.st_mode & 07777, &piece, 1);
+}
+
+static void closedirp(DIR **d) {
+        if (*d)
+                (void) closedir(*d);
+}
+
+static int compare_names(const void *a, const void *b) {
+        return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* The spool's sub-directories that copy: serves, sorted: every directory (or link to one)
+ * but postmaster and hidden ones. */
+static int list_subdirs(int dir_fd, GPtrArray **ret) {
+        g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
+        _cleanup_(closedirp) DIR *d = NULL;
+        struct dirent *de;
+        int fd;
+
+        fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return negative_errno();
+        d = fdopendir(fd);
+        if (!d) {
+                safe_close(fd);
+                return negative_errno();
+        }
+
+        for (;;) {
+                struct stat st;
+
+                errno = 0;
+                de = readdir(d);
+                if (!de) {
+                        if (errno != 0)
+                                return negative_errno();
+                        break;
+                }
+                if (de->d_name[0] == '.' || streq(de->d_name, "postmaster"))
+                        continue;
+                if (de->d_type != DT_DIR) {
+                        if (de->d_type != DT_LNK && de->d_type != DT_UNKNOWN)
+                                continue;
+                        if (fstatat(dir_fd, de->d_name, &st, 0) < 0 || !S_ISDIR(st.st_mode))
+                                continue;
+                }
+                g_ptr_array_add(names, g_strdup(de->d_name));
+        }
+
+        g_ptr_array_sort(names, compare_names);
+        *ret = g_steal_pointer(&names);
+        return 0;
+}
+
+/* Link the content into a sub-directory under its final name, through a temporary name like
+ * a copy, so that a reader never sees a half-made message. */
+static int link_file_at(int from_dir_fd, const char *from, int dir_fd, const char *name) {
+        g_autofree char *tmp = g_strconcat(name, ".tmp", NULL);
+        int r = 0;
+
+        (void) unlinkat(dir_fd, tmp, 0);
+        if (linkat(from_dir_fd, from, dir_fd, tmp, 0) < 0)
+                return negative_errno();
+        if (renameat(dir_fd, tmp, dir_fd, name) < 0)
+                r = negative_errno();
+        /* rename() between two links to one file does nothing and leaves tmp. */
+        (void) unlinkat(dir_fd, tmp, 0);
+        return r;
+}
+
+/* Take back the copies made so far (the first n sub-directories), so that a failed copy: can
+ * be retried without doubling the message in some mailboxes. */
+static void copy_rollback(int dir_fd, GPtrArray *subdirs, size_t n, const char *content_name,
+                          const char *envelope_name) {
+        for (size_t i = 0; i < n; i++) {
+                _cleanup_close_ int sub_fd = openat(dir_fd, subdirs->pdata[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+                if (sub_fd < 0)
+                        continue;
+                /* The envelope first: without it the content is an orphan, not a message. */
+                (void) unlinkat(sub_fd, envelope_name, 0);
+                if (content_name)
+                        (void) unlinkat(sub_fd, content_name, 0);
+                (void) fsync(sub_fd);
+        }
+}
+
+/* copy: 1 when copied into every sub-directory (and the original deleted unless nodelete), 0
+ * when there are none, or a negative errno with *ret_error. */
+static int copy_message(const Filter *f, const char *content_path, const char *envelope_path, char **ret_error) {
+        g_autofree char *dir = g_path_get_dirname(content_path);
+        g_autofree char *content_name = g_path_get_basename(content_path);
+        g_autofree char *id = NULL, *envelope_name = NULL, *envelope = NULL;
+        g_autoptr(GPtrArray) subdirs = NULL;
+        g_autoptr(GError) error = NULL;
+        _cleanup_close_ int dir_fd = -EBADF, content_fd = -EBADF;
+        struct stat content_st = {}, envelope_st;
+        bool with_content = !f->copy_pop;
+        gsize envelope_len;
+        int r;
+
+        if (!g_str_has_suffix(content_name, ".content") || streq(content_name, ".content")) {
+                *ret_error = g_strdup_printf("%s: not a spool content file", content_path);
+                return -EINVAL;
+        }
+        /* The copies are ready messages: <id>.envelope beside <id>.content. */
+        id = g_strndup(content_name, strlen(content_name) - strlen(".content"));
+        envelope_name = g_strconcat(id, ".envelope", NULL);
+
+        dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dir_fd < 0) {
+                r = negative_errno();
+                *ret_error = g_strdup_printf("%s: %s", dir, g_strerror(-r));
+                return r;
+        }
+        r = list_subdirs(dir_fd, &subdirs);
+        if (r < 0) {
+                *ret_error = g_strdup_printf("%s: %s", dir, g_strerror(-r));
+                return r;
+        }
+        if (subdirs->len == 0)
+                return 0;
+
+        /* The envelope as the filter sees it (.new or .busy); envelopes are small. */
+        if (stat(envelope_path, &envelope_st) < 0 ||
+            !g_file_get_contents(envelope_path, &envelope, &envelope_len, &error)) {
+                r = error ? -EIO : negative_errno();
+                *ret_error = g_strdup_printf("%s: %s", envelope_path, error ? error->message : g_strerror(-r));
+                return r;
+        }
+
+        if (with_content) {
+                content_fd = open(content_path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+                if (content_fd < 0 || fstat(content_fd, &content_st) < 0) {
+                        r = negative_errno();
+                        *ret_error = g_strdup_printf("%s: %s", content_path, g_strerror(-r));
+                        return r;
+                }
+                /* Links share the inode: once synced, every link is durable. */
+                if (f->copy_hardlink && fsync(content_fd) < 0) {
+                        r = negative_errno();
+                        *ret_error = g_strdup_printf("%s: %s", content_path, g_strerror(-r));
+                        return r;
+                }
+        }
+
+        for (size_t i = 0; i < subdirs->len; i++) {
+                const char *sub = subdirs->pdata[i];
+                _cleanup_close_ int sub_fd = -EBADF;
+                const char *what = NULL;
+                Piece piece;
+
+                sub_fd = openat(dir_fd, sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (sub_fd < 0) {
+                        r = negative_errno();
+                        what = "";
+                }
+
+                /* The content first: an envelope is what makes a message visible. */
+                if (!what && with_content) {
+                        r = -EXDEV;
+                        if (f->copy_hardlink)
+                                r = link_file_at(dir_fd, content_name, sub_fd, content_name);
+                        /* A mailbox on another file system (a link to a directory elsewhere)
+                         * gets a copy rather than no message. */
+                        if (r == -EXDEV) {
+                                piece = (Piece){ .fd = content_fd, .length = UINT64_MAX };
+                                r = write_file_atomic(sub_fd, content_name, content_st.st_mode & 07777, &piece, 1);
+                        }
+                        if (r < 0)
+                                what = content_name;
+                }
+                if (!what) {
+                        piece = (Piece){ .data = envelope, .len = envelope_len };
+                        r = write_file_atomic(sub_fd, envelope_name, envelope_st.st_mode & 07777, &piece, 1);
+                        if (r < 0)
+                                what = envelope_name;
+                }
+                if (!what && fsync(sub_fd) < 0) {
+                        r = negative_errno();
+                        what = "";
+                }
+
+                if (what) {
+                        copy_rollback(dir_fd, subdirs, i + 1, with_content ? content_name : NULL, envelope_name);
+                        *ret_error = g_strdup_printf("%s%s%s: %s", sub, *what ? "/" : "", what, g_strerror(-r));
+                        return r;
+                }
+        }
+
+        if (f->copy_nodelete)
+                return 1;
+
+        /* The envelope decides: while it is there, the message is there. pop: keeps the
+         * content, which the POP server reads from the spool directory. */
+        if (unlink(envelope_path) < 0) {
+                r = negative_errno();
+                copy_rollback(dir_fd, subdirs, subdirs->len, with_content ? content_name : NULL, envelope_name);
+                *ret_error = g_strdup_printf("cannot remove %s: %s", envelope_path, g_strerror(-r));
+                return r;
+        }
+        /* Without its envelope the content is an orphan that spool recovery removes, so a
+         * failure here costs nothing but space. */
+        if (with_content)
+                (void) unlink(content_path);
+        (void) fsync(dir_fd);
+        return 1;
+}
+
+/* Whether a header line (not a continuation) names the field: "Name:" or "Name :". */
+static bool header_is(const char *line, size_t len, const char *name) {
+        const char *colon = memchr(line, ':', len);
+        size_t n;
+
+        if (!colon)
+                return false;
+        n = colon - line;
+        while (n > 0 && (line[n - 1] == ' ' || line[n - 1] == '\t'))
+                n--;
+        return n == strlen(name) && g_ascii_strncasecmp(line, name, n) == 0;
+}
+
+static bool line_is_blank(const char *line, size_t len) {
+        return (len == 1 && line[0] == '\n') || (len == 2 && line[0] == '\r' && line[1] == '\n');
+}
+
+/* msgid: 1 when a Message-ID header was added, 0 when the content has one. */
+static int msgid_add(const char *path, const char *domain) {
+        _cleanup_fclose_ FILE *in = NULL;
+        _cleanup_free_ char *line = NULL;
+        g_autofree char *header = NULL;
+        bool first = true, in_received = false, crlf = true, eol_before = false;
+        uint64_t offset = 0, insert_at = 0, random_bits;
+        size_t size = 0;
+        struct timespec now;
+        struct stat st;
+        Piece pieces[3];
+        ssize_t n;
+        int fd, r;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return negative_errno();
+        in = fdopen(fd, "r");
+        if (!in) {
+                safe_close(fd);
+                return negative_errno();
+        }
+        if (fstat(fileno(in), &st) < 0)
+                return negative_errno();
+        if (!S_ISREG(st.st_mode))
+                return -EBADFD;
+
+        /* The header section only: up to the first blank line. */
+        while ((n = getline(&line, &size, in)) > 0) {
+                size_t len = (size_t) n;
+                bool has_eol = line[len - 1] == '\n';
+
+                if (first)
+                        /* Our line ends as the message's do; CRLF if it has no line end. */
+                        crlf = !has_eol || (len >= 2 && line[len - 2] == '\r');
+                if (line_is_blank(line, len))
+                        break;
+
+                if (line[0] == ' ' || line[0] == '\t') {
+                        /* A folded line belongs to the field before it. */
+                        if (in_received) {
+                                insert_at = offset + len;
+                                eol_before = !has_eol;
+                        }
+                } else {
+                        if (header_is(line, len, "Message-ID"))
+                                return 0;
+                        /* Our own Received line stays on top, as trace fields must. */
+                        in_received = first && g_ascii_strncasecmp(line, "Received:", 9) == 0;
+                        if (in_received) {
+                                insert_at = offset + len;
+                                eol_before = !has_eol;
+                        }
+                }
+                first = false;
+                offset += len;
+        }
+        if (ferror(in))
+                return -EIO;
+
+        if (getrandom(&random_bits, sizeof(random_bits), GRND_NONBLOCK) != (ssize_t) sizeof(random_bits))
+                random_bits = (uint64_t) g_random_int() << 32 | g_random_int();
+        (void) clock_gettime(CLOCK_REALTIME, &now);
+        header = g_strdup_printf("%sMessage-ID: <%" PRIu64 ".%06" PRIu64 ".%016" PRIx64 "@%s>%s",
+                                 eol_before ? (crlf ? "\r\n" : "\n") : "", (uint64_t) now.tv_sec,
+                                 (uint64_t) now.tv_nsec / 1000U, random_bits, domain, crlf ? "\r\n" : "\n");
+
+        pieces[0] = (Piece){ .fd = fileno(in), .offset = 0, .length = insert_at };
+        pieces[1] = (Piece){ .data = header, .len = strlen(header) };
+        pieces[2] = (Piece){ .fd = fileno(in), .offset = insert_at, .length = UINT64_MAX };
+        r = write_file_atomic(AT_FDCWD, path, st.st_mode & 07777, pieces, ELEMENTSOF(pieces));
+        return r < 0 ? r : 1;
+}
+
+/* copy: and msgid: do local file work: done synchronously, on the loop, like exit:. */
+static int on_builtin(sd_event_source *s, void *userdata) {
+        FilterRun *run = userdata;
+        const Filter *f = run_filter(run);
+        FilterOutcome o = { .result = FILTER_OK, .exit_code = -1 };
+        g_autofree char *error = NULL;
+        int r;
+
+        if (f->kind == FILTER_KIND_COPY) {
+                r = copy_message(f, run->content_path, run->envelope_path, &error);
+                if (r < 0) {
+                        step_fail(run, "error", "%s %s", f->spec, error);
+                        return 0;
+                }
+                if (r == 0)
+                        /* E-MailRelay passes and warns: copy: is not wrong, just useless. */
+                        o.reason = g_strdup("copy: no sub-directories");
+                else if (!f->copy_nodelete)
+                        o.result = FILTER_ABANDON;
+        } else {
+                r = msgid_add(run->content_path, f->msgid_domain);
+                if (r < 0) {
+                        step_fail(run, "error", "%s %s: %s", f->spec, run->content_path, g_strerror(-r));
+                        return 0;
+                }
+        }
+
+        step_done(run, &o);
+        return 0;
 }
 
 /* True when the step has ended (run may be gone). */
@@ -1307,12 +1598,17 @@ static int socket_start(FilterRun *run, const Filter *f) {
 
 static void step_start(FilterRun *run) {
         const Filter *f = run_filter(run);
-        int spawn_error = 0, r;
+        int r;
 
         switch (f->kind) {
         case FILTER_KIND_EXIT:
                 /* On the loop, never inside the caller's stack. */
                 r = sd_event_add_defer(run->event, &run->defer_source, on_exit_code, run);
+                break;
+
+        case FILTER_KIND_COPY:
+        case FILTER_KIND_MSGID:
+                r = sd_event_add_defer(run->event, &run->defer_source, on_builtin, run);
                 break;
 
         case FILTER_KIND_SLEEP:
@@ -1323,9 +1619,7 @@ static void step_start(FilterRun *run) {
                 break;
 
         case FILTER_KIND_PROGRAM:
-                r = program_start(run, f, &spawn_error);
-                if (r >= 0 && spawn_error == 0)
-                        r = timeout_start(run);
+                r = program_start(run, f);
                 break;
 
         case FILTER_KIND_NET:
@@ -1341,15 +1635,6 @@ static void step_start(FilterRun *run) {
                 r = -EINVAL;
         }
 
-        if (r >= 0 && spawn_error != 0) {
-                /* Exactly what a forked child would have said before _exit(127). */
-                g_autofree char *output = g_strdup_printf("<<filter exec error: %s>>\n", g_strerror(spawn_error));
-                FilterOutcome o;
-
-                filter_outcome_from_exit(run->chain->side, 127, output, strlen(output), &o);
-                step_done(run, &o);
-                return;
-        }
         if (r < 0)
                 step_fail(run, "error", "%s: %s", f->spec, g_strerror(-r));
 }
@@ -1382,7 +1667,7 @@ int filter_chain_run(FilterChain *chain, sd_event *event, const char *content_pa
         assert(callback);
 
         if (chain->has_programs) {
-                r = block_sigchld();
+                r = child_block_sigchld();
                 if (r < 0)
                         return r;
         }
@@ -1396,7 +1681,7 @@ int filter_chain_run(FilterChain *chain, sd_event *event, const char *content_pa
         run->timeout_usec = (uint64_t) timeout_seconds * USEC_PER_SEC;
         run->callback = callback;
         run->userdata = userdata;
-        run->stdout_fd = run->sock_fd = run->content_fd = -EBADF;
+        run->sock_fd = run->content_fd = -EBADF;
 
         /* Even an empty chain answers from the loop: callers need not handle a callback that
          * runs before filter_chain_run() has returned. */

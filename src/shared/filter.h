@@ -1,19 +1,41 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
-/* E-MailRelay's filters (--filter, --client-filter): external programs, exit:N, net:, spam:
- * and spam-edit:, run asynchronously on an sd-event loop with a timeout, with E-MailRelay's
- * exit codes and <<response>>/[[reason]] output.
+/* E-MailRelay's filters (--filter, --client-filter): external programs, exit:N, net:, spam:,
+ * spam-edit:, copy: and msgid:, run asynchronously on an sd-event loop with a timeout, with
+ * E-MailRelay's exit codes and <<response>>/[[reason]] output. deliver:, split: and mx: are not
+ * supported yet.
  *
- * Programs are spawned without a shell: argv is the words of the spec (split on spaces and
- * tabs, no quoting) followed by the content and envelope paths; stdin and stderr are /dev/null,
- * stdout is read (the first 64 KiB kept, the first 4 KiB searched for <<...>> and [[...]]
- * lines, the rest drained); the environment is PATH (the daemon's, or /usr/local/bin:/usr/bin:
- * /bin) and IFS only; no other fds, default signal dispositions, an empty signal mask, and a
- * process group of its own, which is killed with SIGKILL on timeout or cancel. The result is
- * taken when the program has exited and its stdout has reached EOF.
+ * Programs are spawned without a shell (child.h): argv is the words of the spec (split on
+ * spaces and tabs, no quoting) followed by the content and envelope paths; stdin and stderr are
+ * /dev/null, stdout is read (the first 64 KiB kept, the first 4 KiB searched for <<...>> and
+ * [[...]] lines, the rest drained); the environment is PATH (the daemon's, or /usr/local/bin:
+ * /usr/bin:/bin) and IFS only; no other fds, default signal dispositions, an empty signal mask,
+ * and a process group of its own, which is killed with SIGKILL on timeout or cancel. The result
+ * is taken when the program has exited and its stdout has reached EOF.
  *
  * SIGCHLD: children are reaped through sd-event child sources, which need SIGCHLD blocked.
  * filter_chain_run() blocks it in the calling thread when the chain has programs; a program
  * that creates threads must block SIGCHLD before doing so, so that every thread inherits it.
+ *
+ * copy:[pop;hardlink;nodelete] (or p, h, n) copies the message into every sub-directory of the
+ * spool directory (the content file's directory) but "postmaster" and names starting with '.'
+ * (links to directories count): the content as <id>.content (link()ed with hardlink, copied
+ * where a link cannot cross file systems; not at all with pop), then the envelope file as it
+ * stands (.envelope.new or .busy) as <id>.envelope, each through <name>.tmp, fsync and rename,
+ * then the sub-directory is fsync'ed. By default the original envelope (and, unless pop, the
+ * content: with pop the POP server reads the content from the spool directory) is then
+ * deleted and the result is abandon; with nodelete the original stays and the result is ok.
+ * With no sub-directories the result is ok with the reason "copy: no sub-directories", a
+ * warning for the log. A failure undoes the copies made so far, leaves the original, and fails
+ * with response "error". <id> is the content file's name without ".content".
+ *
+ * msgid:[<domain>] adds "Message-ID: <time.usec.random@domain>" (domain "emailrelay.local" by
+ * default) unless the header section (up to the first blank line) has a Message-ID field
+ * (any case, continuation lines aside). It goes after the first field if that is a Received
+ * field (ours, which stays first), else on top, with the line ending of the first line. The
+ * content is rewritten through <content>.tmp, fsync and rename, keeping its mode.
+ *
+ * copy: and msgid: run synchronously on the loop (local file work), from a deferred event like
+ * exit:, never inside the caller's stack.
  *
  * net: connects afresh for every message (E-MailRelay keeps one persistent connection; a
  * connection per message is simpler and survives the filter server restarting), sends
@@ -25,6 +47,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/socket.h>
 #include <systemd/sd-event.h>
 
 typedef enum FilterSide {
@@ -57,7 +80,9 @@ typedef struct FilterOutcome {
                                   * (or after the TAB for net:); if none, the response as the
                                   * filter wrote it, code included. A program that cannot be
                                   * executed gives response "rejected", reason "filter exec
-                                  * error: <strerror>", exit code 127 (E-MailRelay's reply). */
+                                  * error: <strerror>", exit code 127 (E-MailRelay's reply).
+                                  * On ok usually NULL; if set, a warning to log (the last one
+                                  * of the chain), e.g. "copy: no sub-directories". */
         bool rescan;             /* server side: 102, 103, 104 ask for a forwarding pass */
         bool stop_scanning;      /* client side: 102, 104, 105 stop this forwarding pass */
 } FilterOutcome;
@@ -66,11 +91,11 @@ typedef struct FilterChain FilterChain;
 
 /* Parse --filter values: each may itself be a comma-separated chain; several options chain
  * too. An empty list or "" gives an empty chain (always ok). Errors name the spec:
- * "invalid filter \"net:\": missing address". deliver:, split:, mx:, copy: and msgid: are
- * recognised and reported as "not supported yet" errors until implemented
- * ("filter \"copy:\" is not supported yet"). A relative program is made absolute with the
- * current directory now. Returns 0, -EINVAL with *ret_error (if not NULL) set to a message
- * for g_free(), or another negative errno. */
+ * "invalid filter \"net:\": missing address". deliver:, split: and mx: are recognised and
+ * reported as "not supported yet" errors until implemented ("filter \"mx:\" is not supported
+ * yet"). A relative program is made absolute with the current directory now. Returns 0,
+ * -EINVAL with *ret_error (if not NULL) set to a message for g_free(), or another negative
+ * errno. */
 int filter_chain_parse(const char *const *specs, size_t n_specs, FilterSide side, FilterChain **ret,
                        char **ret_error);
 /* Runs in flight keep the chain alive: the owner may free it at any time. */
@@ -102,3 +127,9 @@ FilterRun *filter_run_cancel(FilterRun *run);
 void filter_outcome_from_exit(FilterSide side, int exit_code, const char *output, size_t output_len,
                               FilterOutcome *ret);
 void filter_outcome_done(FilterOutcome *o);
+
+/* A net:, spam: or spam-edit: address: a.b.c.d:port, [v6]:port (or v6:port, split at the
+ * last colon), or a unix socket path (starting with '/'). Names are refused: resolving them
+ * would block the loop. Shared with the address verifier's net:. Returns 0, or -EINVAL with
+ * *ret_error (if not NULL) set to a static message ("missing port", ...). */
+int filter_parse_address(const char *s, struct sockaddr_storage *ret, socklen_t *ret_len, const char **ret_error);

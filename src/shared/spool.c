@@ -238,6 +238,15 @@ int spool_message_commit(SpoolMessage *m) {
         return 0;
 }
 
+void spool_message_disown(SpoolMessage *m) {
+        m->committed = true;   /* for spool_message_free: the files are not ours to remove */
+}
+
+bool spool_message_has_envelope(const SpoolMessage *m) {
+        g_autofree char *name = file_name(m->id, ".envelope.new");
+        return faccessat(m->spool->dir_fd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
 int spool_sync_dir(Spool *s) {
         if (fsync(s->dir_fd) < 0)
                 return negative_errno();

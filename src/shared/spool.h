@@ -70,6 +70,10 @@ int spool_message_sync(SpoolMessage *m);
 int spool_message_commit(SpoolMessage *m);
 /* sync + commit + spool_sync_dir, for programs that handle one message at a time. */
 int spool_commit_message(SpoolMessage *m);
+/* A filter took the message over (abandon): keep whatever files it left, commit nothing. */
+void spool_message_disown(SpoolMessage *m);
+/* Whether <id>.envelope.new still exists (a filter may have removed it). */
+bool spool_message_has_envelope(const SpoolMessage *m);
 /* Forget the message: unless committed, unlink its files. Closes fds, releases the lock. */
 SpoolMessage *spool_message_free(SpoolMessage *m);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(SpoolMessage, spool_message_free)

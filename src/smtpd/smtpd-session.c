@@ -45,7 +45,8 @@ static const char *const state_names[_STATE_MAX] = {
 /* What MAIL..end of data collects; cleared by RSET and after each message. */
 typedef struct Transaction {
         char *from;
-        GPtrArray *rcpts;
+        GPtrArray *rcpts;           /* remote addresses */
+        GPtrArray *local;           /* local mailbox names from the verifier */
         EnvelopeBody body;
         bool smtputf8;
         bool utf8_names;
@@ -77,6 +78,9 @@ struct Session {
         sd_event_source *flush_source;
         bool shutting_down;
         unsigned bad_commands;
+        VerifyRun *verify_run;      /* RCPT or VRFY waiting for --address-verifier */
+        char *verify_path;
+        bool verify_is_vrfy;
 };
 
 static void session_free(Session *s);
@@ -164,6 +168,8 @@ static void transaction_reset(Session *s) {
         g_clear_pointer(&t->auth_in, g_free);
         if (t->rcpts)
                 g_ptr_array_set_size(t->rcpts, 0);
+        if (t->local)
+                g_ptr_array_set_size(t->local, 0);
         if (t->buffer)
                 g_string_truncate(t->buffer, 0);
         t->body = ENVELOPE_BODY_UNKNOWN;
@@ -224,6 +230,7 @@ static int transaction_open(Session *s) {
 
 static void finish_message(Session *s);
 static void discard(Session *s, int code, const char *enhanced, const char *text);
+static void start_verify(Session *s, const char *path, bool vrfy);
 
 static void on_committed(SpoolMessage *m, int result, void *userdata) {
         Session *s = userdata;
@@ -266,12 +273,20 @@ static void on_filtered(const FilterOutcome *o, void *userdata) {
         t->filter_run = NULL;
         switch (o->result) {
         case FILTER_OK:
+                if (o->reason)   /* a warning from a passing filter, e.g. copy: with no maildrops */
+                        log_event(s, LOG_WARNING, NULL, 0, "filter: %s", o->reason);
                 commit_message(s);
                 return;
         case FILTER_ABANDON:
-                /* E-MailRelay commits an abandoned message if the filter left its files; we
-                 * honour the filter's wish and drop it (its quirk 3). The client gets 250. */
+                /* The filter took the message over. What it left is kept: an envelope still
+                 * there is committed as E-MailRelay does (nothing is lost), and a content file
+                 * alone stays for the envelopes copy:pop put in the POP maildrops. */
                 log_event(s, LOG_INFO, NULL, 250, "message %s abandoned by filter", id);
+                if (spool_message_has_envelope(t->message)) {
+                        commit_message(s);
+                        return;
+                }
+                spool_message_disown(t->message);
                 discard(s, 250, "2.0.0", "message processed");
                 return;
         case FILTER_FAIL:
@@ -323,6 +338,8 @@ static void finish_message(Session *s) {
         e.from = g_strdup(t->from);
         for (guint i = 0; i < t->rcpts->len; i++)
                 g_ptr_array_add(e.to_remote, g_strdup(t->rcpts->pdata[i]));
+        for (guint i = 0; i < t->local->len; i++)
+                g_ptr_array_add(e.to_local, g_strdup(t->local->pdata[i]));
         e.client = g_strdup(s->host);
         e.mail_from_auth_in = g_strdup(t->auth_in);
         e.utf8_mailbox_names = t->utf8_names;
@@ -470,6 +487,84 @@ static void cmd_helo(Session *s, const char *args, bool ehlo) {
         schedule_flush(s);
 }
 
+/* ---- --address-verifier ---- */
+
+static void on_verified(VerifyOutcome *o, void *userdata) {
+        Session *s = userdata;
+        Transaction *t = &s->tx;
+        g_autofree char *path = TAKE_PTR(s->verify_path);
+        bool vrfy = s->verify_is_vrfy;
+
+        s->verify_run = NULL;
+        switch (o->result) {
+        case VERIFY_LOCAL:
+                if (vrfy)
+                        reply(s, 250, "2.1.5", "%s", isempty(o->full_name) ? path : o->full_name);
+                else {
+                        g_ptr_array_add(t->local, g_strdup(isempty(o->mailbox) ? path : o->mailbox));
+                        session_set_state(s, STATE_RCPT);
+                        /* E-MailRelay's two spaces mark a local recipient. */
+                        reply(s, 250, "2.1.5", "recipient <%s>  OK", path);
+                }
+                break;
+        case VERIFY_REMOTE:
+                if (vrfy)
+                        reply(s, 252, "2.5.0", "cannot verify but will accept: %.256s", path);
+                else {
+                        g_ptr_array_add(t->rcpts, g_strdup(isempty(o->address) ? path : o->address));
+                        session_set_state(s, STATE_RCPT);
+                        reply(s, 250, "2.1.5", "recipient <%s> OK", path);
+                }
+                break;
+        case VERIFY_INVALID:
+                log_event(s, LOG_INFO, LOG_MESSAGE_REJECTED, 550, "recipient <%s> rejected by the address verifier: %s",
+                          path, o->reason ? o->reason : "");
+                reply(s, 550, "5.1.1", "%s", isempty(o->response) ? "invalid address" : o->response);
+                break;
+        case VERIFY_TEMPORARY:
+                log_event(s, LOG_INFO, NULL, 450, "recipient <%s> deferred by the address verifier: %s",
+                          path, o->reason ? o->reason : "");
+                reply(s, 450, "4.1.1", "%s", isempty(o->response) ? "cannot verify" : o->response);
+                break;
+        case VERIFY_ABORT:
+        default:
+                log_event(s, LOG_WARNING, LOG_MESSAGE_REJECTED, 0, "address verifier asked to drop the connection");
+                transaction_reset(s);
+                session_set_state(s, STATE_CLOSING);
+                (void) lineio_close_after_flush(s->io);
+                return;
+        }
+        if (s->shutting_down && s->state <= STATE_READY) {
+                close_with(s, 421, "4.3.2", "service shutting down");
+                return;
+        }
+        (void) lineio_resume(s->io);
+}
+
+static void start_verify(Session *s, const char *path, bool vrfy) {
+        char peer[96], mech[] = "none";
+        snprintf(peer, sizeof peer, "%s:%u", s->host, s->port);
+        VerifyRequest req = {
+                .recipient = path,
+                .from = vrfy ? "" : s->tx.from,
+                .peer = peer,
+                .domain = s->server->config.domain,
+                .mechanism = mech,
+                .auth_id = "",
+        };
+        lineio_pause(s->io);
+        s->verify_path = g_strdup(path);
+        s->verify_is_vrfy = vrfy;
+        int r = verifier_run(s->server->config.verifier, s->server->event, &req, s->server->config.filter_timeout,
+                             on_verified, s, &s->verify_run);
+        if (r < 0) {
+                log_event(s, LOG_ERR, NULL, 450, "cannot run the address verifier: %s", g_strerror(-r));
+                g_clear_pointer(&s->verify_path, g_free);
+                reply(s, 450, "4.3.0", "cannot verify");
+                (void) lineio_resume(s->io);
+        }
+}
+
 static void cmd_mail(Session *s, const char *args) {
         const SmtpdConfig *c = &s->server->config;
         Transaction *t = &s->tx;
@@ -601,11 +696,15 @@ static void cmd_rcpt(Session *s, const char *args) {
                 reply(s, 553, "5.6.7", "mailbox name not allowed: non-ASCII address without SMTPUTF8");
                 return;
         }
-        if (t->rcpts->len >= s->server->config.max_recipients) {
+        if (t->rcpts->len + t->local->len >= s->server->config.max_recipients) {
                 reply(s, 452, "4.5.3", "too many recipients");
                 return;
         }
         t->utf8_names |= utf8;
+        if (s->server->config.verifier) {
+                start_verify(s, path, false);
+                return;
+        }
         g_ptr_array_add(t->rcpts, g_strdup(path));
         session_set_state(s, STATE_RCPT);
         reply(s, 250, "2.1.5", "recipient <%s> OK", path);
@@ -750,6 +849,16 @@ static void cmd_vrfy(Session *s, const char *args) {
                 reply(s, 501, "5.5.4", "VRFY requires an address");
                 return;
         }
+        if (s->server->config.verifier) {
+                g_autofree char *path = g_strndup(args, strcspn(args, " "));
+                if (path[0] == '<' && g_str_has_suffix(path, ">")) {
+                        char *inner = g_strndup(path + 1, strlen(path) - 2);
+                        g_free(path);
+                        path = inner;
+                }
+                start_verify(s, path, true);
+                return;
+        }
         reply(s, 252, "2.5.0", "cannot verify but will accept: %.256s", args);
 }
 
@@ -849,8 +958,8 @@ static int on_flush(sd_event_source *source, void *userdata) {
 
 static int on_idle_timeout(sd_event_source *source, uint64_t usec, void *userdata) {
         Session *s = userdata;
-        if (s->state == STATE_COMMITTING || s->state == STATE_FILTERING)
-                return arm_idle_timer(s);
+        if (s->state == STATE_COMMITTING || s->state == STATE_FILTERING || s->verify_run)
+                return arm_idle_timer(s);   /* waiting on us, not on the client */
         log_event(s, LOG_INFO, NULL, 421, "idle timeout: disconnecting");
         transaction_reset(s);
         close_with(s, 421, "4.4.2", "idle timeout, closing connection");
@@ -870,6 +979,10 @@ static int on_session_timeout(sd_event_source *source, uint64_t usec, void *user
 
 void session_shutdown(Session *s, bool abort) {
         s->shutting_down = true;
+        if (s->verify_run && !abort)
+                return;   /* on_verified closes if the session is then idle */
+        if (s->verify_run)
+                s->verify_run = verifier_run_cancel(s->verify_run);
         switch (s->state) {
         case STATE_START:
         case STATE_READY:
@@ -895,8 +1008,13 @@ static void session_free(Session *s) {
         char host[sizeof s->host];
 
         transaction_reset(s);
+        if (s->verify_run)
+                verifier_run_cancel(s->verify_run);
+        g_free(s->verify_path);
         if (s->tx.rcpts)
                 g_ptr_array_unref(s->tx.rcpts);
+        if (s->tx.local)
+                g_ptr_array_unref(s->tx.local);
         if (s->tx.buffer)
                 g_string_free(s->tx.buffer, true);
         sd_event_source_disable_unref(s->idle_timer);
@@ -918,6 +1036,7 @@ int session_start(Server *server, int fd, const struct sockaddr *peer, socklen_t
         s->server = server;
         s->state = STATE_START;
         s->tx.rcpts = g_ptr_array_new_with_free_func(g_free);
+        s->tx.local = g_ptr_array_new_with_free_func(g_free);
         s->tx.buffer = g_string_new(NULL);
         s->tx.body = ENVELOPE_BODY_UNKNOWN;
         if (sockaddr_to_host(peer, peer_len, s->host, sizeof s->host, &s->port) < 0)
@@ -964,6 +1083,7 @@ fail:
         sd_event_source_disable_unref(s->session_timer);
         sd_event_source_disable_unref(s->flush_source);
         g_ptr_array_unref(s->tx.rcpts);
+        g_ptr_array_unref(s->tx.local);
         g_string_free(s->tx.buffer, true);
         g_free(s);
         return r;

@@ -23,7 +23,7 @@
  * error rather than silently running without them (most are security settings). */
 static const char *const unimplemented[] = {
         "server-auth", "server-auth-config", "server-tls", "server-tls-connection", "server-tls-required",
-        "server-tls-certificate", "server-tls-verify", "tls-config", "dnsbl", "address-verifier",
+        "server-tls-certificate", "server-tls-verify", "tls-config", "dnsbl",
         "delivery-dir", "admin", "admin-terminate", "pop", "immediate", "log-format", "debug",
 };
 
@@ -167,6 +167,16 @@ static int configure(Server *server, const Options *o) {
         r = parse_smtp_config(c, o, NULL);
         if (r < 0)
                 return r;
+
+        const char *verifier = options_get(o, "address-verifier");
+        if (verifier) {
+                g_autofree char *error = NULL;
+                r = verifier_parse(verifier, &c->verifier, &error);
+                if (r < 0) {
+                        log_error("--address-verifier: %s", error ? error : g_strerror(-r));
+                        return r;
+                }
+        }
 
         g_autofree const char **filters = NULL;
         size_t n_filters = options_get_all(o, "filter", &filters);
@@ -343,6 +353,7 @@ static int run(Options *op, int argc, char **argv) {
 out:
         server_done(&server);
         filter_chain_free(server.config.filters);
+        verifier_free(server.config.verifier);
         g_free(server.config.domain);
         spool_free(server.spool);
         sd_event_unref(server.event);

@@ -12,6 +12,7 @@
 #include "filter.h"
 #include "listen.h"
 #include "spool.h"
+#include "verifier.h"
 
 #define SMTP_MAX_COMMAND_LINE 510   /* RFC 5321 4.5.3.1.4: 512 octets with CRLF */
 #define SMTP_MAX_TEXT_LINE 998      /* RFC 5321 4.5.3.1.6: 1000 octets with CRLF */
@@ -33,7 +34,8 @@ typedef struct SmtpdConfig {
         uint64_t min_free_bytes;    /* temp-fail MAIL below this much free spool space */
         bool pipelining, chunking, smtputf8, smtputf8strict, strictparsing, enhanced;
         FilterChain *filters;       /* --filter, may be NULL */
-        unsigned filter_timeout;    /* --filter-timeout, seconds */
+        unsigned filter_timeout;    /* --filter-timeout, seconds; also the verifier's */
+        Verifier *verifier;         /* --address-verifier, may be NULL */
 } SmtpdConfig;
 
 typedef struct Session Session;

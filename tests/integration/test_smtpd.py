@@ -301,16 +301,110 @@ class FilterTest(SmtpdTestCase):
         m, = self.messages()
         self.assertTrue(m.content.endswith(b"\r\nedited by filter\r\n"))
 
-    def test_filter_abandon_and_exit_builtin(self):
+    def test_filter_abandon_keeps_what_the_filter_left(self):
+        # exit:100 leaves the files: committed, as E-MailRelay does; nothing is lost.
         self.start("--filter", "exit:100")
         self.assertEqual(self.send_one(self.greeted()), ["250 2.0.0 message processed"])
+        self.assertEqual([m.state for m in self.messages()], ["envelope"])
+        # A filter that removed the message itself: nothing stays.
+        self.daemon.stop()
+        for f in os.listdir(self.spool):
+            os.unlink(os.path.join(self.spool, f))
+        gone = self.script("gone.sh", 'rm -f "$1" "$2"; exit 100\n')
+        self.start("--filter", gone)
+        self.assertEqual(self.send_one(self.greeted()), ["250 2.0.0 message processed"])
         self.assertEqual(self.spool_files(), [])
+
+    def test_copy_pop_gives_each_maildrop_its_envelope(self):
+        """The seed's POP-by-name use: each sub-directory gets the envelope, the content stays
+        in the main spool for them all, and nothing is left to forward."""
+        for user in ("alice", "bob", "postmaster"):
+            os.mkdir(os.path.join(self.spool, user))
+        self.start("--filter", "copy:pop")
+        self.assertEqual(self.send_one(self.greeted()), ["250 2.0.0 message processed"])
+        files = self.spool_files()
+        content = [f for f in files if f.endswith(".content")]
+        self.assertEqual(len(content), 1)
+        self.assertEqual([f for f in files if ".envelope" in f], [])
+        mid = content[0][:-len(".content")]
+        for user in ("alice", "bob"):
+            self.assertEqual(os.listdir(os.path.join(self.spool, user)), [mid + ".envelope"])
+        self.assertEqual(os.listdir(os.path.join(self.spool, "postmaster")), [])
+        with open(os.path.join(self.spool, content[0]), "rb") as f:
+            self.assertTrue(f.read().endswith(b"\r\nbody\r\n"))
+
+    def test_msgid_filter(self):
+        self.start("--filter", "msgid:relay.test")
+        self.assertEqual(self.send_one(self.greeted()), ["250 2.0.0 message processed"])
+        m, = self.messages()
+        lines = m.content.split(b"\r\n")
+        self.assertTrue(lines[0].startswith(b"Received: "))
+        self.assertRegex(lines[1].decode(), r"^Message-ID: <[^@<>]+@relay\.test>$")
 
     def test_filter_timeout(self):
         f = self.script("slow.sh", "sleep 30\n")
         self.start("--filter", f, "--filter-timeout", "1")
         self.assertEqual(self.send_one(self.greeted()), ["452 4.7.1 error"])
         self.assertEqual(self.spool_files(), [])
+
+
+class VerifierTest(SmtpdTestCase):
+    """--address-verifier with a real program, E-MailRelay's exit-code protocol (reference 5.4)."""
+
+    VERIFIER = """#!/bin/sh
+echo "$@" >> "$(dirname "$0")/verifier.args"
+lower=$(echo "$1" | tr A-Z a-z)
+case "$lower" in
+  postmaster@*) echo "Post Master"; echo "postmaster"; exit 0 ;;
+  *@local.test) echo "Local User"; echo "${1%%@*}"; exit 0 ;;
+  *@example.com) echo ""; echo "$1" | tr A-Z a-z; exit 1 ;;
+  busy@*) echo "try again later"; echo "database busy"; exit 3 ;;
+  evil@*) exit 100 ;;
+  *) echo "no such user here"; echo "unknown"; exit 2 ;;
+esac
+"""
+
+    def setUp(self):
+        super().setUp()
+        self.script = os.path.join(self.work, "verify.sh")
+        with open(self.script, "w") as f:
+            f.write(self.VERIFIER)
+        os.chmod(self.script, 0o755)
+
+    def test_rcpt_and_vrfy(self):
+        self.start("--address-verifier", self.script)
+        c = self.greeted()
+        c.cmd("EHLO x")
+        self.assertEqual(c.cmd("VRFY postmaster@relay.test"), ["250 2.1.5 Post Master"])
+        self.assertEqual(c.cmd("VRFY Someone@Example.COM"), ["252 2.5.0 cannot verify but will accept: Someone@Example.COM"])
+        self.assertEqual(c.cmd("VRFY nobody@elsewhere.test"), ["550 5.1.1 no such user here"])
+        self.assertEqual(c.cmd("MAIL FROM:<s@example.org>"), ["250 2.1.0 sender <s@example.org> OK"])
+        self.assertEqual(c.cmd("RCPT TO:<bob@local.test>"), ["250 2.1.5 recipient <bob@local.test>  OK"])
+        self.assertEqual(c.cmd("RCPT TO:<Carol@Example.COM>"), ["250 2.1.5 recipient <Carol@Example.COM> OK"])
+        self.assertEqual(c.cmd("RCPT TO:<nobody@elsewhere.test>"), ["550 5.1.1 no such user here"])
+        self.assertEqual(c.cmd("RCPT TO:<busy@example.net>"), ["450 4.1.1 try again later"])
+        self.assertEqual(c.cmd("DATA"), ["354 start mail input -- end with <CRLF>.<CRLF>"])
+        c.send("Subject: v\r\n\r\nx\r\n.\r\n")
+        self.assertEqual(c.reply(), ["250 2.0.0 message processed"])
+        m, = self.messages()
+        self.assertIn(b"X-MailRelay-ToCount: 2\r\nX-MailRelay-To-Local: bob\r\n"
+                      b"X-MailRelay-To-Remote: carol@example.com\r\n", m.envelope)
+        with open(os.path.join(self.work, "verifier.args")) as f:
+            args = f.read().splitlines()
+        # recipient, from, peer ip:port, domain, mechanism, auth id (empty)
+        self.assertRegex(args[3], r"^bob@local\.test s@example\.org 127\.0\.0\.1:\d+ relay\.test none\s*$")
+        # abort: the connection is dropped
+        c.cmd("MAIL FROM:<s@example.org>")
+        c.send("RCPT TO:<evil@example.net>\r\n")
+        self.assertTrue(c.closed())
+        self.assertIn(b"X-MailRelay", m.envelope)
+
+    def test_exit_verifier_accepts_all_as_remote(self):
+        self.start("--address-verifier", "exit:0")
+        c = self.greeted()
+        c.cmd("EHLO x")
+        c.cmd("MAIL FROM:<s@example.org>")
+        self.assertEqual(c.cmd("RCPT TO:<anyone@anywhere.test>"), ["250 2.1.5 recipient <anyone@anywhere.test> OK"])
 
 
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Tests for the filter runner: real shell-script filters, a fake net: server and a fake spamd
- * in a thread, all on a real sd-event loop. */
+ * in a thread, the copy: and msgid: built-ins on real files, all on a real sd-event loop. */
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <netinet/in.h>
@@ -765,7 +766,8 @@ static void test_parse(void) {
                 "exit:0", "exit:255", " exit:7 ", "sleepms:0", "net:127.0.0.1:10025", "net:[::1]:25",
                 "net:::1:25", "net:/run/filter.sock", "spam:/run/spamd.sock", "spam:127.0.0.1:783",
                 "spam-edit:[2001:db8::1]:783", "/bin/true", "file:/bin/true -x", "file:relative",
-                "anything:else", "exit:0,exit:1,/bin/true",
+                "anything:else", "exit:0,exit:1,/bin/true", "copy:", "copy:pop;hardlink;nodelete", "copy:p;h;n",
+                "copy: pop ; n", "msgid:", "msgid:example.com", "msgid:mail-1.example_x.org",
         };
         g_autofree char *long_path = NULL, *long_spec = NULL, *long_message = NULL;
 
@@ -805,12 +807,15 @@ static void test_parse(void) {
         check_parse_error("sleepms:soon", "invalid filter \"sleepms:soon\": invalid number of milliseconds");
         check_parse_error("file:", "invalid filter \"file:\": missing program");
         check_parse_error("file: \t", "invalid filter \"file:\": missing program");
-        check_parse_error("copy:", "filter \"copy:\" is not supported yet");
         check_parse_error("deliver:pop", "filter \"deliver:\" is not supported yet");
         check_parse_error("split:raw;25", "filter \"split:\" is not supported yet");
         check_parse_error("mx:", "filter \"mx:\" is not supported yet");
-        check_parse_error("msgid:", "filter \"msgid:\" is not supported yet");
-        check_parse_error("exit:0,copy:", "filter \"copy:\" is not supported yet");
+        check_parse_error("exit:0,mx:", "filter \"mx:\" is not supported yet");
+        check_parse_error("copy:bogus", "invalid filter \"copy:bogus\": unknown copy option \"bogus\"");
+        check_parse_error("copy:pop;x", "invalid filter \"copy:pop;x\": unknown copy option \"x\"");
+        check_parse_error("msgid:bad domain", "invalid filter \"msgid:bad domain\": invalid domain");
+        check_parse_error("msgid:<x@y>", "invalid filter \"msgid:<x@y>\": invalid domain");
+        check_parse_error("msgid:-x.org", "invalid filter \"msgid:-x.org\": invalid domain");
         check_parse_error("exit:0,,exit:1", "invalid filter \"exit:0,,exit:1\": empty filter in the chain");
         check_parse_error("exit:0,", "invalid filter \"exit:0,\": empty filter in the chain");
 
@@ -1283,6 +1288,465 @@ static void test_spam_edit(void) {
         done_clear(&d);
 }
 
+/* ---- copy: ---- */
+
+#define COPY_ID "emailrelay.9.8.7"
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+        return remove(path);
+}
+
+static void rm_rf(const char *path) {
+        (void) nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* A spool directory of its own, with one message (a big content, so that copies take several
+ * reads) and the given sub-directories. */
+typedef struct CopySpool {
+        char *dir;
+        char *content;
+        char *envelope;
+        GString *content_data;
+} CopySpool;
+
+static void copy_spool_init(CopySpool *s, const char *name, const char *envelope_suffix, const char *const *subdirs) {
+        s->dir = tmp_path(name);
+        rm_rf(s->dir);
+        g_assert_cmpint(mkdir(s->dir, 0755), ==, 0);
+        s->content = g_build_filename(s->dir, COPY_ID ".content", NULL);
+        s->envelope = g_strconcat(s->dir, "/" COPY_ID, envelope_suffix, NULL);
+        s->content_data = big_message();
+        write_file(s->content, s->content_data->str, s->content_data->len);
+        g_assert_cmpint(chmod(s->content, 0640), ==, 0);
+        write_file(s->envelope, envelope_text, -1);
+        g_assert_cmpint(chmod(s->envelope, 0600), ==, 0);
+        for (const char *const *d = subdirs; *d; d++) {
+                g_autofree char *path = g_build_filename(s->dir, *d, NULL);
+
+                g_assert_cmpint(mkdir(path, 0755), ==, 0);
+        }
+}
+
+static void copy_spool_done(CopySpool *s) {
+        rm_rf(s->dir);
+        g_free(s->dir);
+        g_free(s->content);
+        g_free(s->envelope);
+        g_string_free(s->content_data, TRUE);
+        *s = (CopySpool){};
+}
+
+static void run_copy(CopySpool *s, const char *spec, FilterSide side, Done *d) {
+        char *saved_content = content_path, *saved_envelope = envelope_path;
+
+        content_path = s->content;
+        envelope_path = s->envelope;
+        run_spec(spec, side, 10, d);
+        content_path = saved_content;
+        envelope_path = saved_envelope;
+}
+
+static int compare_names(const void *a, const void *b) {
+        return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* The names in a directory, sorted, joined by spaces. */
+static char *dir_names(const char *dir, const char *sub) {
+        g_autofree char *path = sub ? g_build_filename(dir, sub, NULL) : g_strdup(dir);
+        g_autoptr(GDir) d = g_dir_open(path, 0, NULL);
+        g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
+        const char *name;
+
+        g_assert_nonnull(d);
+        while ((name = g_dir_read_name(d)))
+                g_ptr_array_add(names, g_strdup(name));
+        g_ptr_array_sort(names, compare_names);
+        g_ptr_array_add(names, NULL);
+        return g_strjoinv(" ", (char **) names->pdata);
+}
+
+static void assert_same_file(const char *path, const char *data, size_t len, mode_t mode) {
+        g_autofree char *got = NULL;
+        struct stat st;
+        size_t got_len;
+
+        got = read_file(path, &got_len);
+        g_assert_cmpuint(got_len, ==, len);
+        g_assert_true(memcmp(got, data, len) == 0);
+        g_assert_cmpint(stat(path, &st), ==, 0);
+        g_assert_cmpint(st.st_mode & 07777, ==, mode);
+}
+
+static void assert_copied(const CopySpool *s, const char *sub, bool with_content) {
+        g_autofree char *content = g_build_filename(s->dir, sub, COPY_ID ".content", NULL);
+        g_autofree char *envelope = g_build_filename(s->dir, sub, COPY_ID ".envelope", NULL);
+        g_autofree char *names = dir_names(s->dir, sub);
+
+        g_test_message("copy in %s: %s", sub, names);
+        /* Nothing else: no temporary files left behind. */
+        g_assert_cmpstr(names, ==, with_content ? COPY_ID ".content " COPY_ID ".envelope" : COPY_ID ".envelope");
+        if (with_content)
+                assert_same_file(content, s->content_data->str, s->content_data->len, 0640);
+        assert_same_file(envelope, envelope_text, strlen(envelope_text), 0600);
+}
+
+static void test_copy(void) {
+        static const char *const subdirs[] = { "alice", "bob", "postmaster", ".hidden", NULL };
+        g_autofree char *names = NULL, *notes = NULL;
+        CopySpool s;
+        Done d = {};
+
+        copy_spool_init(&s, "copy-spool", ".envelope.new", subdirs);
+        /* Plain files are not mailboxes. */
+        notes = g_build_filename(s.dir, "notes", NULL);
+        write_file(notes, "x", -1);
+
+        run_copy(&s, "copy:", FILTER_SERVER, &d);
+        g_assert_cmpint(d.o.result, ==, FILTER_ABANDON);
+        g_assert_cmpint(d.o.exit_code, ==, -1);
+        g_assert_null(d.o.response);
+        done_clear(&d);
+
+        assert_copied(&s, "alice", true);
+        assert_copied(&s, "bob", true);
+        names = dir_names(s.dir, "postmaster");
+        g_assert_cmpstr(names, ==, "");
+        g_clear_pointer(&names, g_free);
+        names = dir_names(s.dir, ".hidden");
+        g_assert_cmpstr(names, ==, "");
+        g_clear_pointer(&names, g_free);
+
+        /* The original is gone: the copies are the message now. */
+        names = dir_names(s.dir, NULL);
+        g_assert_cmpstr(names, ==, ".hidden alice bob notes postmaster");
+        copy_spool_done(&s);
+}
+
+static void test_copy_pop(void) {
+        static const char *const subdirs[] = { "alice", "bob", NULL };
+        const char *const specs[] = { "copy:pop", "copy:p" };
+
+        for (size_t i = 0; i < ELEMENTSOF(specs); i++) {
+                g_autofree char *names = NULL;
+                CopySpool s;
+                Done d = {};
+
+                copy_spool_init(&s, "copy-pop", ".envelope.new", subdirs);
+                run_copy(&s, specs[i], FILTER_SERVER, &d);
+                g_assert_cmpint(d.o.result, ==, FILTER_ABANDON);
+                done_clear(&d);
+
+                assert_copied(&s, "alice", false);
+                assert_copied(&s, "bob", false);
+                /* The envelope went; the content stays for the POP server. */
+                names = dir_names(s.dir, NULL);
+                g_assert_cmpstr(names, ==, "alice bob " COPY_ID ".content");
+                assert_same_file(s.content, s.content_data->str, s.content_data->len, 0640);
+                copy_spool_done(&s);
+        }
+}
+
+static void test_copy_hardlink(void) {
+        static const char *const subdirs[] = { "alice", "bob", NULL };
+        g_autofree char *a = NULL, *b = NULL, *names = NULL;
+        struct stat before, st_a, st_b;
+        CopySpool s;
+        Done d = {};
+
+        copy_spool_init(&s, "copy-hardlink", ".envelope.new", subdirs);
+        g_assert_cmpint(stat(s.content, &before), ==, 0);
+
+        run_copy(&s, "copy:hardlink", FILTER_SERVER, &d);
+        g_assert_cmpint(d.o.result, ==, FILTER_ABANDON);
+        done_clear(&d);
+
+        assert_copied(&s, "alice", true);
+        assert_copied(&s, "bob", true);
+        a = g_build_filename(s.dir, "alice", COPY_ID ".content", NULL);
+        b = g_build_filename(s.dir, "bob", COPY_ID ".content", NULL);
+        g_assert_cmpint(stat(a, &st_a), ==, 0);
+        g_assert_cmpint(stat(b, &st_b), ==, 0);
+        g_assert_cmpuint(st_a.st_ino, ==, before.st_ino);
+        g_assert_cmpuint(st_b.st_ino, ==, before.st_ino);
+        g_assert_cmpuint(st_a.st_dev, ==, before.st_dev);
+        /* The original's link is gone with it. */
+        g_assert_cmpuint(st_a.st_nlink, ==, 2);
+        names = dir_names(s.dir, NULL);
+        g_assert_cmpstr(names, ==, "alice bob");
+        copy_spool_done(&s);
+}
+
+static void test_copy_nodelete(void) {
+        static const char *const subdirs[] = { "alice", "postmaster", NULL };
+        static const struct {
+                const char *spec;
+                FilterSide side;
+                const char *suffix;
+                bool with_content;
+        } table[] = {
+                { "copy:nodelete", FILTER_SERVER, ".envelope.new", true },
+                { "copy:n", FILTER_SERVER, ".envelope.new", true },
+                /* A client filter's envelope is the locked .busy one. */
+                { "copy:nodelete", FILTER_CLIENT, ".envelope.busy", true },
+                { "copy:p;h;n", FILTER_SERVER, ".envelope.new", false },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(table); i++) {
+                g_autofree char *names = NULL, *expected = NULL;
+                CopySpool s;
+                Done d = {};
+
+                g_test_message("%s", table[i].spec);
+                copy_spool_init(&s, "copy-nodelete", table[i].suffix, subdirs);
+                run_copy(&s, table[i].spec, table[i].side, &d);
+                g_assert_cmpint(d.o.result, ==, FILTER_OK);
+                g_assert_null(d.o.response);
+                g_assert_null(d.o.reason);
+                done_clear(&d);
+
+                assert_copied(&s, "alice", table[i].with_content);
+                /* The original stays, untouched. */
+                names = dir_names(s.dir, NULL);
+                expected = g_strconcat("alice " COPY_ID ".content " COPY_ID, table[i].suffix, " postmaster", NULL);
+                g_assert_cmpstr(names, ==, expected);
+                assert_same_file(s.content, s.content_data->str, s.content_data->len, 0640);
+                assert_same_file(s.envelope, envelope_text, strlen(envelope_text), 0600);
+                copy_spool_done(&s);
+        }
+}
+
+static void test_copy_no_subdirs(void) {
+        static const char *const subdirs[] = { "postmaster", ".hidden", NULL };
+        g_autofree char *names = NULL;
+        CopySpool s;
+        Done d = {};
+
+        copy_spool_init(&s, "copy-none", ".envelope.new", subdirs);
+
+        /* Passes, with a warning for the log, and leaves the message alone. */
+        run_copy(&s, "copy:", FILTER_SERVER, &d);
+        g_assert_cmpint(d.o.result, ==, FILTER_OK);
+        g_assert_null(d.o.response);
+        g_assert_cmpstr(d.o.reason, ==, "copy: no sub-directories");
+        done_clear(&d);
+        names = dir_names(s.dir, NULL);
+        g_assert_cmpstr(names, ==, ".hidden " COPY_ID ".content " COPY_ID ".envelope.new postmaster");
+        g_clear_pointer(&names, g_free);
+        names = dir_names(s.dir, "postmaster");
+        g_assert_cmpstr(names, ==, "");
+
+        /* The warning outlives the rest of a passing chain, not a failing one. */
+        run_copy(&s, "copy:,exit:0", FILTER_SERVER, &d);
+        g_assert_cmpint(d.o.result, ==, FILTER_OK);
+        g_assert_cmpstr(d.o.reason, ==, "copy: no sub-directories");
+        done_clear(&d);
+        run_copy(&s, "copy:,exit:1", FILTER_SERVER, &d);
+        g_assert_cmpint(d.o.result, ==, FILTER_FAIL);
+        g_assert_cmpstr(d.o.reason, ==, "rejected");
+        done_clear(&d);
+        copy_spool_done(&s);
+}
+
+static void test_copy_failure(void) {
+        static const char *const subdirs[] = { "alice", "bob", "carol", NULL };
+        g_autofree char *blocker = NULL, *names = NULL;
+        CopySpool s;
+        Done d = {};
+
+        /* bob's copy cannot be renamed into place: a directory has the name (this works as
+         * root too, unlike a permission). */
+        copy_spool_init(&s, "copy-fail", ".envelope.new", subdirs);
+        blocker = g_build_filename(s.dir, "bob", COPY_ID ".envelope", NULL);
+        g_assert_cmpint(mkdir(blocker, 0755), ==, 0);
+
+        run_copy(&s, "copy:", FILTER_SERVER, &d);
+        g_assert_cmpint(d.o.result, ==, FILTER_FAIL);
+        g_assert_cmpstr(d.o.response, ==, "error");
+        g_test_message("reason: %s", d.o.reason);
+        g_assert_true(g_str_has_prefix(d.o.reason, "copy: bob/" COPY_ID ".envelope: "));
+        done_clear(&d);
+
+        /* Undone: alice's copy is gone, bob has only what was there, carol was never reached,
+         * and the original is intact. */
+        names = dir_names(s.dir, "alice");
+        g_assert_cmpstr(names, ==, "");
+        g_clear_pointer(&names, g_free);
+        names = dir_names(s.dir, "bob");
+        g_assert_cmpstr(names, ==, COPY_ID ".envelope");
+        g_clear_pointer(&names, g_free);
+        names = dir_names(s.dir, "carol");
+        g_assert_cmpstr(names, ==, "");
+        g_clear_pointer(&names, g_free);
+        assert_same_file(s.content, s.content_data->str, s.content_data->len, 0640);
+        assert_same_file(s.envelope, envelope_text, strlen(envelope_text), 0600);
+
+        /* Not a spool content file name: nothing to call the copies. */
+        {
+                g_autofree char *odd = g_build_filename(s.dir, "message.txt", NULL);
+                char *saved = s.content;
+
+                write_file(odd, "x", -1);
+                s.content = odd;
+                run_copy(&s, "copy:", FILTER_SERVER, &d);
+                s.content = saved;
+                g_assert_cmpint(d.o.result, ==, FILTER_FAIL);
+                g_assert_true(strstr(d.o.reason, "not a spool content file") != NULL);
+                done_clear(&d);
+        }
+        copy_spool_done(&s);
+}
+
+/* ---- msgid: ---- */
+
+/* Run msgid on content and check that the result is prefix, one Message-ID line for domain
+ * ending in eol, then suffix. Returns the result. */
+static char *check_msgid_added(const char *spec, const char *content, const char *prefix, const char *domain,
+                               const char *eol, const char *suffix) {
+        g_autofree char *id_suffix = g_strconcat("@", domain, ">", NULL);
+        g_autofree char *line = NULL;
+        char *after;
+        const char *p, *end;
+        size_t len;
+        Done d = {};
+
+        g_test_message("msgid on %s", content);
+        write_file(content_path, content, -1);
+        run_spec(spec, FILTER_SERVER, 10, &d);
+        g_assert_cmpint(d.o.result, ==, FILTER_OK);
+        g_assert_null(d.o.reason);
+        done_clear(&d);
+
+        after = read_file(content_path, &len);
+        g_assert_cmpuint(len, ==, strlen(after));
+        g_assert_true(g_str_has_prefix(after, prefix));
+        p = after + strlen(prefix);
+        g_assert_true(g_str_has_prefix(p, "Message-ID: <"));
+        end = strstr(p, eol);
+        g_assert_nonnull(end);
+        line = g_strndup(p, end - p);
+        g_assert_true(g_str_has_suffix(line, id_suffix));
+        /* One angle-bracketed id with a unique part. */
+        g_assert_cmpuint(strlen(line), >, strlen("Message-ID: <") + strlen(id_suffix) + 8);
+        g_assert_null(strchr(line + strlen("Message-ID: <"), '<'));
+        g_assert_null(strchr(line, '\r'));
+        g_assert_cmpstr(end + strlen(eol), ==, suffix);
+        return after;
+}
+
+static void check_msgid_kept(const char *content) {
+        g_autofree char *after = NULL;
+        Done d = {};
+
+        g_test_message("msgid keeps %s", content);
+        write_file(content_path, content, -1);
+        run_spec("msgid:", FILTER_SERVER, 10, &d);
+        g_assert_cmpint(d.o.result, ==, FILTER_OK);
+        done_clear(&d);
+        after = read_file(content_path, NULL);
+        g_assert_cmpstr(after, ==, content);
+}
+
+static void test_msgid(void) {
+        g_autofree char *tmp = g_strconcat(content_path, ".tmp", NULL);
+        g_autofree char *first = NULL, *again = NULL, *other = NULL;
+        struct stat st;
+        Done d = {};
+
+        /* On top; a Message-ID in the body does not count. */
+        first = check_msgid_added("msgid:", "Subject: x\r\n\r\nMessage-ID: <in-body@x>\r\n", "", "emailrelay.local",
+                                  "\r\n", "Subject: x\r\n\r\nMessage-ID: <in-body@x>\r\n");
+
+        /* Added once: a second run leaves it as it is. */
+        run_spec("msgid:", FILTER_SERVER, 10, &d);
+        g_assert_cmpint(d.o.result, ==, FILTER_OK);
+        done_clear(&d);
+        again = read_file(content_path, NULL);
+        g_assert_cmpstr(again, ==, first);
+
+        /* Unique. */
+        other = check_msgid_added("msgid:", "Subject: x\r\n\r\nMessage-ID: <in-body@x>\r\n", "", "emailrelay.local",
+                                  "\r\n", "Subject: x\r\n\r\nMessage-ID: <in-body@x>\r\n");
+        g_assert_cmpstr(other, !=, first);
+        g_clear_pointer(&first, g_free);
+
+        /* Present already, in any case and spacing. */
+        check_msgid_kept("Subject: x\r\nMessage-ID: <a@b>\r\n\r\nbody\r\n");
+        check_msgid_kept("Subject: x\r\nmessage-id: <a@b>\r\n\r\nbody\r\n");
+        check_msgid_kept("MESSAGE-ID : <a@b>\r\nSubject: x\r\n\r\nbody\r\n");
+        check_msgid_kept("Received: from a\r\n\tby b\r\nSubject: x\r\nMessage-Id:\r\n <folded@b>\r\n\r\nbody\r\n");
+
+        /* A folded line is part of the field before it, not a field. Neither is a longer name. */
+        first = check_msgid_added("msgid:", "Subject: a\r\n Message-ID: <fake@x>\r\nMessage-IDs: <x>\r\n\r\nb\r\n", "",
+                                  "emailrelay.local", "\r\n",
+                                  "Subject: a\r\n Message-ID: <fake@x>\r\nMessage-IDs: <x>\r\n\r\nb\r\n");
+        g_clear_pointer(&first, g_free);
+
+        /* Our Received line stays first, folds and all. */
+        first = check_msgid_added("msgid:", "Received: from a\r\n\tby b\r\n\twith ESMTP\r\nSubject: s\r\n\r\nbody\r\n",
+                                  "Received: from a\r\n\tby b\r\n\twith ESMTP\r\n", "emailrelay.local", "\r\n",
+                                  "Subject: s\r\n\r\nbody\r\n");
+        g_clear_pointer(&first, g_free);
+        first = check_msgid_added("msgid:", "received: from a\r\nReceived: from b\r\n\r\nbody\r\n",
+                                  "received: from a\r\n", "emailrelay.local", "\r\n",
+                                  "Received: from b\r\n\r\nbody\r\n");
+        g_clear_pointer(&first, g_free);
+        /* Only the first field counts as ours. */
+        first = check_msgid_added("msgid:", "Subject: s\r\nReceived: from a\r\n\r\nbody\r\n", "", "emailrelay.local",
+                                  "\r\n", "Subject: s\r\nReceived: from a\r\n\r\nbody\r\n");
+        g_clear_pointer(&first, g_free);
+
+        /* The domain from the spec; LF-only content gets an LF line. */
+        first = check_msgid_added("msgid:example.com", "Subject: lf\n\nbody\n", "", "example.com", "\n",
+                                  "Subject: lf\n\nbody\n");
+        g_clear_pointer(&first, g_free);
+        /* Headers only, no blank line; empty content. */
+        first = check_msgid_added("msgid:", "Subject: only\r\n", "", "emailrelay.local", "\r\n", "Subject: only\r\n");
+        g_clear_pointer(&first, g_free);
+        first = check_msgid_added("msgid:", "", "", "emailrelay.local", "\r\n", "");
+        g_clear_pointer(&first, g_free);
+        /* A lone Received line without a line end gets one before ours. */
+        first = check_msgid_added("msgid:", "Received: x", "Received: x\r\n", "emailrelay.local", "\r\n", "");
+        g_clear_pointer(&first, g_free);
+
+        /* The mode survives the rewrite, and no temporary file is left. */
+        write_file(content_path, "Subject: mode\r\n\r\nbody\r\n", -1);
+        g_assert_cmpint(chmod(content_path, 0604), ==, 0);
+        run_spec("msgid:", FILTER_SERVER, 10, &d);
+        g_assert_cmpint(d.o.result, ==, FILTER_OK);
+        done_clear(&d);
+        g_assert_cmpint(stat(content_path, &st), ==, 0);
+        g_assert_cmpint(st.st_mode & 07777, ==, 0604);
+        g_assert_cmpint(access(tmp, F_OK), ==, -1);
+        first = read_file(content_path, NULL);
+        g_assert_true(g_str_has_prefix(first, "Message-ID: <"));
+        g_assert_cmpint(chmod(content_path, 0644), ==, 0);
+
+        /* In a chain, before a program that sees the new header. */
+        {
+                g_autofree char *p = script("msgid-check.sh", "grep -q '^Message-ID: <.*@emailrelay.local>' \"$1\"");
+                g_autofree char *spec = g_strdup_printf("msgid:,%s", p);
+
+                write_file(content_path, content_text, -1);
+                run_spec(spec, FILTER_CLIENT, 10, &d);
+                g_assert_cmpint(d.o.result, ==, FILTER_OK);
+                done_clear(&d);
+        }
+
+        /* A missing content file fails. */
+        {
+                g_autofree char *missing = tmp_path("no-such.content");
+                char *saved = content_path;
+
+                content_path = missing;
+                run_spec("msgid:", FILTER_SERVER, 10, &d);
+                content_path = saved;
+                g_assert_cmpint(d.o.result, ==, FILTER_FAIL);
+                g_assert_cmpstr(d.o.response, ==, "error");
+                g_assert_true(g_str_has_prefix(d.o.reason, "msgid: "));
+                done_clear(&d);
+        }
+}
+
 static void remove_tmpdir(void) {
         g_autoptr(GDir) dir = g_dir_open(tmpdir, 0, NULL);
         const char *name;
@@ -1336,6 +1800,13 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/filter/net-unreachable", test_net_unreachable);
         g_test_add_func("/filter/spam-check", test_spam_check);
         g_test_add_func("/filter/spam-edit", test_spam_edit);
+        g_test_add_func("/filter/copy", test_copy);
+        g_test_add_func("/filter/copy-pop", test_copy_pop);
+        g_test_add_func("/filter/copy-hardlink", test_copy_hardlink);
+        g_test_add_func("/filter/copy-nodelete", test_copy_nodelete);
+        g_test_add_func("/filter/copy-no-subdirs", test_copy_no_subdirs);
+        g_test_add_func("/filter/copy-failure", test_copy_failure);
+        g_test_add_func("/filter/msgid", test_msgid);
 
         r = g_test_run();
 

@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* Helper programs (filters, address verifiers) as child processes on an sd-event loop: spawned
+ * without a shell, stdout collected, killed with their process group on timeout or free.
+ *
+ * A child gets argv as given (argv[0] is the path to run, no PATH search), the environment
+ * given (child_make_envp(): PATH and IFS only), stdin and stderr on /dev/null, stdout on a pipe
+ * that we read, no other fds, default signal dispositions, an empty signal mask, and a process
+ * group of its own. The first output_max bytes of stdout are kept; the rest is read and thrown
+ * away, so that a chatty program never blocks on a full pipe. The result is taken when the
+ * program has exited and its stdout has reached EOF (a grandchild that keeps stdout open keeps
+ * the child running, until the timeout).
+ *
+ * SIGCHLD: children are reaped through sd-event child sources, which need SIGCHLD blocked.
+ * child_spawn() blocks it in the calling thread; a program that creates threads must block
+ * SIGCHLD before doing so, so that every thread inherits it. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <systemd/sd-event.h>
+
+typedef struct ChildResult {
+        int exec_error;          /* errno when the program could not be run at all (no such
+                                  * file, not executable); exit_code is then 127, as a shell
+                                  * would say, and no process ran */
+        bool timed_out;          /* stopped by the timeout and killed; exit_code is -1 */
+        int exit_code;           /* the exit status, or 128 + the signal that killed it */
+        int signal;              /* the signal that killed it, 0 if it exited */
+        const char *output;      /* the first output_max bytes of stdout (not NUL-terminated;
+                                  * NULL when empty) */
+        size_t output_len;
+} ChildResult;
+
+typedef struct Child Child;
+
+/* Called exactly once, on the loop (never from inside child_spawn()), unless the child is freed
+ * first. By then the process is reaped and every fd closed. The result is valid during the
+ * callback only; the callback may child_free() the child. */
+typedef void (*ChildDoneCallback)(const ChildResult *result, void *userdata);
+
+/* sd-event reaps children through pidfds or waitid() and insists that no SIGCHLD handler reaps
+ * them first: block it in the calling thread. */
+int child_block_sigchld(void);
+
+/* The reduced environment helpers get: "PATH=<the daemon's PATH, or /usr/local/bin:/usr/bin:
+ * /bin>", "IFS= \t\n", NULL. Free with g_strfreev(). */
+char **child_make_envp(void);
+
+/* Start argv[0] with argv and envp (both copied as needed by the spawn; the caller keeps
+ * them). timeout_usec 0 for none; on timeout the process group gets SIGKILL. Returns 0 with
+ * *ret set, or a negative errno when nothing could be set up (then there is no callback); a
+ * program that cannot be executed is not an error here but a result (exec_error). */
+int child_spawn(sd_event *event, char *const *argv, char *const *envp, size_t output_max, uint64_t timeout_usec,
+                ChildDoneCallback callback, void *userdata, Child **ret);
+
+/* SIGKILL the process group if it may still run, reap the child, close everything; the
+ * callback is not called (any more). Returns NULL. */
+Child *child_free(Child *c);
