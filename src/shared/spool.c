@@ -30,6 +30,7 @@ struct SpoolMessage {
         int content_fd;
         int envelope_fd;     /* the .envelope.new, once written */
         bool committed;
+        bool replaceable;    /* a filter ran: the files may be new inodes */
 };
 
 struct SpoolLock {
@@ -213,7 +214,19 @@ static int sync_by_name(int dir_fd, const char *name) {
         return 0;
 }
 
+void spool_message_set_replaceable(SpoolMessage *m) {
+        m->replaceable = true;
+}
+
 int spool_message_sync(SpoolMessage *m) {
+        if (!m->replaceable) {
+                /* Nobody else had the names: the fds we wrote through are the files. */
+                if (fdatasync(m->content_fd) < 0)
+                        return negative_errno();
+                if (m->envelope_fd >= 0 && fdatasync(m->envelope_fd) < 0)
+                        return negative_errno();
+                return 0;
+        }
         g_autofree char *content = file_name(m->id, ".content");
         int r = sync_by_name(m->spool->dir_fd, content);
         if (r < 0)

@@ -63,8 +63,11 @@ int spool_message_content_fd(const SpoolMessage *m);
 int spool_message_write(SpoolMessage *m, const void *buf, size_t len);
 /* Write <id>.envelope.new (O_EXCL) from e. May be called once. */
 int spool_message_write_envelope(SpoolMessage *m, const Envelope *e);
-/* fdatasync content and envelope, opened by name so that a file a filter renamed into place is
- * the one synced. Thread-safe with respect to other messages. */
+/* A filter was given the file names: from now on sync by name, since it may have renamed new
+ * files into place (E-MailRelay's SpamAssassin recipe does). */
+void spool_message_set_replaceable(SpoolMessage *m);
+/* fdatasync content and envelope (by name once replaceable). Thread-safe with respect to other
+ * messages. */
 int spool_message_sync(SpoolMessage *m);
 /* rename .envelope.new -> .envelope. After this, freeing the message no longer deletes it. */
 int spool_message_commit(SpoolMessage *m);

@@ -30,6 +30,35 @@ static void accepting(Server *server, bool on) {
                         (void) sd_event_source_set_enabled(server->accept_sources[i], on ? SD_EVENT_ON : SD_EVENT_OFF);
 }
 
+/* Out of file descriptors: stop accepting (the listener would stay readable and the loop
+ * would spin) until a session ends or a second has passed. */
+static int on_accept_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        Server *server = userdata;
+        server->accept_paused = false;
+        if (!server->draining && !server->single_session && server->n_sessions < server->config.max_sessions)
+                accepting(server, true);
+        return 0;
+}
+
+static void pause_accepting(Server *server, int error) {
+        if (server->accept_paused)
+                return;
+        server->accept_paused = true;
+        accepting(server, false);
+        /* Once per episode: retried every second while it lasts. */
+        if (!server->accept_warned)
+                log_warning_errno(error, "cannot accept more connections (%u open): %m; retrying every second",
+                                  server->n_sessions);
+        server->accept_warned = true;
+        if (!server->accept_timer)
+                (void) sd_event_add_time_relative(server->event, &server->accept_timer, CLOCK_MONOTONIC, 1000000u, 100000u,
+                                                  on_accept_retry, server);
+        else {
+                (void) sd_event_source_set_time_relative(server->accept_timer, 1000000u);
+                (void) sd_event_source_set_enabled(server->accept_timer, SD_EVENT_ONESHOT);
+        }
+}
+
 static void maybe_exit(Server *server) {
         if ((server->draining || server->single_session) && server->n_sessions == 0)
                 (void) sd_event_exit(server->event, 0);
@@ -43,8 +72,10 @@ void server_session_ended(Server *server, Session *s, const char *host) {
                 g_hash_table_remove(server->per_address, host);
         else
                 g_hash_table_insert(server->per_address, g_strdup(host), GUINT_TO_POINTER(GPOINTER_TO_UINT(count) - 1));
-        if (server->n_sessions < server->config.max_sessions && !server->draining && !server->single_session)
+        if (server->n_sessions < server->config.max_sessions && !server->draining && !server->single_session) {
+                server->accept_paused = false;
                 accepting(server, true);
+        }
         maybe_exit(server);
 }
 
@@ -93,8 +124,8 @@ static int on_accept(sd_event_source *source, int fd, uint32_t revents, void *us
                 if (cfd < 0) {
                         if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
                                 return 0;
-                        if (errno == EMFILE || errno == ENFILE) {
-                                log_warning_errno(errno, "cannot accept: %m");
+                        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                                pause_accepting(server, errno);
                                 return 0;
                         }
                         return log_error_errno(errno, "accept failed: %m");
@@ -103,6 +134,10 @@ static int on_accept(sd_event_source *source, int fd, uint32_t revents, void *us
                         int one = 1;
                         /* Replies are written whole; no reason to wait for delayed ACKs. */
                         (void) setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+                }
+                if (server->accept_warned) {
+                        log_info("accepting connections again (%u open)", server->n_sessions);
+                        server->accept_warned = false;
                 }
                 (void) serve_fd(server, cfd, (struct sockaddr *) &peer, len);
                 if (server->n_sessions >= server->config.max_sessions)
@@ -197,6 +232,7 @@ void server_done(Server *server) {
         }
         sd_event_source_disable_unref(server->status_timer);
         sd_event_source_disable_unref(server->drain_timer);
+        sd_event_source_disable_unref(server->accept_timer);
         committer_free(server->committer);
         if (server->per_address)
                 g_hash_table_unref(server->per_address);

@@ -353,6 +353,7 @@ static void finish_message(Session *s) {
                 g_autofree char *content = spool_file_path(s->server->spool, spool_message_id(t->message), ".content");
                 g_autofree char *envelope = spool_file_path(s->server->spool, spool_message_id(t->message), ".envelope.new");
                 session_set_state(s, STATE_FILTERING);
+                spool_message_set_replaceable(t->message);
                 r = filter_chain_run(s->server->config.filters, s->server->event, content, envelope,
                                      s->server->config.filter_timeout, on_filtered, s, &t->filter_run);
                 if (r < 0) {

@@ -49,6 +49,9 @@ typedef struct Server {
         sd_event_source **accept_sources;
         sd_event_source *status_timer;
         sd_event_source *drain_timer;
+        sd_event_source *accept_timer;   /* re-enables accepting after EMFILE */
+        bool accept_paused;
+        bool accept_warned;
         GHashTable *per_address;    /* host -> count (GUINT_TO_POINTER) */
         GList *sessions;            /* Session* */
         unsigned n_sessions;

@@ -259,6 +259,35 @@ class LimitsTest(SmtpdTestCase):
         self.assertTrue(harness.wait_for(lambda: self._can_connect()))
         b.cmd("QUIT")
 
+    @unittest.skipUnless(shutil.which("prlimit"), "prlimit is not installed")
+    def test_out_of_file_descriptors_pauses_accepting(self):
+        """At the fd limit the daemon stops accepting for a moment instead of spinning on a
+        readable listener, warns once, and serves again when descriptors are free."""
+        sock = harness.listening_socket()
+        argv = ["prlimit", "--nofile=40:40", SMTPD, "--spool-dir", self.spool, "--domain", DOMAIN, self.config]
+        self.daemon = harness.Daemon(argv, [sock])
+        clients = []
+        for _ in range(60):
+            c = harness.SmtpClient(self.daemon.port, timeout=0.5)
+            clients.append(c)
+        greeted = 0
+        for c in clients:
+            try:
+                if c.reply()[0].startswith("220 "):
+                    greeted += 1
+            except (OSError, EOFError):
+                pass
+        self.assertGreater(greeted, 10)
+        self.assertLess(greeted, 40)
+        time.sleep(1.5)
+        warnings = self.daemon.output().count("cannot accept more connections")
+        self.assertGreaterEqual(warnings, 1)
+        self.assertEqual(warnings, 1, self.daemon.output()[-2000:])
+        for c in clients:
+            c.close()
+        self.assertTrue(harness.wait_for(self._can_connect, timeout=10))
+        self.assertIn("accepting connections again", self.daemon.output())
+
     def _can_connect(self):
         c = harness.SmtpClient(self.daemon.port)
         try:
