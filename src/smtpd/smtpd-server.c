@@ -21,7 +21,7 @@ static void update_status(Server *server) {
 
 static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         update_status(userdata);
-        return sd_event_source_set_time_relative(s, 5 * 1000000u);
+        return sd_event_source_set_time_relative(s, 1000000u);
 }
 
 static void accepting(Server *server, bool on) {
@@ -175,7 +175,7 @@ int server_start(Server *server) {
                 if (r < 0)
                         return log_error_errno(r, "cannot watch listener %s: %m", l->name);
         }
-        r = sd_event_add_time_relative(server->event, &server->status_timer, CLOCK_MONOTONIC, 5 * 1000000u, 1000000u,
+        r = sd_event_add_time_relative(server->event, &server->status_timer, CLOCK_MONOTONIC, 1000000u, 100000u,
                                        on_status_timer, server);
         if (r < 0)
                 return r;
