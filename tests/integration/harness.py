@@ -17,6 +17,7 @@ PROGRAM_DIRS = {
     "emailrelay-submit": "src/tools",
     "emailrelay-smtpd": "src/smtpd",
     "emailrelay-forward": "src/forward",
+    "emailrelay-pop3d": "src/pop3d",
     "emailrelay-queue": "src/tools",
 }
 

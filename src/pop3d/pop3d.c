@@ -1,0 +1,267 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* emailrelay-pop3d: main(). Reads E-MailRelay's options and config file, loads the --pop-auth
+ * secrets, adopts or binds its listeners, and runs the event loop until SIGTERM. */
+
+#include <errno.h>
+#include <glib/gi18n.h>
+#include <locale.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "macro.h"
+#include "options.h"
+#include "pop3d.h"
+
+#define PROGRAM "emailrelay-pop3d"
+
+/* Options of the table that concern pop3d but that this version does not implement yet: an
+ * error rather than silently running without them (TLS is a security setting). */
+static const char *const unimplemented[] = {
+        "server-auth-config", "server-tls", "server-tls-connection", "server-tls-required",
+        "server-tls-certificate", "server-tls-verify", "tls-config", "log-format", "debug",
+};
+
+static char *default_domain(void) {
+        char name[256] = "";
+        if (gethostname(name, sizeof name - 1) < 0 || !*name)
+                return g_strdup("localhost");
+        return g_strdup(name);
+}
+
+static int get_uint(const Options *o, const char *name, unsigned min, unsigned max, unsigned *v) {
+        g_autofree char *error = NULL;
+        int r = options_get_uint(o, name, min, max, v, &error);
+        if (r < 0)
+                log_error("%s", error);
+        return r;
+}
+
+static int configure(Server *server, const Options *o) {
+        Pop3dConfig *c = &server->config;
+        int r;
+
+        *c = (Pop3dConfig){
+                .idle_timeout = 1800,     /* E-MailRelay's code default */
+                .max_per_address = 64,
+                .max_sessions = 1000,
+                .drain_timeout = 20,
+                .auth_delay_ms = 1000,
+        };
+        for (size_t i = 0; i < ELEMENTSOF(unimplemented); i++)
+                if (options_has(o, unimplemented[i])) {
+                        log_error("option --%s is not supported by this version of " PROGRAM, unimplemented[i]);
+                        return -EOPNOTSUPP;
+                }
+        c->domain = default_domain();
+        c->remote_clients = options_has(o, "remote-clients");
+        c->no_delete = options_has(o, "pop-no-delete");
+        c->by_name = options_has(o, "pop-by-name");
+        if ((r = get_uint(o, "idle-timeout", 1, 86400, &c->idle_timeout)) < 0)
+                return r;
+
+        const char *auth = options_get(o, "pop-auth");
+        if (isempty(auth)) {
+                log_error("--pop-auth is required: the POP server needs a secrets file");
+                return -EINVAL;
+        }
+        if (g_str_has_prefix(auth, "pam:") || streq(auth, "/pam")) {
+                log_error("--pop-auth=%s: PAM is not supported by this version of " PROGRAM, auth);
+                return -EOPNOTSUPP;
+        }
+        g_autofree char *error = NULL;
+        r = secrets_load(auth, &server->secrets, &error);
+        if (r < 0) {
+                log_error("--pop-auth: %s", error);
+                return r;
+        }
+        for (const char *const *w = secrets_warnings(server->secrets); *w; w++)
+                log_warning("%s", *w);
+        if (!secrets_server_has_plain(server->secrets))
+                log_warning("%s: no \"server plain\" secrets: no POP client can log in", auth);
+        return 0;
+}
+
+static int open_listeners(Server *server, const Options *o) {
+        unsigned port = 110;
+        int r;
+
+        r = listeners_adopt(&server->listeners);
+        if (r < 0)
+                return log_error_errno(r, "cannot use the sockets passed by the service manager: %m");
+        if (r > 0) {
+                for (size_t i = 0; i < server->listeners.n; i++)
+                        if (streq(server->listeners.items[i].name, "pop3s"))
+                                return log_error_errno(-EOPNOTSUPP, "socket \"pop3s\" needs TLS, which this version does not support yet");
+                return 0;
+        }
+
+        if ((r = get_uint(o, "pop-port", 0, 65535, &port)) < 0)
+                return r;
+        g_autofree const char **interfaces = NULL;
+        size_t n = options_get_all(o, "interface", &interfaces);
+        bool any = false;
+        for (size_t i = 0; i < n; i++) {
+                g_auto(GStrv) items = g_strsplit(interfaces[i], ",", -1);
+                for (char **it = items; *it; it++) {
+                        const char *addr = g_strstrip(*it);
+                        if (!*addr || g_str_has_prefix(addr, "smtp=") || g_str_has_prefix(addr, "admin="))
+                                continue;
+                        if (g_str_has_prefix(addr, "pop="))
+                                addr += 4;
+                        if (g_str_has_prefix(addr, "client=")) {
+                                log_error("--interface: the client= prefix is no longer supported");
+                                return -EINVAL;
+                        }
+                        r = listeners_bind(&server->listeners, addr, (uint16_t) port, "pop3");
+                        if (r < 0)
+                                return log_error_errno(r, "cannot listen on %s port %u: %m", addr, port);
+                        any = true;
+                }
+        }
+        if (!any) {
+                r = listeners_bind(&server->listeners, NULL, (uint16_t) port, "pop3");
+                if (r < 0)
+                        return log_error_errno(r, "cannot listen on port %u: %m", port);
+        }
+        for (size_t i = 0; i < server->listeners.n; i++)
+                log_info("pop server on port %d", socket_local_port(server->listeners.items[i].fd));
+        return 0;
+}
+
+static int setup_log(const Options *o) {
+        LogConfig lc = LOG_CONFIG_DEFAULT(PROGRAM);
+        g_autofree const char **v = NULL;
+
+        lc.verbose = options_get_all(o, "verbose", &v) > 0;
+        lc.time = options_has(o, "log-time");
+        lc.address = options_has(o, "log-address");
+        lc.file = options_get(o, "log-file");
+        if (options_has(o, "syslog")) {
+                const char *f = options_get(o, "syslog");
+                static const struct { const char *name; int value; } facilities[] = {
+                        { "mail", LOG_MAIL }, { "user", LOG_USER }, { "daemon", LOG_DAEMON },
+                        { "local0", LOG_LOCAL0 }, { "local1", LOG_LOCAL1 }, { "local2", LOG_LOCAL2 },
+                        { "local3", LOG_LOCAL3 }, { "local4", LOG_LOCAL4 }, { "local5", LOG_LOCAL5 },
+                        { "local6", LOG_LOCAL6 }, { "local7", LOG_LOCAL7 },
+                };
+                lc.syslog_facility = LOG_MAIL;
+                for (size_t i = 0; f && i < ELEMENTSOF(facilities); i++)
+                        if (streq(f, facilities[i].name))
+                                lc.syslog_facility = facilities[i].value;
+        }
+        return log_open(&lc);
+}
+
+static int parse_options(int argc, char **argv, Options *o) {
+        g_autofree char *error = NULL;
+        Options first;
+        int r;
+
+        /* The config file is the last non-option argument; the command line overrides it. */
+        options_init(&first, emailrelay_options, PROG_POP3D);
+        r = options_parse_argv(&first, argc, argv, &error);
+        const char *config = NULL;
+        if (r >= 0 && first.n_args > 1) {
+                log_error("too many arguments: only one config file may be given");
+                r = -EINVAL;
+        }
+        if (r >= 0)
+                config = first.n_args == 1 ? first.args[0] : (access(CONFIG_FILE, F_OK) == 0 ? CONFIG_FILE : NULL);
+        if (r >= 0 && config)
+                r = options_parse_config_file(o, config, &error);
+        if (r >= 0)
+                r = options_parse_argv(o, argc, argv, &error);
+        if (r < 0 && error)
+                log_error("%s", error);
+        options_done(&first);
+        return r;
+}
+
+static int run(Options *op, int argc, char **argv) {
+        Server server = {};
+        int r;
+
+        r = parse_options(argc, argv, op);
+        if (r < 0)
+                return 2;
+        if (options_has(op, "help")) {
+                g_autofree const char **v = NULL;
+                options_print_help(op, stdout, PROGRAM, "[<option> ...] [<config-file>]", options_get_all(op, "verbose", &v) > 0);
+                return 0;
+        }
+        if (options_has(op, "version")) {
+                g_autofree const char **v = NULL;
+                options_print_version(stdout, PROGRAM, options_get_all(op, "verbose", &v) > 0);
+                return 0;
+        }
+        (void) setup_log(op);
+
+        r = configure(&server, op);
+        if (r < 0) {
+                r = 1;
+                goto out;
+        }
+        const char *spool_dir = options_get_default(op, "spool-dir", SPOOLDIR);
+        r = spool_open(spool_dir, &server.spool);
+        if (r < 0) {
+                log_error_errno(r, "cannot open the spool directory %s: %m", spool_dir);
+                r = 1;
+                goto out;
+        }
+        r = sd_event_default(&server.event);
+        if (r < 0) {
+                log_error_errno(r, "cannot create the event loop: %m");
+                r = 1;
+                goto out;
+        }
+        (void) sd_event_set_watchdog(server.event, true);
+
+        r = open_listeners(&server, op);
+        if (r < 0) {
+                r = 2;   /* E-MailRelay: exit 2 when a listening socket cannot be bound */
+                goto out;
+        }
+        r = server_watch_signals(&server);
+        if (r < 0 || server_start(&server) < 0) {
+                r = 1;
+                goto out;
+        }
+        (void) sd_notify(false, "READY=1\nSTATUS=ready");
+        r = sd_event_loop(server.event);
+        r = r < 0 ? 1 : 0;
+        log_info("stopped: %" PRIu64 " login%s, %" PRIu64 " message%s deleted", server.n_logins,
+                 server.n_logins == 1 ? "" : "s", server.n_deleted, server.n_deleted == 1 ? "" : "s");
+out:
+        server_done(&server);
+        secrets_free(server.secrets);
+        g_free(server.config.domain);
+        spool_free(server.spool);
+        sd_event_unref(server.event);
+        return r;
+}
+
+int main(int argc, char **argv) {
+        sigset_t mask;
+
+        setlocale(LC_ALL, "");
+        bindtextdomain(GETTEXT_PACKAGE, LOCALEDIR);
+        textdomain(GETTEXT_PACKAGE);
+        /* Block before anything else: the loop takes these signals through signalfd. */
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        signal(SIGPIPE, SIG_IGN);
+        umask(007);
+
+        Options o;
+        options_init(&o, emailrelay_options, PROG_POP3D);
+        int r = run(&o, argc, argv);
+        options_done(&o);
+        return r;
+}

@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* emailrelay-pop3d: the server (listeners, limits, draining) and its POP3 sessions. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <glib.h>
+#include <systemd/sd-event.h>
+
+#include "listen.h"
+#include "secrets.h"
+#include "spool.h"
+
+#define POP3_MAX_COMMAND_LINE 253   /* RFC 2449 4: 255 octets with CRLF */
+#define POP3_MAX_AUTH_LINE 2048     /* an AUTH PLAIN response on its own line */
+#define POP3_MAX_AUTH_FAILURES 3
+#define POP3_MAX_MESSAGES 100000    /* a maildrop longer than this is served in part */
+
+typedef struct Pop3dConfig {
+        char *domain;               /* for the APOP challenge */
+        bool remote_clients;
+        bool no_delete;             /* --pop-no-delete */
+        bool by_name;               /* --pop-by-name */
+        unsigned idle_timeout;      /* seconds */
+        unsigned max_per_address;   /* concurrent connections per client address; 0: no limit */
+        unsigned max_sessions;
+        unsigned drain_timeout;
+        unsigned auth_delay_ms;     /* after a failed authentication */
+} Pop3dConfig;
+
+typedef struct Session Session;
+
+typedef struct Server {
+        sd_event *event;
+        Pop3dConfig config;
+        Spool *spool;
+        Secrets *secrets;
+        uint64_t secrets_checked;   /* CLOCK_MONOTONIC usec of the last mtime check */
+        ListenerSet listeners;
+        sd_event_source **accept_sources;
+        sd_event_source *status_timer;
+        sd_event_source *drain_timer;
+        sd_event_source *accept_timer;   /* re-enables accepting after EMFILE */
+        bool accept_paused;
+        bool accept_warned;
+        GHashTable *per_address;    /* host -> count (GUINT_TO_POINTER) */
+        GList *sessions;            /* Session* */
+        unsigned n_sessions;
+        bool draining;
+        bool single_session;
+        uint64_t n_logins, n_auth_failures, n_deleted, n_rejected, n_connections;
+} Server;
+
+/* The server (pop3d-server.c). */
+int server_start(Server *server);
+int server_watch_signals(Server *server);
+void server_done(Server *server);
+/* Called by the session when it has ended and freed itself. */
+void server_session_ended(Server *server, Session *s, const char *host);
+/* The secrets in force, re-read if the file changed (checked at most once a second). */
+const Secrets *server_secrets(Server *server);
+
+/* A session (pop3d-session.c). Takes the fd. */
+int session_start(Server *server, int fd, const struct sockaddr *peer, socklen_t peer_len, Session **ret);
+/* Ask a session to end (SIGTERM): at once when idle, after a message being sent otherwise;
+ * abort when the drain timeout passed. Deletions are not committed. */
+void session_shutdown(Session *s, bool abort);
