@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "daemon.h"
 #include "filter.h"
 #include "forward-client.h"
 #include "log.h"
@@ -501,34 +502,16 @@ static void forward_one(Pass *p, const char *id) {
 
 /* ---- configuration ---- */
 
-static int get_uint(const Options *o, const char *name, unsigned min, unsigned max, unsigned *v) {
-        g_autofree char *error = NULL;
-        int r = options_get_uint(o, name, min, max, v, &error);
-        if (r < 0)
-                log_error("%s", error);
-        return r;
-}
-
 static int parse_client_smtp_config(Config *c, const Options *o) {
         g_autofree const char **values = NULL;
         size_t n = options_get_all(o, "client-smtp-config", &values);
         for (size_t i = 0; i < n; i++) {
                 g_auto(GStrv) items = g_strsplit(values[i], ",", -1);
                 for (char **it = items; *it; it++) {
-                        const char *name = g_strstrip(*it);
-                        bool on = true;
-                        if (!*name)
+                        const char *name = NULL;
+                        if (!*g_strstrip(*it))
                                 continue;
-                        if (name[0] == '+')
-                                name++;
-                        else if (name[0] == '-')
-                                name++, on = false;
-                        else if (g_str_has_prefix(name, "with-"))
-                                name += 5;
-                        else if (g_str_has_prefix(name, "without-"))
-                                name += 8, on = false;
-                        else if (g_str_has_prefix(name, "no"))
-                                name += 2, on = false;
+                        bool on = daemon_switch_item(*it, &name);
                         if (streq(name, "pipelining"))
                                 c->pipelining = on;
                         else if (streq(name, "smtputf8strict"))
@@ -578,11 +561,11 @@ static int configure(Config *c, const Options *o) {
                 return -EOPNOTSUPP;
         }
         c->forward_to_some = options_has(o, "forward-to-some");
-        if ((r = get_uint(o, "connection-timeout", 1, 3600, &c->connection_timeout)) < 0 ||
-            (r = get_uint(o, "response-timeout", 1, 86400, &c->response_timeout)) < 0 ||
-            (r = get_uint(o, "prompt-timeout", 1, 3600, &c->prompt_timeout)) < 0 ||
-            (r = get_uint(o, "filter-timeout", 1, 86400, &c->filter_timeout)) < 0 ||
-            (r = get_uint(o, "retry-give-up", 0, UINT32_MAX, &c->retry_give_up)) < 0)
+        if ((r = daemon_get_uint(o, "connection-timeout", 1, 3600, &c->connection_timeout)) < 0 ||
+            (r = daemon_get_uint(o, "response-timeout", 1, 86400, &c->response_timeout)) < 0 ||
+            (r = daemon_get_uint(o, "prompt-timeout", 1, 3600, &c->prompt_timeout)) < 0 ||
+            (r = daemon_get_uint(o, "filter-timeout", 1, 86400, &c->filter_timeout)) < 0 ||
+            (r = daemon_get_uint(o, "retry-give-up", 0, UINT32_MAX, &c->retry_give_up)) < 0)
                 return r;
         parse_client_smtp_config(c, o);
 
@@ -625,37 +608,13 @@ static int configure(Config *c, const Options *o) {
         return 0;
 }
 
-static int parse_options(int argc, char **argv, Options *o) {
-        g_autofree char *error = NULL;
-        Options first;
-        int r;
-
-        options_init(&first, emailrelay_options, PROG_FORWARD);
-        r = options_parse_argv(&first, argc, argv, &error);
-        if (r >= 0 && first.n_args > 1) {
-                log_error("too many arguments: only one config file may be given");
-                r = -EINVAL;
-        }
-        if (r >= 0) {
-                const char *config = first.n_args == 1 ? first.args[0] : (access(CONFIG_FILE, F_OK) == 0 ? CONFIG_FILE : NULL);
-                if (config)
-                        r = options_parse_config_file(o, config, &error);
-        }
-        if (r >= 0)
-                r = options_parse_argv(o, argc, argv, &error);
-        if (r < 0 && error)
-                log_error("%s", error);
-        options_done(&first);
-        return r;
-}
-
 static int run(Options *o, int argc, char **argv) {
         g_autoptr(GPtrArray) ids = NULL;
         Config config = {};
         Pass p = {};
         int r, ret;
 
-        if (parse_options(argc, argv, o) < 0)
+        if (daemon_parse_options(o, argc, argv) < 0)
                 return EXIT_FORWARD_CONFIG;
         if (options_has(o, "help")) {
                 options_print_help(o, stdout, PROGRAM, "[<option> ...] [<config-file>]", false);
@@ -665,14 +624,7 @@ static int run(Options *o, int argc, char **argv) {
                 options_print_version(stdout, PROGRAM, false);
                 return 0;
         }
-        {
-                LogConfig lc = LOG_CONFIG_DEFAULT(PROGRAM);
-                g_autofree const char **v = NULL;
-                lc.verbose = options_get_all(o, "verbose", &v) > 0;
-                lc.time = options_has(o, "log-time");
-                lc.file = options_get(o, "log-file");
-                (void) log_open(&lc);
-        }
+        (void) daemon_open_log(o, PROGRAM);
         if (configure(&config, o) < 0) {
                 ret = EXIT_FORWARD_CONFIG;
                 goto out;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "daemon.h"
 #include "log.h"
 #include "macro.h"
 #include "options.h"
@@ -31,14 +32,6 @@ static char *default_domain(void) {
         if (gethostname(name, sizeof name - 1) < 0 || !*name)
                 return g_strdup("localhost");
         return g_strdup(name);
-}
-
-static int get_uint(const Options *o, const char *name, unsigned min, unsigned max, unsigned *v) {
-        g_autofree char *error = NULL;
-        int r = options_get_uint(o, name, min, max, v, &error);
-        if (r < 0)
-                log_error("%s", error);
-        return r;
 }
 
 static int configure(Server *server, const Options *o) {
@@ -61,7 +54,7 @@ static int configure(Server *server, const Options *o) {
         c->remote_clients = options_has(o, "remote-clients");
         c->no_delete = options_has(o, "pop-no-delete");
         c->by_name = options_has(o, "pop-by-name");
-        if ((r = get_uint(o, "idle-timeout", 1, 86400, &c->idle_timeout)) < 0)
+        if ((r = daemon_get_uint(o, "idle-timeout", 1, 86400, &c->idle_timeout)) < 0)
                 return r;
 
         const char *auth = options_get(o, "pop-auth");
@@ -90,17 +83,17 @@ static int open_listeners(Server *server, const Options *o) {
         unsigned port = 110;
         int r;
 
-        r = listeners_adopt(&server->listeners);
+        r = listeners_adopt(&server->acceptor.listeners);
         if (r < 0)
                 return log_error_errno(r, "cannot use the sockets passed by the service manager: %m");
         if (r > 0) {
-                for (size_t i = 0; i < server->listeners.n; i++)
-                        if (streq(server->listeners.items[i].name, "pop3s"))
+                for (size_t i = 0; i < server->acceptor.listeners.n; i++)
+                        if (streq(server->acceptor.listeners.items[i].name, "pop3s"))
                                 return log_error_errno(-EOPNOTSUPP, "socket \"pop3s\" needs TLS, which this version does not support yet");
                 return 0;
         }
 
-        if ((r = get_uint(o, "pop-port", 0, 65535, &port)) < 0)
+        if ((r = daemon_get_uint(o, "pop-port", 0, 65535, &port)) < 0)
                 return r;
         g_autofree const char **interfaces = NULL;
         size_t n = options_get_all(o, "interface", &interfaces);
@@ -117,76 +110,27 @@ static int open_listeners(Server *server, const Options *o) {
                                 log_error("--interface: the client= prefix is no longer supported");
                                 return -EINVAL;
                         }
-                        r = listeners_bind(&server->listeners, addr, (uint16_t) port, "pop3");
+                        r = listeners_bind(&server->acceptor.listeners, addr, (uint16_t) port, "pop3");
                         if (r < 0)
                                 return log_error_errno(r, "cannot listen on %s port %u: %m", addr, port);
                         any = true;
                 }
         }
         if (!any) {
-                r = listeners_bind(&server->listeners, NULL, (uint16_t) port, "pop3");
+                r = listeners_bind(&server->acceptor.listeners, NULL, (uint16_t) port, "pop3");
                 if (r < 0)
                         return log_error_errno(r, "cannot listen on port %u: %m", port);
         }
-        for (size_t i = 0; i < server->listeners.n; i++)
-                log_info("pop server on port %d", socket_local_port(server->listeners.items[i].fd));
+        for (size_t i = 0; i < server->acceptor.listeners.n; i++)
+                log_info("pop server on port %d", socket_local_port(server->acceptor.listeners.items[i].fd));
         return 0;
-}
-
-static int setup_log(const Options *o) {
-        LogConfig lc = LOG_CONFIG_DEFAULT(PROGRAM);
-        g_autofree const char **v = NULL;
-
-        lc.verbose = options_get_all(o, "verbose", &v) > 0;
-        lc.time = options_has(o, "log-time");
-        lc.address = options_has(o, "log-address");
-        lc.file = options_get(o, "log-file");
-        if (options_has(o, "syslog")) {
-                const char *f = options_get(o, "syslog");
-                static const struct { const char *name; int value; } facilities[] = {
-                        { "mail", LOG_MAIL }, { "user", LOG_USER }, { "daemon", LOG_DAEMON },
-                        { "local0", LOG_LOCAL0 }, { "local1", LOG_LOCAL1 }, { "local2", LOG_LOCAL2 },
-                        { "local3", LOG_LOCAL3 }, { "local4", LOG_LOCAL4 }, { "local5", LOG_LOCAL5 },
-                        { "local6", LOG_LOCAL6 }, { "local7", LOG_LOCAL7 },
-                };
-                lc.syslog_facility = LOG_MAIL;
-                for (size_t i = 0; f && i < ELEMENTSOF(facilities); i++)
-                        if (streq(f, facilities[i].name))
-                                lc.syslog_facility = facilities[i].value;
-        }
-        return log_open(&lc);
-}
-
-static int parse_options(int argc, char **argv, Options *o) {
-        g_autofree char *error = NULL;
-        Options first;
-        int r;
-
-        /* The config file is the last non-option argument; the command line overrides it. */
-        options_init(&first, emailrelay_options, PROG_POP3D);
-        r = options_parse_argv(&first, argc, argv, &error);
-        const char *config = NULL;
-        if (r >= 0 && first.n_args > 1) {
-                log_error("too many arguments: only one config file may be given");
-                r = -EINVAL;
-        }
-        if (r >= 0)
-                config = first.n_args == 1 ? first.args[0] : (access(CONFIG_FILE, F_OK) == 0 ? CONFIG_FILE : NULL);
-        if (r >= 0 && config)
-                r = options_parse_config_file(o, config, &error);
-        if (r >= 0)
-                r = options_parse_argv(o, argc, argv, &error);
-        if (r < 0 && error)
-                log_error("%s", error);
-        options_done(&first);
-        return r;
 }
 
 static int run(Options *op, int argc, char **argv) {
         Server server = {};
         int r;
 
-        r = parse_options(argc, argv, op);
+        r = daemon_parse_options(op, argc, argv);
         if (r < 0)
                 return 2;
         if (options_has(op, "help")) {
@@ -199,7 +143,7 @@ static int run(Options *op, int argc, char **argv) {
                 options_print_version(stdout, PROGRAM, options_get_all(op, "verbose", &v) > 0);
                 return 0;
         }
-        (void) setup_log(op);
+        (void) daemon_open_log(op, PROGRAM);
 
         r = configure(&server, op);
         if (r < 0) {
@@ -226,8 +170,7 @@ static int run(Options *op, int argc, char **argv) {
                 r = 2;   /* E-MailRelay: exit 2 when a listening socket cannot be bound */
                 goto out;
         }
-        r = server_watch_signals(&server);
-        if (r < 0 || server_start(&server) < 0) {
+        if (server_start(&server) < 0) {
                 r = 1;
                 goto out;
         }

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
-/* emailrelay-pop3d: the server (listeners, limits, draining) and its POP3 sessions. */
+/* emailrelay-pop3d: the server (configuration, spool, secrets) and its POP3 sessions. */
 #pragma once
 
 #include <stdbool.h>
@@ -8,6 +8,7 @@
 #include <glib.h>
 #include <systemd/sd-event.h>
 
+#include "acceptor.h"
 #include "listen.h"
 #include "secrets.h"
 #include "spool.h"
@@ -37,27 +38,17 @@ typedef struct Server {
         Spool *spool;
         Secrets *secrets;
         uint64_t secrets_checked;   /* CLOCK_MONOTONIC usec of the last mtime check */
-        ListenerSet listeners;
-        sd_event_source **accept_sources;
-        sd_event_source *status_timer;
-        sd_event_source *drain_timer;
-        sd_event_source *accept_timer;   /* re-enables accepting after EMFILE */
-        bool accept_paused;
-        bool accept_warned;
-        GHashTable *per_address;    /* host -> count (GUINT_TO_POINTER) */
-        GList *sessions;            /* Session* */
-        unsigned n_sessions;
-        bool draining;
-        bool single_session;
-        uint64_t n_logins, n_auth_failures, n_deleted, n_rejected, n_connections;
+        Acceptor acceptor;          /* listeners, limits, draining */
+        uint64_t n_logins, n_auth_failures, n_deleted, n_rejected;
 } Server;
 
 /* The server (pop3d-server.c). */
 int server_start(Server *server);
-int server_watch_signals(Server *server);
 void server_done(Server *server);
 /* Called by the session when it has ended and freed itself. */
-void server_session_ended(Server *server, Session *s, const char *host);
+static inline void server_session_ended(Server *server, Session *s, const char *host) {
+        acceptor_session_ended(&server->acceptor, s, host);
+}
 /* The secrets in force, re-read if the file changed (checked at most once a second). */
 const Secrets *server_secrets(Server *server);
 

@@ -2,13 +2,9 @@
 /* The emailrelay-smtpd server's life cycle, for main(). */
 #pragma once
 
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-
 #include "smtpd.h"
 
-/* Start the committer and accept on every listener (or serve an inherited connection). */
+/* Start the committer and accept on every listener (or serve an inherited connection);
+ * SIGTERM/SIGINT stop accepting, let sessions finish for drain_timeout, then abort them. */
 int server_start(Server *server);
-/* SIGTERM/SIGINT: stop accepting, let sessions finish for drain_timeout, then abort them. */
-int server_watch_signals(Server *server);
 void server_done(Server *server);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "daemon.h"
 #include "log.h"
 #include "macro.h"
 #include "options.h"
@@ -35,20 +36,10 @@ static int parse_smtp_config(SmtpdConfig *c, const Options *o, char **ret_error)
         for (size_t i = 0; i < n; i++) {
                 g_auto(GStrv) items = g_strsplit(values[i], ",", -1);
                 for (char **it = items; *it; it++) {
-                        const char *name = g_strstrip(*it);
-                        bool on = true;
-                        if (!*name)
+                        const char *name = NULL;
+                        if (!*g_strstrip(*it))
                                 continue;
-                        if (name[0] == '+')
-                                name++;
-                        else if (name[0] == '-')
-                                name++, on = false;
-                        else if (g_str_has_prefix(name, "with-"))
-                                name += 5;
-                        else if (g_str_has_prefix(name, "without-"))
-                                name += 8, on = false;
-                        else if (g_str_has_prefix(name, "no") && !streq(name, "none"))
-                                name += 2, on = false;
+                        bool on = daemon_switch_item(*it, &name);
                         if (streq(name, "pipelining"))
                                 c->pipelining = on;
                         else if (streq(name, "chunking"))
@@ -104,14 +95,6 @@ static char *default_domain(void) {
         return g_strdup(name);
 }
 
-static int get_uint(const Options *o, const char *name, unsigned min, unsigned max, unsigned *v) {
-        g_autofree char *error = NULL;
-        int r = options_get_uint(o, name, min, max, v, &error);
-        if (r < 0)
-                log_error("%s", error);
-        return r;
-}
-
 static int configure(Server *server, const Options *o) {
         SmtpdConfig *c = &server->config;
         unsigned size = 0;
@@ -146,14 +129,14 @@ static int configure(Server *server, const Options *o) {
         c->remote_clients = options_has(o, "remote-clients");
         if ((r = parse_anonymous(c, o)) < 0)
                 return r;
-        if ((r = get_uint(o, "size", 0, UINT32_MAX, &size)) < 0)
+        if ((r = daemon_get_uint(o, "size", 0, UINT32_MAX, &size)) < 0)
                 return r;
         c->max_size = size;
-        if ((r = get_uint(o, "idle-timeout", 1, 86400, &c->idle_timeout)) < 0 ||
-            (r = get_uint(o, "session-timeout", 1, 7 * 86400, &c->session_timeout)) < 0 ||
-            (r = get_uint(o, "max-recipients", 1, 100000, &c->max_recipients)) < 0 ||
-            (r = get_uint(o, "max-connections-per-address", 0, 1000000, &c->max_per_address)) < 0 ||
-            (r = get_uint(o, "filter-timeout", 1, 86400, &c->filter_timeout)) < 0)
+        if ((r = daemon_get_uint(o, "idle-timeout", 1, 86400, &c->idle_timeout)) < 0 ||
+            (r = daemon_get_uint(o, "session-timeout", 1, 7 * 86400, &c->session_timeout)) < 0 ||
+            (r = daemon_get_uint(o, "max-recipients", 1, 100000, &c->max_recipients)) < 0 ||
+            (r = daemon_get_uint(o, "max-connections-per-address", 0, 1000000, &c->max_per_address)) < 0 ||
+            (r = daemon_get_uint(o, "filter-timeout", 1, 86400, &c->filter_timeout)) < 0)
                 return r;
         if (options_has(o, "min-free-space")) {
                 const char *v = options_get(o, "min-free-space");
@@ -196,18 +179,18 @@ static int open_listeners(Server *server, const Options *o) {
         unsigned port = 25;
         int r;
 
-        r = listeners_adopt(&server->listeners);
+        r = listeners_adopt(&server->acceptor.listeners);
         if (r < 0)
                 return log_error_errno(r, "cannot use the sockets passed by the service manager: %m");
         if (r > 0) {
                 /* smtp, submission and smtps (the last needs TLS, not yet there). */
-                for (size_t i = 0; i < server->listeners.n; i++)
-                        if (streq(server->listeners.items[i].name, "smtps"))
+                for (size_t i = 0; i < server->acceptor.listeners.n; i++)
+                        if (streq(server->acceptor.listeners.items[i].name, "smtps"))
                                 return log_error_errno(-EOPNOTSUPP, "socket \"smtps\" needs TLS, which this version does not support yet");
                 return 0;
         }
 
-        if ((r = get_uint(o, "port", 0, 65535, &port)) < 0)
+        if ((r = daemon_get_uint(o, "port", 0, 65535, &port)) < 0)
                 return r;
         g_autofree const char **interfaces = NULL;
         size_t n = options_get_all(o, "interface", &interfaces);
@@ -226,79 +209,29 @@ static int open_listeners(Server *server, const Options *o) {
                                 log_error("--interface: the client= prefix is no longer supported");
                                 return -EINVAL;
                         }
-                        r = listeners_bind(&server->listeners, addr, (uint16_t) port, "smtp");
+                        r = listeners_bind(&server->acceptor.listeners, addr, (uint16_t) port, "smtp");
                         if (r < 0)
                                 return log_error_errno(r, "cannot listen on %s port %u: %m", addr, port);
                         any = true;
                 }
         }
         if (!any) {
-                r = listeners_bind(&server->listeners, NULL, (uint16_t) port, "smtp");
+                r = listeners_bind(&server->acceptor.listeners, NULL, (uint16_t) port, "smtp");
                 if (r < 0)
                         return log_error_errno(r, "cannot listen on port %u: %m", port);
         }
-        for (size_t i = 0; i < server->listeners.n; i++) {
-                int p = socket_local_port(server->listeners.items[i].fd);
+        for (size_t i = 0; i < server->acceptor.listeners.n; i++) {
+                int p = socket_local_port(server->acceptor.listeners.items[i].fd);
                 log_info("smtp server on port %d", p);
         }
         return 0;
-}
-
-static int setup_log(const Options *o) {
-        LogConfig lc = LOG_CONFIG_DEFAULT(PROGRAM);
-        g_autofree const char **v = NULL;
-
-        lc.verbose = options_get_all(o, "verbose", &v) > 0;
-        lc.time = options_has(o, "log-time");
-        lc.address = options_has(o, "log-address");
-        lc.file = options_get(o, "log-file");
-        if (options_has(o, "syslog")) {
-                const char *f = options_get(o, "syslog");
-                static const struct { const char *name; int value; } facilities[] = {
-                        { "mail", LOG_MAIL }, { "user", LOG_USER }, { "daemon", LOG_DAEMON },
-                        { "local0", LOG_LOCAL0 }, { "local1", LOG_LOCAL1 }, { "local2", LOG_LOCAL2 },
-                        { "local3", LOG_LOCAL3 }, { "local4", LOG_LOCAL4 }, { "local5", LOG_LOCAL5 },
-                        { "local6", LOG_LOCAL6 }, { "local7", LOG_LOCAL7 },
-                };
-                lc.syslog_facility = LOG_MAIL;
-                for (size_t i = 0; f && i < ELEMENTSOF(facilities); i++)
-                        if (streq(f, facilities[i].name))
-                                lc.syslog_facility = facilities[i].value;
-        }
-        return log_open(&lc);
-}
-
-static int parse_options(int argc, char **argv, Options *o) {
-        g_autofree char *error = NULL;
-        Options first;
-        int r;
-
-        /* The config file is the last non-option argument; the command line overrides it. */
-        options_init(&first, emailrelay_options, PROG_SMTPD);
-        r = options_parse_argv(&first, argc, argv, &error);
-        const char *config = NULL;
-        if (r >= 0 && first.n_args > 1) {
-                log_error("too many arguments: only one config file may be given");
-                r = -EINVAL;
-        }
-        if (r >= 0)
-                config = first.n_args == 1 ? first.args[0] : (access(CONFIG_FILE, F_OK) == 0 ? CONFIG_FILE : NULL);
-        if (r >= 0 && config) {
-                r = options_parse_config_file(o, config, &error);
-        }
-        if (r >= 0)
-                r = options_parse_argv(o, argc, argv, &error);
-        if (r < 0 && error)
-                log_error("%s", error);
-        options_done(&first);
-        return r;
 }
 
 static int run(Options *op, int argc, char **argv) {
         Server server = {};
         int r;
 
-        r = parse_options(argc, argv, op);
+        r = daemon_parse_options(op, argc, argv);
         if (r < 0)
                 return 2;
         if (options_has(op, "help")) {
@@ -311,7 +244,7 @@ static int run(Options *op, int argc, char **argv) {
                 options_print_version(stdout, PROGRAM, options_get_all(op, "verbose", &v) > 0);
                 return 0;
         }
-        (void) setup_log(op);
+        (void) daemon_open_log(op, PROGRAM);
 
         r = configure(&server, op);
         if (r < 0)
@@ -342,8 +275,7 @@ static int run(Options *op, int argc, char **argv) {
                 r = 2;   /* E-MailRelay: exit 2 when a listening socket cannot be bound */
                 goto out;
         }
-        r = server_watch_signals(&server);
-        if (r < 0 || server_start(&server) < 0) {
+        if (server_start(&server) < 0) {
                 r = 1;
                 goto out;
         }

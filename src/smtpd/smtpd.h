@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
-/* emailrelay-smtpd: the server (listeners, limits, draining) and its SMTP sessions. */
+/* emailrelay-smtpd: the server (configuration, spool, committer) and its SMTP sessions. */
 #pragma once
 
 #include <stdbool.h>
@@ -8,6 +8,7 @@
 #include <glib.h>
 #include <systemd/sd-event.h>
 
+#include "acceptor.h"
 #include "committer.h"
 #include "filter.h"
 #include "listen.h"
@@ -45,19 +46,8 @@ typedef struct Server {
         SmtpdConfig config;
         Spool *spool;
         Committer *committer;
-        ListenerSet listeners;
-        sd_event_source **accept_sources;
-        sd_event_source *status_timer;
-        sd_event_source *drain_timer;
-        sd_event_source *accept_timer;   /* re-enables accepting after EMFILE */
-        bool accept_paused;
-        bool accept_warned;
-        GHashTable *per_address;    /* host -> count (GUINT_TO_POINTER) */
-        GList *sessions;            /* Session* */
-        unsigned n_sessions;
-        bool draining;
-        bool single_session;        /* Accept=yes: serve the one connection, then exit */
-        uint64_t n_accepted, n_rejected, n_connections;
+        Acceptor acceptor;          /* listeners, limits, draining */
+        uint64_t n_accepted, n_rejected;
 } Server;
 
 /* Start a session on an accepted (or inherited connected) socket; takes the fd. */
@@ -66,7 +56,9 @@ int session_start(Server *server, int fd, const struct sockaddr *peer, socklen_t
  * true (the drain timeout passed); a message being committed is always waited for. */
 void session_shutdown(Session *s, bool abort);
 /* Called by the session when it has ended and freed itself. */
-void server_session_ended(Server *server, Session *s, const char *host);
+static inline void server_session_ended(Server *server, Session *s, const char *host) {
+        acceptor_session_ended(&server->acceptor, s, host);
+}
 
 /* "Mon, 2 Jan 2006 15:04:05 +0000" in the C locale (RFC 5322 date-time). */
 char *smtp_date_now(void);

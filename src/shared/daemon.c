@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* Start-up steps shared by the programs (see daemon.h). */
+
+#include <errno.h>
+#include <glib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "daemon.h"
+#include "log.h"
+#include "macro.h"
+
+int daemon_parse_options(Options *o, int argc, char **argv) {
+        g_autofree char *error = NULL;
+        Options first;
+        int r;
+
+        options_init(&first, o->table, o->program);
+        r = options_parse_argv(&first, argc, argv, &error);
+        if (r >= 0 && first.n_args > 1) {
+                log_error("too many arguments: only one config file may be given");
+                r = -EINVAL;
+        }
+        if (r >= 0) {
+                const char *config = first.n_args == 1 ? first.args[0] : (access(CONFIG_FILE, F_OK) == 0 ? CONFIG_FILE : NULL);
+                if (config)
+                        r = options_parse_config_file(o, config, &error);
+        }
+        if (r >= 0)
+                r = options_parse_argv(o, argc, argv, &error);
+        if (r < 0 && error)
+                log_error("%s", error);
+        options_done(&first);
+        return r;
+}
+
+int daemon_open_log(const Options *o, const char *program) {
+        static const struct {
+                const char *name;
+                int value;
+        } facilities[] = {
+                { "mail", LOG_MAIL },     { "user", LOG_USER },     { "daemon", LOG_DAEMON }, { "local0", LOG_LOCAL0 },
+                { "local1", LOG_LOCAL1 }, { "local2", LOG_LOCAL2 }, { "local3", LOG_LOCAL3 }, { "local4", LOG_LOCAL4 },
+                { "local5", LOG_LOCAL5 }, { "local6", LOG_LOCAL6 }, { "local7", LOG_LOCAL7 },
+        };
+        LogConfig lc = LOG_CONFIG_DEFAULT(program);
+
+        lc.verbose = options_get_all(o, "verbose", NULL) > 0;
+        lc.time = options_has(o, "log-time");
+        lc.address = options_has(o, "log-address");
+        lc.file = options_get(o, "log-file");
+        if (options_has(o, "syslog")) {
+                const char *f = options_get(o, "syslog");
+                lc.syslog_facility = LOG_MAIL;
+                for (size_t i = 0; f && i < ELEMENTSOF(facilities); i++)
+                        if (streq(f, facilities[i].name))
+                                lc.syslog_facility = facilities[i].value;
+        }
+        return log_open(&lc);
+}
+
+int daemon_get_uint(const Options *o, const char *name, unsigned min, unsigned max, unsigned *v) {
+        g_autofree char *error = NULL;
+        int r = options_get_uint(o, name, min, max, v, &error);
+        if (r < 0)
+                log_error("%s", error);
+        return r;
+}
+
+bool daemon_switch_item(const char *item, const char **ret_name) {
+        static const struct {
+                const char *prefix;
+                bool on;
+        } prefixes[] = { { "+", true }, { "-", false }, { "with-", true }, { "without-", false }, { "no", false } };
+
+        for (size_t i = 0; i < ELEMENTSOF(prefixes); i++)
+                if (g_str_has_prefix(item, prefixes[i].prefix) && item[strlen(prefixes[i].prefix)]) {
+                        *ret_name = item + strlen(prefixes[i].prefix);
+                        return prefixes[i].on;
+                }
+        *ret_name = item;
+        return true;
+}

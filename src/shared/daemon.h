@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* Start-up steps every program of the suite shares: options from the config file and then the
+ * command line, the log from the logging options, and checked numbers. These log their errors:
+ * they are the programs' edge. */
+#pragma once
+
+#include <stdbool.h>
+
+#include "options.h"
+
+/* The config file is the last non-option argument, else CONFIG_FILE if it exists; its options
+ * are read first, then the command line's, which override them. Errors are logged. */
+int daemon_parse_options(Options *o, int argc, char **argv);
+
+/* --verbose, --log-time, --log-address, --log-file, --syslog[=facility]. */
+int daemon_open_log(const Options *o, const char *program);
+
+/* options_get_uint() with the error logged. */
+int daemon_get_uint(const Options *o, const char *name, unsigned min, unsigned max, unsigned *v);
+
+/* One item of E-MailRelay's switch lists (--server-smtp-config, --client-smtp-config): "x",
+ * "+x" and "with-x" turn x on; "-x", "nox" and "without-x" turn it off. Returns whether on and
+ * the bare name. */
+bool daemon_switch_item(const char *item, const char **ret_name);
