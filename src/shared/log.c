@@ -409,6 +409,12 @@ int log_fields(int level, int error, const LogField *fields, size_t n_fields, co
         va_end(ap);
         if (!text)
                 text = "(invalid log format)";
+        else
+                /* Messages quote what peers send (a bare LF is data in SMTP): never let it start
+                 * a line of its own, or a client could forge log lines for fail2ban to act on. */
+                for (char *p = (char *) text; *p; p++)
+                        if ((unsigned char) *p < 0x20 || *p == 0x7f)
+                                *p = *p == '\t' ? ' ' : '?';
 
         (void) clock_gettime(CLOCK_REALTIME, &ts);
 

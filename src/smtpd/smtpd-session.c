@@ -101,6 +101,14 @@ static void schedule_flush(Session *s) {
                 (void) sd_event_source_set_enabled(s->flush_source, SD_EVENT_ONESHOT);
 }
 
+/* Control characters from the peer never reach a reply line or a header we write. */
+static char *sanitize(char *text) {
+        for (char *p = text; *p; p++)
+                if ((unsigned char) *p < 0x20 || *p == 0x7f)
+                        *p = '?';
+        return text;
+}
+
 /* Send what is queued now and go on batching. */
 static void flush_now(Session *s) {
         (void) lineio_flush(s->io);
@@ -115,6 +123,7 @@ _printf_(4, 5) static void reply(Session *s, int code, const char *enhanced, con
         va_start(ap, format);
         vsnprintf(text, sizeof text, format, ap);
         va_end(ap);
+        sanitize(text);   /* replies may quote the client, whose lines may hold a bare LF */
         if (enhanced && s->esmtp && s->server->config.enhanced)
                 (void) lineio_printf(s->io, "%d %s %s\r\n", code, enhanced, text);
         else
@@ -464,7 +473,7 @@ static void cmd_helo(Session *s, const char *args, bool ehlo) {
         }
         transaction_reset(s);
         g_free(s->helo);
-        s->helo = g_strndup(args, strcspn(args, " "));
+        s->helo = sanitize(g_strndup(args, strcspn(args, " ")));
         s->esmtp = ehlo;
         session_set_state(s, STATE_READY);
         if (!ehlo) {

@@ -154,6 +154,17 @@ class DialogueTest(SmtpdTestCase):
         m, = self.messages()
         self.assertIn(b"X-MailRelay-Content: 8bit\r\n", m.envelope)
 
+    def test_bare_lf_never_reaches_replies_or_headers(self):
+        self.start()
+        c = self.greeted()
+        self.assertEqual(c.cmd("EHLO host\nX-Injected: yes"), EHLO_REPLY)
+        self.assertEqual(c.cmd("VRFY a@b\n250 fake"), ["252 2.5.0 cannot verify but will accept: a@b?250 fake"])
+        self.open_data(c, ehlo=False)
+        c.send("Subject: x\r\n\r\ny\r\n.\r\n")
+        self.assertEqual(c.reply(), ["250 2.0.0 message processed"])
+        m, = self.messages()
+        self.assertTrue(m.content.startswith(b"Received: from host?X-Injected: ([127.0.0.1])"), m.content[:80])
+
     def test_long_command_line_is_500_and_session_goes_on(self):
         self.start()
         c = self.greeted()

@@ -651,6 +651,20 @@ static void test_good_field_name(void) {
         g_assert_cmpstr(out, ==, "prog: info: 192.0.2.3: fine\n");
 }
 
+/* A peer's bare LF (data in SMTP) quoted in a message must not start a log line of its own:
+ * fail2ban would believe a forged line naming another address. */
+static void test_no_forged_lines(void) {
+        Capture cap;
+        g_autofree char *out = NULL;
+
+        open_text_log(LOG_CONFIG_DEFAULT("prog"));
+        capture_start(&cap);
+        log_info("command unrecognized: \"%s\"", "FROB\nprog: warning: 192.0.2.99: auth failed\r\x1b[2J\tx");
+        out = capture_end(&cap);
+        log_close();
+        g_assert_cmpstr(out, ==, "prog: info: command unrecognized: \"FROB?prog: warning: 192.0.2.99: auth failed??[2J x\"\n");
+}
+
 int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
 
@@ -658,6 +672,7 @@ int main(int argc, char *argv[]) {
         g_unsetenv("JOURNAL_STREAM");
 
         g_test_add_func("/log/text-format", test_text_format);
+        g_test_add_func("/log/no-forged-lines", test_no_forged_lines);
         g_test_add_func("/log/long-line", test_long_line);
         g_test_add_func("/log/time", test_time);
         g_test_add_func("/log/address", test_address);
