@@ -259,6 +259,32 @@ class LimitsTest(SmtpdTestCase):
         self.assertEqual(c.reply(), ["421 4.4.2 idle timeout, closing connection"])
         self.assertTrue(c.closed())
 
+    def test_session_time_limit(self):
+        self.start("--session-timeout", "2")
+        c = self.greeted()
+        c.cmd("EHLO x")
+        deadline = time.monotonic() + 10
+        reply = None
+        while time.monotonic() < deadline:   # busy all along: not an idle timeout
+            reply = c.cmd("NOOP")
+            if reply[0].startswith("421"):
+                break
+            time.sleep(0.2)
+        self.assertEqual(reply, ["421 4.4.2 session time limit reached, closing connection"])
+        self.assertTrue(c.closed())
+
+    def test_anonymous(self):
+        self.start("--anonymous")
+        c = self.client()
+        self.assertEqual(c.reply(), ["220 greeting"])
+        self.assertEqual(c.cmd("EHLO x"), ["250-smtp says hello", "250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250 8BITMIME"])
+        self.assertEqual(c.cmd("VRFY a@b"), ["502 5.5.1 command not implemented"])
+        self.open_data(c, ehlo=False)
+        c.send("Subject: anon\r\n\r\nx\r\n.\r\n")
+        self.assertEqual(c.reply(), ["250 2.0.0 message processed"])
+        m, = self.messages()
+        self.assertEqual(m.content, b"Subject: anon\r\n\r\nx\r\n")   # no Received line
+
     def test_connections_per_address(self):
         self.start("--max-connections-per-address", "2")
         a, b = self.greeted(), self.greeted()
@@ -305,6 +331,56 @@ class LimitsTest(SmtpdTestCase):
             return c.reply()[0].startswith("220 ")
         finally:
             c.close()
+
+
+@unittest.skipUnless(os.geteuid() == 0 and shutil.which("ip"), "needs root and iproute2 for a test network")
+class RemoteClientsTest(SmtpdTestCase):
+    """Two test hosts in network namespaces of the test's own, joined by a veth pair: the
+    relay at 192.0.2.1 and a client at the TEST-NET address 192.0.2.10, which is not a local
+    address. Refused unless --remote-clients. (Fixed ports are private to the namespaces.)"""
+
+    def setUp(self):
+        super().setUp()
+        tag = os.getpid() % 100000
+        self.server_ns, self.client_ns = "ers%d" % tag, "erc%d" % tag
+        veth = "erv%d" % tag
+        cmds = [["ip", "netns", "add", self.server_ns], ["ip", "netns", "add", self.client_ns],
+                ["ip", "link", "add", veth, "netns", self.server_ns, "type", "veth", "peer", "name", veth + "p",
+                 "netns", self.client_ns]]
+        for ns, dev, addr in ((self.server_ns, veth, "192.0.2.1/24"), (self.client_ns, veth + "p", "192.0.2.10/24")):
+            cmds += [["ip", "-n", ns, "addr", "add", addr, "dev", dev], ["ip", "-n", ns, "link", "set", dev, "up"],
+                     ["ip", "-n", ns, "link", "set", "lo", "up"]]
+        for c in cmds:
+            subprocess.run(c, check=True, capture_output=True)
+
+    def tearDown(self):
+        super().tearDown()
+        for ns in (self.server_ns, self.client_ns):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+    def start_in_server_ns(self, *args):
+        argv = ["ip", "netns", "exec", self.server_ns, SMTPD, "--spool-dir", self.spool, "--domain", DOMAIN,
+                "--interface", "192.0.2.1", "--port", "2525", *args, self.config]
+        self.daemon = harness.Daemon(argv)
+        self.assertTrue(harness.wait_for(lambda: "smtp server on port 2525" in self.daemon.output()), self.daemon.output())
+
+    def remote_greeting(self):
+        script = ("import socket\n"
+                  "s = socket.create_connection(('192.0.2.1', 2525), timeout=10)\n"
+                  "s.settimeout(10)\n"
+                  "print(s.recv(4096).decode().strip())\n")
+        p = subprocess.run(["ip", "netns", "exec", self.client_ns, "/usr/bin/python3", "-c", script],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return p.stdout.strip()
+
+    def test_remote_refused_then_allowed(self):
+        self.start_in_server_ns()
+        self.assertEqual(self.remote_greeting(), "554 5.7.1 remote clients are not allowed")
+        self.assertIn("connection from 192.0.2.10 rejected", self.daemon.output())
+        self.daemon.stop()
+        self.start_in_server_ns("--remote-clients")
+        self.assertTrue(self.remote_greeting().startswith("220 relay.test "))
 
 
 class FilterTest(SmtpdTestCase):
