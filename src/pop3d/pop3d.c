@@ -79,53 +79,6 @@ static int configure(Server *server, const Options *o) {
         return 0;
 }
 
-static int open_listeners(Server *server, const Options *o) {
-        unsigned port = 110;
-        int r;
-
-        r = listeners_adopt(&server->acceptor.listeners);
-        if (r < 0)
-                return log_error_errno(r, "cannot use the sockets passed by the service manager: %m");
-        if (r > 0) {
-                for (size_t i = 0; i < server->acceptor.listeners.n; i++)
-                        if (streq(server->acceptor.listeners.items[i].name, "pop3s"))
-                                return log_error_errno(-EOPNOTSUPP, "socket \"pop3s\" needs TLS, which this version does not support yet");
-                return 0;
-        }
-
-        if ((r = daemon_get_uint(o, "pop-port", 0, 65535, &port)) < 0)
-                return r;
-        g_autofree const char **interfaces = NULL;
-        size_t n = options_get_all(o, "interface", &interfaces);
-        bool any = false;
-        for (size_t i = 0; i < n; i++) {
-                g_auto(GStrv) items = g_strsplit(interfaces[i], ",", -1);
-                for (char **it = items; *it; it++) {
-                        const char *addr = g_strstrip(*it);
-                        if (!*addr || g_str_has_prefix(addr, "smtp=") || g_str_has_prefix(addr, "admin="))
-                                continue;
-                        if (g_str_has_prefix(addr, "pop="))
-                                addr += 4;
-                        if (g_str_has_prefix(addr, "client=")) {
-                                log_error("--interface: the client= prefix is no longer supported");
-                                return -EINVAL;
-                        }
-                        r = listeners_bind(&server->acceptor.listeners, addr, (uint16_t) port, "pop3");
-                        if (r < 0)
-                                return log_error_errno(r, "cannot listen on %s port %u: %m", addr, port);
-                        any = true;
-                }
-        }
-        if (!any) {
-                r = listeners_bind(&server->acceptor.listeners, NULL, (uint16_t) port, "pop3");
-                if (r < 0)
-                        return log_error_errno(r, "cannot listen on port %u: %m", port);
-        }
-        for (size_t i = 0; i < server->acceptor.listeners.n; i++)
-                log_info("pop server on port %d", socket_local_port(server->acceptor.listeners.items[i].fd));
-        return 0;
-}
-
 static int run(Options *op, int argc, char **argv) {
         Server server = {};
         int r;
@@ -165,7 +118,7 @@ static int run(Options *op, int argc, char **argv) {
         }
         (void) sd_event_set_watchdog(server.event, true);
 
-        r = open_listeners(&server, op);
+        r = daemon_open_listeners(&server.acceptor.listeners, op, "pop", "pop-port", 110, "pop3", "pop3s");
         if (r < 0) {
                 r = 2;   /* E-MailRelay: exit 2 when a listening socket cannot be bound */
                 goto out;

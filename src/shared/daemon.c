@@ -82,3 +82,60 @@ bool daemon_switch_item(const char *item, const char **ret_name) {
         *ret_name = item;
         return true;
 }
+
+int daemon_open_listeners(ListenerSet *set, const Options *o, const char *kind, const char *port_option,
+                          unsigned default_port, const char *socket_name, const char *tls_name) {
+        static const char *const prefixes[] = { "smtp=", "pop=", "admin=" };
+        g_autofree char *own = g_strconcat(kind, "=", NULL);
+        g_autofree const char **interfaces = NULL;
+        unsigned port = default_port;
+        bool any = false;
+        int r;
+
+        r = listeners_adopt(set);
+        if (r < 0)
+                return log_error_errno(r, "cannot use the sockets passed by the service manager: %m");
+        if (r > 0) {
+                for (size_t i = 0; i < set->n; i++)
+                        if (tls_name && streq(set->items[i].name, tls_name))
+                                return log_error_errno(-EOPNOTSUPP, "socket \"%s\" needs TLS, which this version does not support yet",
+                                                       tls_name);
+                return 0;
+        }
+
+        if ((r = daemon_get_uint(o, port_option, 0, 65535, &port)) < 0)
+                return r;
+        size_t n = options_get_all(o, "interface", &interfaces);
+        for (size_t i = 0; i < n; i++) {
+                g_auto(GStrv) items = g_strsplit(interfaces[i], ",", -1);
+                for (char **it = items; *it; it++) {
+                        const char *addr = g_strstrip(*it);
+                        bool other = false;
+                        if (!*addr)
+                                continue;
+                        if (g_str_has_prefix(addr, "client=")) {
+                                log_error("--interface: the client= prefix is no longer supported");
+                                return -EINVAL;
+                        }
+                        if (g_str_has_prefix(addr, own))
+                                addr += strlen(own);
+                        else
+                                for (size_t k = 0; k < ELEMENTSOF(prefixes); k++)
+                                        other |= g_str_has_prefix(addr, prefixes[k]);
+                        if (other)
+                                continue;   /* another daemon's */
+                        r = listeners_bind(set, addr, (uint16_t) port, socket_name);
+                        if (r < 0)
+                                return log_error_errno(r, "cannot listen on %s port %u: %m", addr, port);
+                        any = true;
+                }
+        }
+        if (!any) {
+                r = listeners_bind(set, NULL, (uint16_t) port, socket_name);
+                if (r < 0)
+                        return log_error_errno(r, "cannot listen on port %u: %m", port);
+        }
+        for (size_t i = 0; i < set->n; i++)
+                log_info("%s server on port %d", kind, socket_local_port(set->items[i].fd));
+        return 0;
+}

@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 
+#include "listen.h"
 #include "options.h"
 
 /* The config file is the last non-option argument, else CONFIG_FILE if it exists; its options
@@ -17,6 +18,14 @@ int daemon_open_log(const Options *o, const char *program);
 
 /* options_get_uint() with the error logged. */
 int daemon_get_uint(const Options *o, const char *name, unsigned min, unsigned max, unsigned *v);
+
+/* The listeners of a daemon: the sockets the service manager passed (LISTEN_FDS), or else
+ * E-MailRelay's --interface list (entries with another daemon's prefix skipped: kind is
+ * "smtp" or "pop") on the port option's value. A passed socket named tls_name is refused (no
+ * TLS yet). Logs "<kind> server on port N" for each bound socket. Exit code 2 territory: the
+ * caller reports failure as "cannot bind". */
+int daemon_open_listeners(ListenerSet *set, const Options *o, const char *kind, const char *port_option,
+                          unsigned default_port, const char *socket_name, const char *tls_name);
 
 /* One item of E-MailRelay's switch lists (--server-smtp-config, --client-smtp-config): "x",
  * "+x" and "with-x" turn x on; "-x", "nox" and "without-x" turn it off. Returns whether on and
