@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* SMTP client for emailrelay-forward: connect, greeting, EHLO, replies, DATA and BDAT. */
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <glib.h>
@@ -9,6 +10,8 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -113,6 +116,229 @@ static int connect_address(const char *address, unsigned timeout, int *ret_fd) {
                         break;
         }
         freeaddrinfo(res);
+        return r;
+}
+
+/* ---- SOCKS4a: "far-host:far-port@socks-host:socks-port" ---- */
+
+typedef struct SocksSpec {
+        char *far_host;     /* a name, or an IPv4 literal (then plain SOCKS4) */
+        uint16_t far_port;  /* host order */
+        char *proxy;        /* "socks-host:socks-port" */
+} SocksSpec;
+
+static void socks_spec_done(SocksSpec *s) {
+        g_free(s->far_host);
+        g_free(s->proxy);
+        *s = (SocksSpec) {};
+}
+
+static bool parse_port(const char *s, uint16_t *ret) {
+        if (g_ascii_isdigit(*s)) {
+                char *end = NULL;
+                unsigned long v = strtoul(s, &end, 10);
+                if (*end || v == 0 || v > 65535)
+                        return false;
+                *ret = (uint16_t) v;
+                return true;
+        }
+        struct servent *se = getservbyname(s, "tcp");
+        if (!se)
+                return false;
+        *ret = ntohs((uint16_t) se->s_port);
+        return true;
+}
+
+/* Split and check a SOCKS address; *ret_error is a static message on -EINVAL. */
+static int socks_parse(const char *address, SocksSpec *ret, const char **ret_error) {
+        const char *at = strchr(address, '@');
+        SocksSpec s = {};
+
+        if (!at) {
+                *ret_error = "no '@' in a SOCKS address";
+                return -EINVAL;
+        }
+        if (strchr(at + 1, '@')) {
+                *ret_error = "more than one '@': use far-host:far-port@socks-host:socks-port";
+                return -EINVAL;
+        }
+        g_autofree char *far = g_strndup(address, at - address);
+        const char *proxy = at + 1;
+
+        if (far[0] == '[' || strchr(far, ':') != strrchr(far, ':')) {
+                *ret_error = "SOCKS4a cannot carry an IPv6 address";
+                return -EINVAL;
+        }
+        const char *colon = strrchr(far, ':');
+        if (!colon || colon == far) {
+                *ret_error = "missing far host: use far-host:far-port@socks-host:socks-port";
+                return -EINVAL;
+        }
+        if (!colon[1]) {
+                *ret_error = "missing far port: use far-host:far-port@socks-host:socks-port";
+                return -EINVAL;
+        }
+        if (!parse_port(colon + 1, &s.far_port)) {
+                *ret_error = "the far port is not a port number or a service name";
+                return -EINVAL;
+        }
+        if ((size_t) (colon - far) > 255) {
+                *ret_error = "the far host name is too long for SOCKS4a";
+                return -EINVAL;
+        }
+
+        const char *pcolon = strrchr(proxy, ':');
+        if (!*proxy || proxy[0] == '/') {
+                *ret_error = "missing SOCKS server: use far-host:far-port@socks-host:socks-port";
+                return -EINVAL;
+        }
+        if (!pcolon || pcolon == proxy || (proxy[0] == '[' && pcolon[-1] != ']') || (proxy[0] == '[' && pcolon == proxy + 2)) {
+                *ret_error = "missing SOCKS host or port: use far-host:far-port@socks-host:socks-port";
+                return -EINVAL;
+        }
+        if (!pcolon[1]) {
+                *ret_error = "missing SOCKS port: use far-host:far-port@socks-host:socks-port";
+                return -EINVAL;
+        }
+        uint16_t unused;
+        if (!parse_port(pcolon + 1, &unused)) {
+                *ret_error = "the SOCKS port is not a port number or a service name";
+                return -EINVAL;
+        }
+        s.far_host = g_strndup(far, colon - far);
+        s.proxy = g_strdup(proxy);
+        *ret = s;
+        return 0;
+}
+
+int smtp_client_check_address(const char *address, const char **ret_error) {
+        SocksSpec s = {};
+        if (!strchr(address, '@'))
+                return 0;
+        int r = socks_parse(address, &s, ret_error);
+        socks_spec_done(&s);
+        return r;
+}
+
+static const char *socks4_reply_text(uint8_t code) {
+        switch (code) {
+        case 91:
+                return "request rejected or failed";
+        case 92:
+                return "rejected: the proxy cannot reach the client's identd";
+        case 93:
+                return "rejected: identd reports a different user id";
+        default:
+                return "unknown reply code";
+        }
+}
+
+/* Connect to the SOCKS server and ask it for the far host (RFC-less SOCKS 4 and 4A,
+ * openssh.com/txt/socks4.protocol and socks4a.protocol). Leaves c->fd connected through the
+ * proxy, anything the far side already sent kept in c->buf; or a reason in why. */
+static int socks4a_connect(SmtpClient *c, const char *address, unsigned timeout, char *why, size_t why_size) {
+        SocksSpec s = {};
+        const char *error = NULL;
+        uint8_t req[8 + 1 + 256 + 1];
+        size_t len = 0;
+        struct in_addr in4;
+        int r;
+
+        r = socks_parse(address, &s, &error);
+        if (r < 0) {
+                snprintf(why, why_size, "%s", error);
+                return r;
+        }
+
+        r = connect_address(s.proxy, timeout, &c->fd);
+        if (r < 0) {
+                snprintf(why, why_size, "SOCKS server %s: %s", s.proxy, g_strerror(-r));
+                goto done;
+        }
+
+        req[len++] = 4;                   /* VN */
+        req[len++] = 1;                   /* CD: CONNECT */
+        req[len++] = (uint8_t) (s.far_port >> 8);
+        req[len++] = (uint8_t) (s.far_port & 0xff);
+        bool literal = inet_pton(AF_INET, s.far_host, &in4) == 1;
+        if (literal) {
+                memcpy(req + len, &in4, 4);   /* already in network order */
+                len += 4;
+        } else {
+                /* SOCKS4a: DSTIP 0.0.0.x with x non-zero, the name after the user id. */
+                static const uint8_t four_a[4] = { 0, 0, 0, 1 };
+                memcpy(req + len, four_a, 4);
+                len += 4;
+        }
+        req[len++] = 0;                   /* USERID "" */
+        if (!literal) {
+                size_t n = strlen(s.far_host);
+                memcpy(req + len, s.far_host, n + 1);
+                len += n + 1;
+        }
+
+        long long deadline = now_ms() + (long long) timeout * 1000;
+        const uint8_t *p = req;
+        while (len > 0) {
+                ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN) {
+                                r = wait_fd(c->fd, POLLOUT, deadline);
+                                if (r < 0)
+                                        break;
+                                continue;
+                        }
+                        r = negative_errno();
+                        break;
+                }
+                p += n;
+                len -= (size_t) n;
+        }
+        if (r < 0) {
+                snprintf(why, why_size, "SOCKS server %s: cannot send the request: %s", s.proxy, g_strerror(-r));
+                goto done;
+        }
+
+        /* The 8-byte reply; bytes after it (the far server's greeting) stay in the buffer. */
+        while (c->end < 8) {
+                r = wait_fd(c->fd, POLLIN, deadline);
+                if (r < 0) {
+                        snprintf(why, why_size, "SOCKS server %s: no reply: %s", s.proxy, g_strerror(-r));
+                        goto done;
+                }
+                ssize_t n = recv(c->fd, c->buf + c->end, sizeof c->buf - c->end, 0);
+                if (n < 0) {
+                        if (errno == EINTR || errno == EAGAIN)
+                                continue;
+                        r = negative_errno();
+                        snprintf(why, why_size, "SOCKS server %s: %s", s.proxy, g_strerror(-r));
+                        goto done;
+                }
+                if (n == 0) {
+                        r = -ECONNRESET;
+                        snprintf(why, why_size, "SOCKS server %s closed the connection without a reply", s.proxy);
+                        goto done;
+                }
+                c->end += (size_t) n;
+        }
+        uint8_t vn = (uint8_t) c->buf[0], cd = (uint8_t) c->buf[1];
+        if (vn != 0) {
+                r = -EPROTO;
+                snprintf(why, why_size, "SOCKS server %s: not a SOCKS4 reply (version %u)", s.proxy, vn);
+                goto done;
+        }
+        if (cd != 90) {
+                r = -ECONNREFUSED;
+                snprintf(why, why_size, "SOCKS server %s refused %s:%u: reply code %u (%s)", s.proxy, s.far_host,
+                         s.far_port, cd, socks4_reply_text(cd));
+                goto done;
+        }
+        c->start = 8;
+        r = 0;
+done:
+        socks_spec_done(&s);
         return r;
 }
 
@@ -246,9 +472,15 @@ int smtp_client_connect(const char *address, const char *ehlo_name, unsigned con
         c->fd = -EBADF;
         c->peer = g_strdup(address);
         c->response_timeout = response_timeout;
-        r = connect_address(address, connect_timeout, &c->fd);
-        if (r < 0)
-                goto fail;
+        if (strchr(address, '@')) {
+                r = socks4a_connect(c, address, connect_timeout, reply.text, sizeof reply.text);
+                if (r < 0)
+                        goto fail;
+        } else {
+                r = connect_address(address, connect_timeout, &c->fd);
+                if (r < 0)
+                        goto fail;
+        }
 
         /* E-MailRelay carries on without a greeting after --prompt-timeout. */
         r = reply_within(c, &reply, prompt_timeout);
@@ -283,7 +515,8 @@ int smtp_client_connect(const char *address, const char *ehlo_name, unsigned con
         *ret = c;
         return 0;
 fail:
-        if (r == -EPROTO && ret_reply)
+        /* code 0: failed before the greeting, with a reason only from the SOCKS stage. */
+        if ((r == -EPROTO || reply.code == 0) && ret_reply)
                 *ret_reply = reply;
         smtp_client_free(c);
         return r;

@@ -23,13 +23,20 @@ typedef struct SmtpReply {
         char text[1024];
 } SmtpReply;
 
-/* Connect to "host:port", "[v6]:port", "ipv4:port" or "/unix/path", wait up to
- * prompt_timeout for the greeting, then EHLO (HELO if EHLO fails). Returns 0, or a negative
- * errno (-ETIMEDOUT, -ECONNREFUSED, -EHOSTUNREACH...), or -EPROTO with the server's refusal in
- * *ret_reply (a 4xx/5xx greeting or EHLO reply). */
+/* Connect to "host:port", "[v6]:port", "ipv4:port" or "/unix/path", or through a SOCKS4a
+ * proxy with "far-host:far-port@socks-host:socks-port" (the far host a name the proxy
+ * resolves, or an IPv4 literal; both within connect_timeout), wait up to prompt_timeout for
+ * the greeting, then EHLO (HELO if EHLO fails). Returns 0, or a negative errno (-ETIMEDOUT,
+ * -ECONNREFUSED, -EHOSTUNREACH...), or -EPROTO with the server's refusal in *ret_reply (a
+ * 4xx/5xx greeting or EHLO reply). A failure before any greeting leaves ret_reply->code 0, with
+ * ret_reply->text the reason if it came from the SOCKS stage (the proxy's reply code, ...),
+ * else empty. */
 int smtp_client_connect(const char *address, const char *ehlo_name, unsigned connect_timeout,
                         unsigned prompt_timeout, unsigned response_timeout, SmtpClient **ret,
                         SmtpReply *ret_reply);
+/* 0 if address is usable: an address without '@' always is; a SOCKS one needs both
+ * host:port parts and no IPv6 far host. Else -EINVAL and a static message in *ret_error. */
+int smtp_client_check_address(const char *address, const char **ret_error);
 void smtp_client_free(SmtpClient *c);
 /* QUIT, wait briefly for 221, close. */
 void smtp_client_quit(SmtpClient *c);

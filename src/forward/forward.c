@@ -158,7 +158,8 @@ static int ensure_connected(Pass *p, const char *address, char **ret_reason, int
                         *ret_reason = g_strdup_printf("%s", reply.text);
                         *ret_code = reply.code;
                 } else {
-                        *ret_reason = g_strdup_printf("cannot connect to %s: %s", address, g_strerror(-r));
+                        *ret_reason = g_strdup_printf("cannot connect to %s: %s", address,
+                                                      reply.text[0] ? reply.text : g_strerror(-r));
                         *ret_code = 0;
                 }
                 log_warning("cannot forward to %s: %s", address, *ret_reason);
@@ -556,9 +557,10 @@ static int configure(Config *c, const Options *o) {
                 log_error("no next hop: use --forward-to <host:port>");
                 return -EINVAL;
         }
-        if (strchr(c->forward_to, '@')) {
-                log_error("--forward-to %s: SOCKS is not supported by this version", c->forward_to);
-                return -EOPNOTSUPP;
+        const char *socks_error = NULL;
+        if (smtp_client_check_address(c->forward_to, &socks_error) < 0) {
+                log_error("--forward-to %s: %s", c->forward_to, socks_error);
+                return -EINVAL;
         }
         c->forward_to_some = options_has(o, "forward-to-some");
         if ((r = daemon_get_uint(o, "connection-timeout", 1, 3600, &c->connection_timeout)) < 0 ||

@@ -8,9 +8,11 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -21,6 +23,7 @@ FORWARD = harness.program("emailrelay-forward")
 SUBMIT = harness.program("emailrelay-submit")
 SMTPD = harness.program("emailrelay-smtpd")
 SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+DANTED = shutil.which("danted") or "/usr/sbin/danted"
 
 EXIT_OK, EXIT_FAILURES, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -246,6 +249,195 @@ class ForwardTest(unittest.TestCase):
         self.forward(expect=EXIT_OK)
         self.assertEqual(len(self.received()), 1)
         self.assertEqual(os.listdir(self.spool), [])
+
+
+def can_unshare_net():
+    try:
+        return subprocess.run(["unshare", "--net", "/bin/true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+DANTED_CONF = """logoutput: stderr
+internal: 127.0.0.1 port = 1080
+external: lo
+socksmethod: none
+clientmethod: none
+user.privileged: root
+user.unprivileged: nobody
+client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 log: connect error }}
+{rules}
+"""
+SOCKS_PASS = "socks pass { from: 127.0.0.0/8 to: 0.0.0.0/0 log: connect error\n protocol: tcp }"
+SOCKS_BLOCK = ("socks pass { from: 10.0.0.0/8 to: 0.0.0.0/0 log: connect error\n protocol: tcp }\n"
+               "socks block { from: 0.0.0.0/0 to: 0.0.0.0/0 log: connect error }")
+
+
+class Socks4aStub(threading.Thread):
+    """A one-connection SOCKS4/4a server that records the request and relays to a unix socket:
+    it proves what goes on the wire, where dante (SOCKS4 only, no 4a) cannot resolve a name."""
+
+    def __init__(self, target_path, reply_code=90):
+        super().__init__(daemon=True)
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.port = self.listener.getsockname()[1]
+        self.target_path = target_path
+        self.reply_code = reply_code
+        self.request = None
+        self.start()
+
+    def read_until_nul(self, conn, data):
+        while b"\0" not in data:
+            more = conn.recv(512)
+            if not more:
+                raise EOFError
+            data += more
+        return data.split(b"\0", 1)
+
+    def run(self):
+        with self.listener:
+            self.listener.settimeout(60)
+            conn, _ = self.listener.accept()
+        with conn:
+            data = b""
+            while len(data) < 8:
+                data += conn.recv(512)
+            head, rest = data[:8], data[8:]
+            user, rest = self.read_until_nul(conn, rest)
+            name = None
+            if head[4:7] == b"\0\0\0" and head[7] != 0:
+                name, rest = self.read_until_nul(conn, rest)
+            self.request = (head[0], head[1], int.from_bytes(head[2:4], "big"), bytes(head[4:8]), user, name)
+            conn.sendall(bytes([0, self.reply_code]) + b"\0" * 6)
+            if self.reply_code != 90:
+                return
+            far = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            far.connect(self.target_path)
+            with far:
+                if rest:
+                    far.sendall(rest)
+
+                def pump(a, b):
+                    try:
+                        while True:
+                            chunk = a.recv(65536)
+                            if not chunk:
+                                break
+                            b.sendall(chunk)
+                    except OSError:
+                        pass
+                    try:
+                        b.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        pass
+                t = threading.Thread(target=pump, args=(far, conn), daemon=True)
+                t.start()
+                pump(conn, far)
+                t.join(timeout=30)
+
+
+@unittest.skipUnless(os.path.exists(SINK), "Postfix's smtp-sink is not installed (scripts/deps --test installs postfix)")
+class ForwardSocksTest(unittest.TestCase):
+    """--forward-to far-host:far-port@socks-host:socks-port: SOCKS4 through a real dante, in a
+    private network namespace (so its fixed ports are private), and SOCKS4a's name form
+    through a stub that records the request."""
+
+    # ForwardTest's fixture and helpers, without its tests.
+    setUp = ForwardTest.setUp
+    tearDown = ForwardTest.tearDown
+    start_sink = ForwardTest.start_sink
+    stop_sink = ForwardTest.stop_sink
+    submit = ForwardTest.submit
+    received = ForwardTest.received
+    spool_states = ForwardTest.spool_states
+
+    def run_in_namespace(self, forward_to, rules):
+        conf = os.path.join(self.work, "danted.conf")
+        with open(conf, "w") as f:
+            f.write(DANTED_CONF.format(rules=rules))
+        rc = os.path.join(self.work, "rc")
+        err = os.path.join(self.work, "forward.err")
+        script = os.path.join(self.work, "run.sh")
+        with open(script, "w") as f:
+            f.write("ip link set lo up\n"
+                    "%s -u nobody -d %s/ 127.0.0.1:2525 100 &\nSINK=$!\n"
+                    "%s -f %s 2>%s &\nDANTE=$!\n"
+                    "sleep 1\n"
+                    "%s --spool-dir %s --forward-to %s %s 2>%s\n"
+                    "echo $? > %s\n"
+                    "kill $SINK $DANTE\nwait\n"
+                    % (SINK, self.dump, DANTED, conf, os.path.join(self.work, "danted.log"),
+                       FORWARD, self.spool, forward_to, self.config, err, rc))
+        subprocess.run(["unshare", "--net", "/bin/sh", script], timeout=120, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(rc) as f, open(err) as g:
+            return int(f.read()), g.read()
+
+    @unittest.skipUnless(os.path.exists(DANTED) and can_unshare_net(),
+                         "dante-server is not installed (scripts/deps --test) or no network namespaces")
+    def test_socks4_through_dante(self):
+        self.submit("a@example.com", "b@example.com", content=b"From: s@example.org\nSubject: socks\n\nbody\n")
+        rc, err = self.run_in_namespace("127.0.0.1:2525@127.0.0.1:1080", SOCKS_PASS)
+        self.assertEqual(rc, EXIT_OK, err)
+        self.assertEqual(os.listdir(self.spool), [])
+        (mail, rcpts, body), = self.received()
+        self.assertEqual(mail, "<s@example.org> BODY=7BIT")
+        self.assertEqual(rcpts, ["<a@example.com>", "<b@example.com>"])
+        self.assertEqual(body, b"From: s@example.org\nSubject: socks\n\nbody\n")
+
+    @unittest.skipUnless(os.path.exists(DANTED) and can_unshare_net(),
+                         "dante-server is not installed (scripts/deps --test) or no network namespaces")
+    def test_dante_refuses(self):
+        self.submit("a@example.com")
+        rc, err = self.run_in_namespace("127.0.0.1:2525@127.0.0.1:1080", SOCKS_BLOCK)
+        self.assertEqual(rc, EXIT_UNREACHABLE, err)
+        self.assertEqual(self.received(), [])
+        m, = harness.spool_messages(self.spool)
+        self.assertEqual(m.state, "envelope")
+        self.assertIn(b"X-MailRelay-Reason: cannot connect to 127.0.0.1:2525@127.0.0.1:1080: SOCKS server "
+                      b"127.0.0.1:1080 refused 127.0.0.1:2525: reply code 91", m.envelope)
+
+    def test_socks4a_sends_the_name(self):
+        self.start_sink()
+        stub = Socks4aStub(self.sock)
+        self.submit("a@example.com")
+        self.forward_via("mx.example.test:smtp@127.0.0.1:%d" % stub.port, expect=EXIT_OK)
+        stub.join(timeout=30)
+        self.assertEqual(stub.request, (4, 1, 25, b"\0\0\0\1", b"", b"mx.example.test"))
+        self.assertEqual(len(self.received()), 1)
+        self.assertEqual(os.listdir(self.spool), [])
+
+    def test_socks4a_identd_refusal(self):
+        stub = Socks4aStub(self.sock, reply_code=92)
+        self.submit("a@example.com")
+        p = self.forward_via("192.0.2.7:2525@127.0.0.1:%d" % stub.port, expect=EXIT_UNREACHABLE)
+        stub.join(timeout=30)
+        self.assertEqual(stub.request, (4, 1, 2525, bytes([192, 0, 2, 7]), b"", None))  # plain SOCKS4
+        self.assertIn("reply code 92 (rejected: the proxy cannot reach the client's identd)", p.stderr)
+        self.assertEqual(self.spool_states(), ["envelope"])
+
+    def test_socks_configuration_errors(self):
+        for forward_to, message in [
+                ("[::1]:25@127.0.0.1:1080", "SOCKS4a cannot carry an IPv6 address"),
+                ("::1:25@127.0.0.1:1080", "SOCKS4a cannot carry an IPv6 address"),
+                (":25@127.0.0.1:1080", "missing far host"),
+                ("mx.example.test:@127.0.0.1:1080", "missing far port"),
+                ("mx.example.test@127.0.0.1:1080", "missing far host"),
+                ("mx.example.test:25@", "missing SOCKS server"),
+                ("mx.example.test:25@127.0.0.1", "missing SOCKS host or port"),
+                ("mx.example.test:25@127.0.0.1:", "missing SOCKS port"),
+                ("mx.example.test:nosuchservice@127.0.0.1:1080", "the far port is not a port number"),
+                ("a:25@b:1080@c:1080", "more than one '@'")]:
+            p = self.forward_via(forward_to, expect=EXIT_CONFIG)
+            self.assertIn("--forward-to %s: %s" % (forward_to, message), p.stderr)
+
+    def forward_via(self, forward_to, expect):
+        p = subprocess.run([FORWARD, "--spool-dir", self.spool, "--forward-to", forward_to, "--connection-timeout", "10",
+                            self.config], capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, expect, p.stderr)
+        return p
 
 
 if __name__ == "__main__":
