@@ -503,31 +503,6 @@ static void forward_one(Pass *p, const char *id) {
 
 /* ---- configuration ---- */
 
-static int parse_client_smtp_config(Config *c, const Options *o) {
-        g_autofree const char **values = NULL;
-        size_t n = options_get_all(o, "client-smtp-config", &values);
-        for (size_t i = 0; i < n; i++) {
-                g_auto(GStrv) items = g_strsplit(values[i], ",", -1);
-                for (char **it = items; *it; it++) {
-                        const char *name = NULL;
-                        if (!*g_strstrip(*it))
-                                continue;
-                        bool on = daemon_switch_item(*it, &name);
-                        if (streq(name, "pipelining"))
-                                c->pipelining = on;
-                        else if (streq(name, "smtputf8strict"))
-                                c->smtputf8strict = on;
-                        else if (streq(name, "eightbitstrict"))
-                                c->eightbitstrict = on;
-                        else if (streq(name, "binarymimestrict"))
-                                c->binarymimestrict = on;
-                        else if (!streq(name, "linger"))
-                                log_warning("--client-smtp-config: unknown item \"%s\" ignored", *it);
-                }
-        }
-        return 0;
-}
-
 static const char *const unimplemented[] = {
         "client-auth", "client-auth-config", "client-tls", "client-tls-connection", "client-tls-required",
         "client-tls-certificate", "client-tls-verify", "client-tls-verify-name", "client-tls-server-name",
@@ -569,7 +544,12 @@ static int configure(Config *c, const Options *o) {
             (r = daemon_get_uint(o, "filter-timeout", 1, 86400, &c->filter_timeout)) < 0 ||
             (r = daemon_get_uint(o, "retry-give-up", 0, UINT32_MAX, &c->retry_give_up)) < 0)
                 return r;
-        parse_client_smtp_config(c, o);
+        const DaemonSwitch switches[] = {
+                { "pipelining", &c->pipelining }, { "smtputf8strict", &c->smtputf8strict },
+                { "eightbitstrict", &c->eightbitstrict }, { "binarymimestrict", &c->binarymimestrict },
+                { "linger", NULL },
+        };
+        daemon_apply_switches(o, "client-smtp-config", switches, ELEMENTSOF(switches));
 
         const char *schedule = options_get_default(o, "retry-schedule", "300,600,1200,2400,3600");
         g_auto(GStrv) items = g_strsplit(schedule, ",", -1);
@@ -618,14 +598,8 @@ static int run(Options *o, int argc, char **argv) {
 
         if (daemon_parse_options(o, argc, argv) < 0)
                 return EXIT_FORWARD_CONFIG;
-        if (options_has(o, "help")) {
-                options_print_help(o, stdout, PROGRAM, "[<option> ...] [<config-file>]", false);
+        if (daemon_help_version(o, PROGRAM, "[<option> ...] [<config-file>]"))
                 return 0;
-        }
-        if (options_has(o, "version")) {
-                options_print_version(stdout, PROGRAM, false);
-                return 0;
-        }
         (void) daemon_open_log(o, PROGRAM);
         if (configure(&config, o) < 0) {
                 ret = EXIT_FORWARD_CONFIG;

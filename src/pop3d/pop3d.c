@@ -86,16 +86,8 @@ static int run(Options *op, int argc, char **argv) {
         r = daemon_parse_options(op, argc, argv);
         if (r < 0)
                 return 2;
-        if (options_has(op, "help")) {
-                g_autofree const char **v = NULL;
-                options_print_help(op, stdout, PROGRAM, "[<option> ...] [<config-file>]", options_get_all(op, "verbose", &v) > 0);
+        if (daemon_help_version(op, PROGRAM, "[<option> ...] [<config-file>]"))
                 return 0;
-        }
-        if (options_has(op, "version")) {
-                g_autofree const char **v = NULL;
-                options_print_version(stdout, PROGRAM, options_get_all(op, "verbose", &v) > 0);
-                return 0;
-        }
         (void) daemon_open_log(op, PROGRAM);
 
         r = configure(&server, op);

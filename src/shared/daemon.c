@@ -139,3 +139,39 @@ int daemon_open_listeners(ListenerSet *set, const Options *o, const char *kind, 
                 log_info("%s server on port %d", kind, socket_local_port(set->items[i].fd));
         return 0;
 }
+
+int daemon_help_version(const Options *o, const char *program, const char *usage) {
+        bool verbose = options_get_all(o, "verbose", NULL) > 0;
+
+        if (options_has(o, "help")) {
+                options_print_help(o, stdout, program, usage, verbose);
+                return 1;
+        }
+        if (options_has(o, "version")) {
+                options_print_version(stdout, program, verbose);
+                return 1;
+        }
+        return 0;
+}
+
+void daemon_apply_switches(const Options *o, const char *option, const DaemonSwitch *table, size_t n) {
+        g_autofree const char **values = NULL;
+        size_t n_values = options_get_all(o, option, &values);
+
+        for (size_t i = 0; i < n_values; i++) {
+                g_auto(GStrv) items = g_strsplit(values[i], ",", -1);
+                for (char **it = items; *it; it++) {
+                        const char *name = NULL;
+                        size_t k;
+                        if (!*g_strstrip(*it))
+                                continue;
+                        bool on = daemon_switch_item(*it, &name);
+                        for (k = 0; k < n && !streq(table[k].name, name); k++)
+                                ;
+                        if (k == n)
+                                log_warning("--%s: unknown item \"%s\" ignored", option, *it);
+                        else if (table[k].flag)
+                                *table[k].flag = on;
+                }
+        }
+}

@@ -27,6 +27,19 @@ int daemon_get_uint(const Options *o, const char *name, unsigned min, unsigned m
 int daemon_open_listeners(ListenerSet *set, const Options *o, const char *kind, const char *port_option,
                           unsigned default_port, const char *socket_name, const char *tls_name);
 
+/* --help [--verbose] and --version [--verbose]: print and return 1 when one was given, else 0. */
+int daemon_help_version(const Options *o, const char *program, const char *usage);
+
+/* A switch of a list such as --server-smtp-config; flag NULL: accepted and ignored. */
+typedef struct DaemonSwitch {
+        const char *name;
+        bool *flag;
+} DaemonSwitch;
+
+/* Apply every item of every value of the option (comma lists) to the table; unknown items are
+ * warned about and ignored, as E-MailRelay does. */
+void daemon_apply_switches(const Options *o, const char *option, const DaemonSwitch *table, size_t n);
+
 /* One item of E-MailRelay's switch lists (--server-smtp-config, --client-smtp-config): "x",
  * "+x" and "with-x" turn x on; "-x", "nox" and "without-x" turn it off. Returns whether on and
  * the bare name. */

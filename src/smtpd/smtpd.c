@@ -29,38 +29,6 @@ static const char *const unimplemented[] = {
         "delivery-dir", "admin", "admin-terminate", "pop", "immediate", "log-format", "debug",
 };
 
-static int parse_smtp_config(SmtpdConfig *c, const Options *o, char **ret_error) {
-        g_autofree const char **values = NULL;
-        size_t n = options_get_all(o, "server-smtp-config", &values);
-
-        for (size_t i = 0; i < n; i++) {
-                g_auto(GStrv) items = g_strsplit(values[i], ",", -1);
-                for (char **it = items; *it; it++) {
-                        const char *name = NULL;
-                        if (!*g_strstrip(*it))
-                                continue;
-                        bool on = daemon_switch_item(*it, &name);
-                        if (streq(name, "pipelining"))
-                                c->pipelining = on;
-                        else if (streq(name, "chunking"))
-                                c->chunking = on;
-                        else if (streq(name, "smtputf8"))
-                                c->smtputf8 = on;
-                        else if (streq(name, "smtputf8strict"))
-                                c->smtputf8strict = on;
-                        else if (streq(name, "strictparsing"))
-                                c->strictparsing = on;
-                        else if (streq(name, "enhancedstatuscodes"))
-                                c->enhanced = on;
-                        else if (streq(name, "alabels") || streq(name, "linger"))
-                                ;   /* accepted for compatibility; see the man page */
-                        else
-                                log_warning("--server-smtp-config: unknown item \"%s\" ignored", *it);
-                }
-        }
-        return 0;
-}
-
 static int parse_anonymous(SmtpdConfig *c, const Options *o) {
         if (!options_has(o, "anonymous"))
                 return 0;
@@ -148,9 +116,13 @@ static int configure(Server *server, const Options *o) {
                         return -EINVAL;
                 }
         }
-        r = parse_smtp_config(c, o, NULL);
-        if (r < 0)
-                return r;
+        const DaemonSwitch switches[] = {
+                { "pipelining", &c->pipelining }, { "chunking", &c->chunking }, { "smtputf8", &c->smtputf8 },
+                { "smtputf8strict", &c->smtputf8strict }, { "strictparsing", &c->strictparsing },
+                { "enhancedstatuscodes", &c->enhanced },
+                { "alabels", NULL }, { "linger", NULL },   /* accepted for compatibility; see the man page */
+        };
+        daemon_apply_switches(o, "server-smtp-config", switches, ELEMENTSOF(switches));
 
         const char *verifier = options_get(o, "address-verifier");
         if (verifier) {
@@ -182,16 +154,8 @@ static int run(Options *op, int argc, char **argv) {
         r = daemon_parse_options(op, argc, argv);
         if (r < 0)
                 return 2;
-        if (options_has(op, "help")) {
-                g_autofree const char **v = NULL;
-                options_print_help(op, stdout, PROGRAM, "[<option> ...] [<config-file>]", options_get_all(op, "verbose", &v) > 0);
+        if (daemon_help_version(op, PROGRAM, "[<option> ...] [<config-file>]"))
                 return 0;
-        }
-        if (options_has(op, "version")) {
-                g_autofree const char **v = NULL;
-                options_print_version(stdout, PROGRAM, options_get_all(op, "verbose", &v) > 0);
-                return 0;
-        }
         (void) daemon_open_log(op, PROGRAM);
 
         r = configure(&server, op);
