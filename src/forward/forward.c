@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <glib/gi18n.h>
+#include <limits.h>
 #include <locale.h>
 #include <signal.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 #include "macro.h"
 #include "options.h"
 #include "spool.h"
+#include "wakeup.h"
 
 #define PROGRAM "emailrelay-forward"
 
@@ -501,6 +503,64 @@ static void forward_one(Pass *p, const char *id) {
                 g_ptr_array_unref(o.retry_rcpts);
 }
 
+/* One scan of the spool: every ready message that is due. Returns how many were attempted. */
+static int forward_pass(Pass *p) {
+        g_autoptr(GPtrArray) ids = NULL;
+        unsigned before = p->forwarded + p->deferred + p->failed;
+
+        int r = spool_list(p->spool, SPOOL_STATE_READY, &ids);
+        if (r < 0)
+                return r;
+        for (guint i = 0; i < ids->len && !p->stop; i++)
+                forward_one(p, ids->pdata[i]);
+        return (int) MIN(p->forwarded + p->deferred + p->failed - before, (unsigned) INT_MAX);
+}
+
+/* Scan until a scan finds nothing to do. With a wake-up file (wakeup.h), remove it before the
+ * last scan and go round again if it reappears, within the linger time if one is set: a message
+ * committed after the last scan raises the flag, and then either this loop or the path unit (which
+ * re-checks PathExists= when this process exits) sees it. While mail keeps coming the flag stays
+ * raised and untouched, so a busy intake costs the path unit no triggers at all. */
+static int forward_until_idle(Pass *p, const char *wakeup, unsigned linger) {
+        for (;;) {
+                int r;
+                while ((r = forward_pass(p)) > 0 && !p->stop)
+                        ;
+                if (r < 0)
+                        return r;
+                if (!wakeup || p->stop)
+                        return 0;
+                if (p->hop_down) {
+                        /* The timer retries. Clear the flag, or the path unit would restart us at
+                         * once, and linger so that busy intake cannot restart us in a tight loop. */
+                        (void) wakeup_clear(wakeup);
+                        if (linger > 0)
+                                (void) nanosleep(&(struct timespec){ .tv_sec = linger }, NULL);
+                        return 0;
+                }
+                r = wakeup_clear(wakeup);
+                if (r < 0) {
+                        /* Exiting with the flag raised would have the path unit start us again at once. */
+                        log_error_errno(r, "cannot remove the wake-up file %s: %m", wakeup);
+                        return 0;
+                }
+                r = forward_pass(p);
+                if (r < 0)
+                        return r;
+                if (r > 0 || p->stop)
+                        continue;
+                if (linger == 0)
+                        return 0;
+                /* Idle: keep the connection to the next hop a while in case more mail comes. */
+                r = wakeup_wait(wakeup, linger * 1000);
+                if (r <= 0) {
+                        if (r < 0)
+                                log_warning_errno(r, "cannot watch the wake-up file %s: %m", wakeup);
+                        return 0;
+                }
+        }
+}
+
 /* ---- configuration ---- */
 
 static const char *const unimplemented[] = {
@@ -591,7 +651,6 @@ static int configure(Config *c, const Options *o) {
 }
 
 static int run(Options *o, int argc, char **argv) {
-        g_autoptr(GPtrArray) ids = NULL;
         Config config = {};
         Pass p = {};
         int r, ret;
@@ -625,15 +684,19 @@ static int run(Options *o, int argc, char **argv) {
         if (spool_recover(p.spool, 60, &rs) >= 0 && rs.busy_released > 0)
                 log_info("released %u stale lock%s", rs.busy_released, rs.busy_released == 1 ? "" : "s");
 
-        r = spool_list(p.spool, SPOOL_STATE_READY, &ids);
+        const char *wakeup = wakeup_choose(options_get(o, "wakeup-file"));
+        unsigned linger = 0;
+        if (daemon_get_uint(o, "wakeup-linger", 0, 3600, &linger) < 0) {
+                ret = EXIT_FORWARD_CONFIG;
+                goto out;
+        }
+        r = forward_until_idle(&p, wakeup, linger);
+        disconnect(&p);
         if (r < 0) {
                 log_error_errno(r, "cannot list the spool %s: %m", spool_dir);
                 ret = EXIT_FORWARD_CONFIG;
                 goto out;
         }
-        for (guint i = 0; i < ids->len && !p.stop; i++)
-                forward_one(&p, ids->pdata[i]);
-        disconnect(&p);
 
         log_info("forwarded %u, deferred %u, failed %u, not due or skipped %u", p.forwarded, p.deferred, p.failed, p.skipped);
         ret = p.hop_down ? EXIT_FORWARD_UNREACHABLE : (p.failed + p.deferred > 0 ? EXIT_FORWARD_FAILURES : EXIT_FORWARD_OK);

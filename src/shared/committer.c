@@ -68,6 +68,11 @@ static void commit_batch(Committer *c, CommitRequest *batch) {
                 for (CommitRequest *q = batch; q; q = q->next)
                         if (q->result >= 0)
                                 q->result = r;
+        for (CommitRequest *q = batch; q; q = q->next)
+                if (q->result >= 0) {
+                        spool_wakeup(c->spool);   /* once a batch, after it is durable */
+                        break;
+                }
 }
 
 static void *worker(void *userdata) {

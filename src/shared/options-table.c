@@ -230,6 +230,12 @@ const OptionDef emailrelay_options[] = {
                          "(not in E-MailRelay)")),
         VALUE("session-timeout", 0, "<seconds>", SMTPD | FRONTEND, .verbose_help = true,
               .help = N_("maximum duration of one SMTP session (not in E-MailRelay)")),
+        VALUE("wakeup-file", 0, "<path>", SMTPD | FORWARD | FRONTEND | PROG_QUEUE, .verbose_help = true,
+              .help = N_("file created after each message is committed, and removed by the forwarder "
+                         "before its last scan: what emailrelay-forward.path watches (not in E-MailRelay)")),
+        VALUE("wakeup-linger", 0, "<seconds>", FORWARD | FRONTEND, .verbose_help = true,
+              .help = N_("forwarder: wait this long for the wake-up file before exiting, so a "
+                         "trickle of mail does not start one forwarder per message (default 0; not in E-MailRelay)")),
         VALUE("min-free-space", 0, "<bytes>", SMTPD | FRONTEND, .verbose_help = true,
               .help = N_("refuse mail with 452 while the spool has less free space (default 16 MiB, 0: off; not in E-MailRelay)")),
 

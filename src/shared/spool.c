@@ -12,8 +12,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "macro.h"
 #include "spool.h"
+#include "wakeup.h"
 
 #define SPOOL_FILE_MODE 0660
 #define ENVELOPE_MAX_SIZE (64u * 1024u * 1024u)
@@ -22,6 +24,8 @@ struct Spool {
         char *path;
         int dir_fd;
         atomic_uint seq;
+        char *wakeup_file;   /* raised after each commit; see wakeup.h */
+        atomic_bool wakeup_warned;
 };
 
 struct SpoolMessage {
@@ -82,6 +86,7 @@ Spool *spool_free(Spool *s) {
                 return NULL;
         safe_close(s->dir_fd);
         g_free(s->path);
+        g_free(s->wakeup_file);
         g_free(s);
         return NULL;
 }
@@ -273,7 +278,30 @@ int spool_commit_message(SpoolMessage *m) {
         r = spool_message_commit(m);
         if (r < 0)
                 return r;
-        return spool_sync_dir(m->spool);
+        r = spool_sync_dir(m->spool);
+        if (r < 0)
+                return r;
+        spool_wakeup(m->spool);
+        return 0;
+}
+
+void spool_set_wakeup_file(Spool *s, const char *path) {
+        g_free(s->wakeup_file);
+        s->wakeup_file = path && *path ? g_strdup(path) : NULL;
+}
+
+const char *spool_wakeup_file(const Spool *s) {
+        return s->wakeup_file;
+}
+
+void spool_wakeup(Spool *s) {
+        if (!s->wakeup_file)
+                return;
+        int r = wakeup_raise(s->wakeup_file);
+        /* The message is safe either way; only its forwarding waits for the timer. Say so once. */
+        if (r < 0 && !atomic_exchange(&s->wakeup_warned, true))
+                log_warning_errno(r, "cannot create the wake-up file %s (forwarding waits for the timer): %m",
+                                  s->wakeup_file);
 }
 
 SpoolMessage *spool_message_free(SpoolMessage *m) {
@@ -548,6 +576,10 @@ int spool_unfail(Spool *s, const char *id) {
         /* Never replace a ready envelope of the same name (a copy put back by hand). */
         if (renameat2(s->dir_fd, bad, s->dir_fd, ready, RENAME_NOREPLACE) < 0)
                 return negative_errno();
+        int r = spool_sync_dir(s);
+        if (r < 0)
+                return r;
+        spool_wakeup(s);
         return 0;
 }
 

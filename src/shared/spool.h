@@ -84,6 +84,12 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(SpoolMessage, spool_message_free)
 /* fsync the directory. */
 int spool_sync_dir(Spool *s);
 
+/* The wake-up file (wakeup.h) raised after every commit and unfail; NULL or "" for none.
+ * spool_wakeup() raises it now (committer.c calls it once per group commit). */
+void spool_set_wakeup_file(Spool *s, const char *path);
+const char *spool_wakeup_file(const Spool *s);
+void spool_wakeup(Spool *s);
+
 /* Ids of messages in a state, sorted by name (byte order, as E-MailRelay). */
 int spool_list(Spool *s, SpoolState state, GPtrArray **ret_ids);
 

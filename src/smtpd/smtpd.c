@@ -18,6 +18,7 @@
 #include "macro.h"
 #include "options.h"
 #include "smtpd-server.h"
+#include "wakeup.h"
 
 #define PROGRAM "emailrelay-smtpd"
 
@@ -168,6 +169,7 @@ static int run(Options *op, int argc, char **argv) {
                 log_error_errno(r, "cannot open the spool directory %s: %m", spool_dir);
                 return 1;
         }
+        spool_set_wakeup_file(server.spool, wakeup_choose(options_get(op, "wakeup-file")));
         SpoolRecoverStats rs;
         r = spool_recover(server.spool, 60, &rs);
         if (r < 0)

@@ -22,6 +22,7 @@
 #include "macro.h"
 #include "options.h"
 #include "spool.h"
+#include "wakeup.h"
 
 #define PROGRAM "emailrelay-queue"
 #define EXIT_USAGE 2
@@ -1031,8 +1032,9 @@ static int usage_error(const char *format, ...) {
         return EXIT_USAGE;
 }
 
-/* spool-dir from the shared config file; everything else in it concerns other programs. */
-static int spool_dir_from_config(const char *path, char **ret) {
+/* spool-dir and wakeup-file from the shared config file; everything else in it concerns other
+ * programs. */
+static int spool_dir_from_config(const char *path, char **ret, char **ret_wakeup) {
         g_autofree char *error = NULL;
         Options c;
         int r;
@@ -1041,8 +1043,10 @@ static int spool_dir_from_config(const char *path, char **ret) {
         r = options_parse_config_file(&c, path, &error);
         if (r < 0)
                 log_error("%s", error);
-        else
+        else {
                 *ret = g_strdup(options_get(&c, "spool-dir"));
+                *ret_wakeup = g_strdup(options_get(&c, "wakeup-file"));
+        }
         options_done(&c);
         return r;
 }
@@ -1050,6 +1054,7 @@ static int spool_dir_from_config(const char *path, char **ret) {
 static int run(Options *op, int argc, char **argv) {
         g_autofree char *error = NULL;
         g_autofree char *config_spool = NULL;
+        g_autofree char *config_wakeup = NULL;
         g_autofree char *spool_dir = NULL;
         g_autoptr(Spool) spool = NULL;
         unsigned limit = 0;
@@ -1105,7 +1110,7 @@ static int run(Options *op, int argc, char **argv) {
         const char *config = options_get(op, "config");
         if (!options_get(op, "spool-dir")) {
                 const char *file = config ? config : access(CONFIG_FILE, F_OK) == 0 ? CONFIG_FILE : NULL;
-                if (file && spool_dir_from_config(file, &config_spool) < 0)
+                if (file && spool_dir_from_config(file, &config_spool, &config_wakeup) < 0)
                         return EXIT_FAILURE;
         }
         spool_dir = g_canonicalize_filename(options_get(op, "spool-dir") ?: config_spool ?: SPOOLDIR, NULL);
@@ -1114,6 +1119,7 @@ static int run(Options *op, int argc, char **argv) {
                 log_error(_("cannot open the spool directory %s: %s"), spool_dir, g_strerror(-r));
                 return EXIT_FAILURE;
         }
+        spool_set_wakeup_file(spool, wakeup_choose(config_wakeup));
 
         if (streq(cmd, "list"))
                 return cmd_list(spool, json, now);

@@ -16,6 +16,7 @@
 #include "macro.h"
 #include "options.h"
 #include "spool.h"
+#include "wakeup.h"
 #include "xtext.h"
 
 #define PROGRAM "emailrelay-submit"
@@ -24,6 +25,7 @@
 
 static const OptionDef submit_options[] = {
         { "spool-dir", 's', OPTION_ARG_REQUIRED, "<dir>", PROG_SUBMIT, false, false, false, N_("Spool directory (default: the configured spool)") },
+        { "wakeup-file", 0, OPTION_ARG_REQUIRED, "<path>", PROG_SUBMIT, false, false, false, N_("File to create so that the forwarder runs (default: " WAKEUP_FILE " if its directory exists; none: no file)") },
         { "from", 'f', OPTION_ARG_REQUIRED, "<address>", PROG_SUBMIT, false, false, false, N_("Envelope sender (default: from the From: or Sender: header, else \"anonymous\")") },
         { "to", 0, OPTION_ARG_REQUIRED, "<address>", PROG_SUBMIT, true, false, false, N_("Envelope recipient; may repeat; trailing arguments are recipients too") },
         { "input-file", 'x', OPTION_ARG_REQUIRED, "<file>", PROG_SUBMIT, false, false, false, N_("Read the message from a file instead of stdin") },
@@ -451,12 +453,18 @@ static int run(Options *op, int argc, char **argv) {
                         log_error(_("cannot drop the group privilege: %s"), g_strerror(errno));
                         return EXIT_FAILURE;
                 }
+                /* Nor for creating a wake-up file of the caller's choosing. */
+                if (options_get(op, "wakeup-file") && setgid(getgid()) < 0) {
+                        log_error(_("cannot drop the group privilege: %s"), g_strerror(errno));
+                        return EXIT_FAILURE;
+                }
         }
         r = spool_open(spool_dir, &spool);
         if (r < 0) {
                 log_error(_("cannot open the spool directory %s: %s"), spool_dir, g_strerror(-r));
                 return EXIT_FAILURE;
         }
+        spool_set_wakeup_file(spool, wakeup_choose(options_get(op, "wakeup-file")));
 
         r = read_input(op, &input);
         if (r < 0)
