@@ -503,6 +503,36 @@ static void forward_one(Pass *p, const char *id) {
                 g_ptr_array_unref(o.retry_rcpts);
 }
 
+/* SIGTERM/SIGINT (systemctl stop): finish the message in hand, then exit. */
+static volatile sig_atomic_t terminated;
+
+static void on_terminate(int sig) {
+        terminated = 1;
+}
+
+/* The config file as it was when this run read it: a run that lingers or stays busy for hours
+ * must not go on with an old next hop. */
+typedef struct ConfigStamp {
+        const char *path;
+        struct stat st;
+        bool exists;
+} ConfigStamp;
+
+static void config_stamp(ConfigStamp *c, const char *path) {
+        c->path = path;
+        c->exists = path && stat(path, &c->st) == 0;
+}
+
+static bool config_changed(const ConfigStamp *c) {
+        ConfigStamp now;
+        config_stamp(&now, c->path);
+        if (now.exists != c->exists)
+                return true;
+        return now.exists && (now.st.st_ino != c->st.st_ino || now.st.st_size != c->st.st_size ||
+                              now.st.st_mtim.tv_sec != c->st.st_mtim.tv_sec ||
+                              now.st.st_mtim.tv_nsec != c->st.st_mtim.tv_nsec);
+}
+
 /* One scan of the spool: every ready message that is due. Returns how many were attempted. */
 static int forward_pass(Pass *p) {
         g_autoptr(GPtrArray) ids = NULL;
@@ -511,8 +541,15 @@ static int forward_pass(Pass *p) {
         int r = spool_list(p->spool, SPOOL_STATE_READY, &ids);
         if (r < 0)
                 return r;
-        for (guint i = 0; i < ids->len && !p->stop; i++)
+        for (guint i = 0; i < ids->len && !p->stop; i++) {
+                if (terminated) {
+                        log_info("stopping on request: %u message%s left for the next run", ids->len - i,
+                                 ids->len - i == 1 ? "" : "s");
+                        p->stop = true;
+                        break;
+                }
                 forward_one(p, ids->pdata[i]);
+        }
         return (int) MIN(p->forwarded + p->deferred + p->failed - before, (unsigned) INT_MAX);
 }
 
@@ -521,15 +558,21 @@ static int forward_pass(Pass *p) {
  * committed after the last scan raises the flag, and then either this loop or the path unit (which
  * re-checks PathExists= when this process exits) sees it. While mail keeps coming the flag stays
  * raised and untouched, so a busy intake costs the path unit no triggers at all. */
-static int forward_until_idle(Pass *p, const char *wakeup, unsigned linger) {
+static int forward_until_idle(Pass *p, const char *wakeup, unsigned linger, const ConfigStamp *config) {
         for (;;) {
                 int r;
-                while ((r = forward_pass(p)) > 0 && !p->stop)
+                if (config_changed(config))
+                        break;
+                while ((r = forward_pass(p)) > 0 && !p->stop && !config_changed(config))
                         ;
                 if (r < 0)
                         return r;
-                if (!wakeup || p->stop)
+                if (!wakeup || p->stop || terminated)
                         return 0;
+                /* Between passes every message was tried or raised the flag since: safe to go.
+                 * The path unit starts a new run, with the new config, if the flag is up. */
+                if (config_changed(config))
+                        break;
                 if (p->hop_down) {
                         /* The timer retries. Clear the flag, or the path unit would restart us at
                          * once, and linger so that busy intake cannot restart us in a tight loop. */
@@ -554,11 +597,13 @@ static int forward_until_idle(Pass *p, const char *wakeup, unsigned linger) {
                 /* Idle: keep the connection to the next hop a while in case more mail comes. */
                 r = wakeup_wait(wakeup, linger * 1000);
                 if (r <= 0) {
-                        if (r < 0)
+                        if (r < 0 && r != -EINTR)
                                 log_warning_errno(r, "cannot watch the wake-up file %s: %m", wakeup);
                         return 0;
                 }
         }
+        log_info("the config file %s changed: exiting so that the next run reads it", config->path);
+        return 0;
 }
 
 /* ---- configuration ---- */
@@ -690,7 +735,9 @@ static int run(Options *o, int argc, char **argv) {
                 ret = EXIT_FORWARD_CONFIG;
                 goto out;
         }
-        r = forward_until_idle(&p, wakeup, linger);
+        ConfigStamp stamp;
+        config_stamp(&stamp, o->n_args == 1 ? o->args[0] : CONFIG_FILE);
+        r = forward_until_idle(&p, wakeup, linger, &stamp);
         disconnect(&p);
         if (r < 0) {
                 log_error_errno(r, "cannot list the spool %s: %m", spool_dir);
@@ -724,6 +771,11 @@ int main(int argc, char **argv) {
         sigaddset(&mask, SIGCHLD);
         sigprocmask(SIG_BLOCK, &mask, NULL);
         signal(SIGPIPE, SIG_IGN);
+        /* SA_RESTART: the transaction in hand completes; poll() in the linger wait still returns. */
+        struct sigaction sa = { .sa_handler = on_terminate, .sa_flags = SA_RESTART };
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGINT, &sa, NULL);
         umask(007);
 
         options_init(&o, emailrelay_options, PROG_FORWARD);

@@ -69,8 +69,8 @@ int wakeup_wait(const char *path, unsigned timeout_ms) {
                         break;
                 struct pollfd pfd = { .fd = fd, .events = POLLIN };
                 int n = poll(&pfd, 1, (int) MIN(left, 60000));
-                if (n < 0 && errno != EINTR) {
-                        r = -errno;
+                if (n < 0) {
+                        r = -errno;   /* -EINTR too: a signal is for the caller to look at */
                         break;
                 }
                 char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));

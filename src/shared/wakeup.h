@@ -28,5 +28,6 @@ int wakeup_clear(const char *path);
 
 bool wakeup_is_raised(const char *path);
 
-/* Wait up to timeout_ms for the flag to exist. 1 if it does, 0 on timeout, or a negative errno. */
+/* Wait up to timeout_ms for the flag to exist. 1 if it does, 0 on timeout, or a negative errno
+ * (-EINTR when a signal handler ran). */
 int wakeup_wait(const char *path, unsigned timeout_ms);
