@@ -1,0 +1,391 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The installed suite under a real systemd: `meson install` into a fresh container, sysusers and
+tmpfiles applied, then only `systemctl enable --now` as a user would. Postfix's smtp-sink runs as
+the next hop (a unit too), swaks, smtp-source, curl and fetchmail-free stdlib clients are the
+peers. Each test leaves the suite as it found it: sockets enabled, path unit waiting, sink up.
+
+Ports are the real ones (25, 110, 10025): the container has its own network namespace."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+SPOOL = "/var/spool/emailrelay"
+WAKEUP = "/run/emailrelay/forward-wanted"
+SINK_DIR = "/var/tmp/sink"
+CONF = "/etc/emailrelay.conf"
+SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+MESSAGE_ACCEPTED = "5b1d7e3f0d8a4a6f9a1c2e7b3d4f6a01"
+MESSAGE_FORWARDED = "5b1d7e3f0d8a4a6f9a1c2e7b3d4f6a02"
+SERVICES = ["emailrelay-smtpd.service", "emailrelay-pop3d.service", "emailrelay-forward.service"]
+
+CONFIG_TEXT = """\
+forward-to 127.0.0.1:10025
+domain relay.test
+retry-schedule 1
+"""
+
+# A client that sends numbered messages one per connection while the daemon is restarted, and
+# prints the numbers acknowledged with 250 (the others must have seen 421 or a refused connection).
+SEND_NUMBERED = r'''
+import smtplib, sys, time
+acked = []
+refused = 0
+deadline = time.monotonic() + float(sys.argv[2])
+i = 0
+while time.monotonic() < deadline and i < int(sys.argv[1]):
+    i += 1
+    try:
+        with smtplib.SMTP("127.0.0.1", 25, local_hostname="client.test", timeout=30) as s:
+            s.sendmail("a@client.test", ["b@example.com"],
+                       ("Subject: numbered %d\r\n\r\nbody %d\r\n" % (i, i)).encode())
+        acked.append(i)
+    except (smtplib.SMTPException, OSError):
+        refused += 1
+        time.sleep(0.05)
+with open(sys.argv[3], "w") as f:
+    f.write(" ".join(map(str, acked)))
+print("acknowledged", len(acked), "refused or cut", refused)
+'''
+
+
+@unittest.skipUnless(os.path.exists(SINK) and os.path.exists(SOURCE),
+                     "Postfix's smtp-sink/smtp-source are not installed (scripts/deps --test)")
+class UnitsTest(unittest.TestCase):
+    c = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.stage = tempfile.mkdtemp(prefix="emailrelay-stage.")
+        cls.addClassCleanup(shutil.rmtree, cls.stage, True)
+        p = subprocess.run(["meson", "install", "-C", harness.BUILD_ROOT, "--destdir", cls.stage,
+                            "--no-rebuild", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, timeout=300)
+        if p.returncode != 0:
+            raise RuntimeError("meson install failed:\n" + p.stdout)
+        cls.c = harness.Container(shared_dir=cls.stage)
+        cls.addClassCleanup(cls.c.stop)
+        cls.c.start()
+        sys.stderr.write("container booted in %.2f s\n" % cls.c.boot_seconds)
+        c = cls.c
+        # What a package's maintainer scripts do after unpacking.
+        c.run("tar -C %s -cf - . | tar -C / -xf - --keep-directory-symlink --no-overwrite-dir"
+              % harness.INSIDE_SHARED, check=True)
+        c.run("systemd-sysusers && systemd-tmpfiles --create && journalctl --update-catalog && "
+              "systemctl daemon-reload", check=True)
+        c.run(["sh", "-c", "cat > %s" % CONF], input=CONFIG_TEXT, check=True)
+        c.run("install -m 0600 /dev/null /etc/emailrelay/pop.auth && "
+              "echo 'server plain alice s3cret' > /etc/emailrelay/pop.auth", check=True)
+        cls.start_sink()
+        c.run(["systemctl", "enable", "--now", "emailrelay-smtpd.socket", "emailrelay-forward.path",
+               "emailrelay-pop3d.socket"], check=True)
+
+    # -- helpers --
+
+    @classmethod
+    def start_sink(cls, port=10025, unit="sink"):
+        cls.c.run("mkdir -p %s/%d && chmod 777 %s/%d" % (SINK_DIR, port, SINK_DIR, port), check=True)
+        cls.c.run(["systemd-run", "--unit=" + unit, "--property=Restart=no", SINK, "-u", "nobody",
+                   "-d", "%s/%d/" % (SINK_DIR, port), "127.0.0.1:%d" % port, "1000"], check=True)
+        assert cls.wait_inside("ss -ltn | grep -q ':%d '" % port), "smtp-sink did not start"
+
+    @classmethod
+    def wait_inside(cls, shell, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if cls.c.run(shell).returncode == 0:
+                return True
+            time.sleep(0.2)
+        return False
+
+    def sh(self, cmd, timeout=60):
+        p = self.c.run(cmd, timeout=timeout)
+        self.assertEqual(p.returncode, 0, "%s:\n%s%s" % (cmd, p.stdout, p.stderr))
+        return p.stdout
+
+    def sink_count(self, port=10025):
+        return int(self.sh("find %s/%d -type f | wc -l" % (SINK_DIR, port)))
+
+    def sink_clear(self, port=10025):
+        self.sh("find %s/%d -type f -delete" % (SINK_DIR, port))
+
+    def spool_files(self):
+        return self.sh("ls -A %s" % SPOOL).split()
+
+    def wait_for(self, predicate, timeout=60, what="condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.2)
+        self.fail("timed out after %d s waiting for %s" % (timeout, what))
+
+    def swaks(self, *args, port=25):
+        return self.c.run(["swaks", "--server", "127.0.0.1", "--port", str(port), "--helo", "client.test",
+                           "--from", "alice@client.test", "--to", "bob@example.com", "--timeout", "20", *args],
+                          timeout=60)
+
+    def unit_state(self, unit):
+        return self.c.run(["systemctl", "show", "-P", "ActiveState", unit]).stdout.strip()
+
+    def journal(self, *args):
+        return self.sh(["journalctl", "--no-pager", "-q", *args])
+
+    def pause_forwarding(self):
+        """Stop the path unit and any forwarder still running (one lingers a few seconds)."""
+        self.sh("systemctl stop emailrelay-forward.path emailrelay-forward.service")
+
+    def resume_forwarding(self):
+        self.sh("systemctl start emailrelay-forward.path")
+
+    def wait_for_empty_spool(self, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.spool_files() == []:
+                return
+            time.sleep(0.2)
+        self.fail("the spool did not empty in %d s:\n%s\n%s\n%s" % (
+            timeout, self.c.run("ls -la %s; head -50 %s/*.envelope*" % (SPOOL, SPOOL)).stdout,
+            self.c.run("systemctl status --no-pager emailrelay-forward.path emailrelay-forward.service").stdout,
+            self.c.run("journalctl --no-pager -q -n 30 -u emailrelay-forward.service").stdout))
+
+    def assert_nothing_failed(self):
+        failed = self.sh("systemctl list-units --failed --no-legend --plain 'emailrelay*' sink*")
+        self.assertEqual(failed.strip(), "", "failed units")
+
+    # -- tests, in order --
+
+    def test_01_first_connection_starts_the_daemon_and_mail_reaches_the_sink(self):
+        self.assertEqual(self.unit_state("emailrelay-smtpd.service"), "inactive")
+        self.assertEqual(self.unit_state("emailrelay-smtpd.socket"), "active")
+        self.sink_clear()
+        p = self.swaks("--header", "Subject: first")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(self.unit_state("emailrelay-smtpd.service"), "active")
+        self.wait_for(lambda: self.sink_count() == 1, 30, "the sink to receive the message")
+        self.wait_for_empty_spool()
+        self.wait_for(lambda: self.unit_state("emailrelay-forward.service") == "inactive", 30, "the forwarder to finish")
+        # The story of the message, by its spool id, across both programs.
+        accepted = json.loads(self.journal("-u", "emailrelay-smtpd", "MESSAGE_ID=" + MESSAGE_ACCEPTED,
+                                           "-o", "json", "-n", "1"))
+        msg_id = accepted["EMAILRELAY_ID"]
+        self.assertEqual(accepted["REMOTE_ADDR"], "127.0.0.1")
+        story = self.journal("EMAILRELAY_ID=" + msg_id, "-o", "cat")
+        self.assertIn("accepted", story)
+        self.assertIn("forwarded", story)
+        # The catalog text, with the fields filled in.
+        explained = self.journal("-x", "-u", "emailrelay-smtpd", "MESSAGE_ID=" + MESSAGE_ACCEPTED, "-n", "1")
+        self.assertIn("committed it to the spool", explained)
+        self.assertIn("journalctl EMAILRELAY_ID=" + msg_id, explained)
+        self.assert_nothing_failed()
+
+    def test_02_daemons_run_unprivileged(self):
+        self.swaks("--header", "Subject: keep it running")
+        for unit in ("emailrelay-smtpd.service",):
+            pid = self.sh(["systemctl", "show", "-P", "MainPID", unit]).strip()
+            self.assertNotEqual(pid, "0")
+            status = self.sh("cat /proc/%s/status" % pid)
+            uid = re.search(r"^Uid:\s+(\d+)", status, re.M).group(1)
+            self.assertNotEqual(uid, "0", "runs as root")
+            self.assertEqual(self.sh(["id", "-nu", uid]).strip(), "emailrelay")
+            self.assertRegex(status, r"(?m)^CapEff:\s+0+$")
+            self.assertRegex(status, r"(?m)^CapPrm:\s+0+$")
+            self.assertRegex(status, r"(?m)^NoNewPrivs:\s+1$")
+        self.assertEqual(self.sh("stat -c '%U %G %a' " + SPOOL).strip(), "emailrelay emailrelay 2770")
+
+    def test_03_security_scores_and_verify(self):
+        for unit in SERVICES:
+            out = self.sh(["systemd-analyze", "security", "--no-pager", unit])
+            score = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", out).group(1))
+            sys.stderr.write("systemd-analyze security %s: %.1f\n" % (unit, score))
+            self.assertLessEqual(score, 2.0, out[-2000:])
+        units = self.sh("ls /lib/systemd/system/emailrelay*").split()
+        p = self.c.run(["systemd-analyze", "verify", *units])
+        self.assertEqual((p.returncode, p.stdout + p.stderr), (0, ""))
+
+    def test_04_pop3_serves_what_stays(self):
+        """With the path unit stopped mail stays; POP3 (secrets from LoadCredential=) serves it."""
+        self.pause_forwarding()
+        try:
+            self.assertEqual(self.swaks("--header", "Subject: for pop").returncode, 0)
+            out = self.sh("curl -sS --max-time 20 -u alice:s3cret pop3://127.0.0.1/1")
+            self.assertIn("Subject: for pop", out)
+            self.assertEqual(self.unit_state("emailrelay-pop3d.service"), "active")
+            # The credential is the service's copy; the service user cannot read the original.
+            self.assertEqual(self.sh("stat -c %a /etc/emailrelay/pop.auth").strip(), "600")
+            bad = self.c.run("curl -sS --max-time 30 -u alice:wrong pop3://127.0.0.1/")
+            self.assertNotEqual(bad.returncode, 0)
+        finally:
+            self.resume_forwarding()
+        # The path unit finds the flag raised on start: what stayed goes now.
+        self.wait_for_empty_spool()
+
+    def test_05_fail2ban_reads_the_journal(self):
+        if not shutil.which("fail2ban-regex"):
+            self.skipTest("fail2ban is not installed (scripts/deps --test)")
+        for _ in range(2):
+            self.c.run("curl -sS --max-time 30 -u mallory:guess pop3://127.0.0.1/")
+        out = self.sh(["fail2ban-regex", "--print-all-matched", "systemd-journal",
+                       "/etc/fail2ban/filter.d/emailrelay.conf"], timeout=120)
+        m = re.search(r"Failregex: (\d+) total", out)
+        self.assertTrue(m, out)
+        self.assertGreaterEqual(int(m.group(1)), 2, out)
+        self.assertIn("127.0.0.1", out)
+
+    def test_06_ten_thousand_messages_through_the_path_unit(self):
+        """smtp-source at full speed: every message forwarded without the timer (it is not even
+        enabled), and neither the path nor the forward unit fails on a limit."""
+        self.assertNotEqual(self.unit_state("emailrelay-forward.timer"), "active")
+        self.sink_clear()
+        starts0 = self.forward_starts()
+        t0 = time.monotonic()
+        p = self.c.run([SOURCE, "-s", "20", "-m", "10000", "-f", "a@client.test", "-t", "b@example.com",
+                        "-S", "load", "127.0.0.1:25"], timeout=600)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        sent = time.monotonic() - t0
+        self.wait_for(lambda: self.sink_count() >= 10000, 300, "10,000 messages at the sink")
+        done = time.monotonic() - t0
+        self.assertEqual(self.sink_count(), 10000)
+        self.wait_for_empty_spool()
+        starts = self.forward_starts() - starts0
+        sys.stderr.write("10,000 messages: sent in %.1f s, all at the sink after %.1f s, %d new forwarder starts\n"
+                         % (sent, done, starts))
+        self.assertEqual(self.unit_state("emailrelay-forward.path"), "active")
+        self.assertNotEqual(self.unit_state("emailrelay-forward.service"), "failed")
+        self.assert_nothing_failed()
+
+    def forward_starts(self):
+        out = self.journal("-u", "emailrelay-forward.service", "-o", "cat")
+        return sum(1 for line in out.splitlines() if line.startswith("Starting"))
+
+    def test_07_next_hop_down_then_back(self):
+        self.sh("systemctl stop sink")
+        self.sink_clear()
+        for i in range(3):
+            self.assertEqual(self.swaks("--header", "Subject: while down %d" % i).returncode, 0)
+        self.wait_for(lambda: self.unit_state("emailrelay-forward.service") == "inactive", 60, "the forwarder to give up")
+        self.assertEqual(len([f for f in self.spool_files() if f.endswith(".envelope")]), 3)
+        self.assertNotEqual(self.unit_state("emailrelay-forward.service"), "failed")
+        self.assertIn("X-MailRelay-Reason: cannot connect", self.sh("cat %s/*.envelope" % SPOOL))
+        # The timer retries (every 2 s here), and delivery resumes once the sink is back.
+        self.sh("mkdir -p /run/systemd/system/emailrelay-forward.timer.d && printf '[Timer]\\n"
+                "OnActiveSec=1s\\nOnUnitInactiveSec=\\nOnUnitInactiveSec=2s\\nAccuracySec=100ms\\n' "
+                "> /run/systemd/system/emailrelay-forward.timer.d/fast.conf && systemctl daemon-reload")
+        self.sh("systemctl start emailrelay-forward.timer")
+        try:
+            self.start_sink()
+            self.wait_for(lambda: self.sink_count() == 3, 60, "the three messages after the sink came back")
+            self.wait_for_empty_spool()
+        finally:
+            self.sh("systemctl stop emailrelay-forward.timer && rm -r /run/systemd/system/emailrelay-forward.timer.d "
+                    "&& systemctl daemon-reload")
+        self.assert_nothing_failed()
+
+    def test_08_systemd_run_flush_returns_the_exit_status(self):
+        self.pause_forwarding()
+        try:
+            self.assertEqual(self.swaks("--header", "Subject: flush me").returncode, 0)
+            run = ["systemd-run", "--wait", "--pipe", "--quiet", "-p", "User=emailrelay", "-p", "Group=emailrelay",
+                   "/usr/sbin/emailrelay-forward"]
+            self.sh("systemctl stop sink")
+            p = self.c.run(run, timeout=120)
+            self.assertEqual(p.returncode, 3, p.stdout + p.stderr)   # next hop unreachable
+            self.start_sink()
+            self.sink_clear()
+            # Due again at once (retry-schedule 1), and now it goes.
+            time.sleep(1.1)
+            p = self.c.run(run, timeout=120)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            self.assertEqual(self.sink_count(), 1)
+        finally:
+            self.resume_forwarding()
+
+    def test_09_drop_ins(self):
+        # A socket drop-in moves the port.
+        self.sh("mkdir -p /etc/systemd/system/emailrelay-smtpd.socket.d && printf '[Socket]\\nListenStream=\\n"
+                "ListenStream=2525\\n' > /etc/systemd/system/emailrelay-smtpd.socket.d/port.conf && "
+                "systemctl daemon-reload && systemctl stop emailrelay-smtpd.service && "
+                "systemctl restart emailrelay-smtpd.socket")
+        try:
+            self.assertEqual(self.swaks("--header", "Subject: on 2525", port=2525).returncode, 0)
+            self.assertNotEqual(self.swaks("--quit-after", "CONNECT").returncode, 0)   # 25 is closed now
+            self.assertEqual(self.sh("ss -ltnH 'sport = :2525' | wc -l").strip(), "1")
+            # A service drop-in adds a filter that refuses everything.
+            self.sh("printf '#!/bin/sh\\necho \"<<no thanks>>\"\\nexit 1\\n' > /usr/local/bin/refuse && "
+                    "chmod 755 /usr/local/bin/refuse && mkdir -p /etc/systemd/system/emailrelay-smtpd.service.d && "
+                    "printf '[Service]\\nExecStart=\\nExecStart=/usr/sbin/emailrelay-smtpd "
+                    "--filter=/usr/local/bin/refuse\\n' > /etc/systemd/system/emailrelay-smtpd.service.d/filter.conf && "
+                    "systemctl daemon-reload && systemctl restart emailrelay-smtpd.service")
+            p = self.swaks("--header", "Subject: refused", port=2525)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn("no thanks", p.stdout)
+            # The config file changes the next hop: the next forwarder run reads it.
+            self.start_sink(10026, unit="sink2")
+            # A forwarder still running (lingering) notices the change and leaves the rest to a new run.
+            self.sh("sed -i 's/^forward-to .*/forward-to 127.0.0.1:10026/' " + CONF)
+            self.sh("rm /etc/systemd/system/emailrelay-smtpd.service.d/filter.conf && systemctl daemon-reload && "
+                    "systemctl restart emailrelay-smtpd.service")
+            self.assertEqual(self.swaks("--header", "Subject: second hop", port=2525).returncode, 0)
+            self.wait_for(lambda: self.sink_count(10026) == 1, 30, "the message at the new next hop")
+        finally:
+            self.c.run("rm -rf /etc/systemd/system/emailrelay-smtpd.socket.d /etc/systemd/system/emailrelay-smtpd.service.d; "
+                       "sed -i 's/^forward-to .*/forward-to 127.0.0.1:10025/' %s; systemctl stop sink2; "
+                       "systemctl daemon-reload; systemctl stop emailrelay-smtpd.service; "
+                       "systemctl restart emailrelay-smtpd.socket" % CONF)
+        self.assert_nothing_failed()
+
+    def test_10_restart_under_load_loses_nothing(self):
+        """Every message acknowledged with 250 while the daemon is restarted twice reaches the sink."""
+        self.sink_clear()
+        self.c.run("cat > /var/tmp/send.py", input=SEND_NUMBERED, check=True)
+        self.sh("systemd-run --unit=sender --property=Type=exec /usr/bin/python3 /var/tmp/send.py 100000 8 /var/tmp/acked")
+        for _ in range(2):
+            time.sleep(2)
+            self.sh("systemctl restart emailrelay-smtpd.service")
+        self.wait_for(lambda: self.unit_state("sender.service") in ("inactive", "failed", ""), 60, "the sender")
+        out = self.journal("-u", "sender.service", "-o", "cat")
+        acked = set(int(x) for x in self.sh("cat /var/tmp/acked").split())
+        self.assertGreater(len(acked), 50, out[-2000:])
+        self.assertIn("refused or cut", out)
+        refused = int(out.split("refused or cut")[1].split()[0])
+        self.wait_for_empty_spool()
+        got = self.sh("grep -h '^Subject: numbered ' -r %s/10025 | sort -u" % SINK_DIR)
+        delivered = set(int(l.split()[-1]) for l in got.splitlines())
+        self.assertEqual(acked - delivered, set(), "acknowledged but never delivered")
+        sys.stderr.write("restart under load: %d acknowledged, %d delivered, %d refused or cut off\n"
+                         % (len(acked), len(delivered), refused))
+        self.assert_nothing_failed()
+
+    def test_11_accept_yes_variant(self):
+        """The documented drop-in: one emailrelay-smtpd@ instance per connection."""
+        self.sh("systemctl stop emailrelay-smtpd.service emailrelay-smtpd.socket && "
+                "mkdir -p /etc/systemd/system/emailrelay-smtpd.socket.d && "
+                "printf '[Socket]\\nAccept=yes\\n' > /etc/systemd/system/emailrelay-smtpd.socket.d/accept.conf && "
+                "systemctl daemon-reload && systemctl start emailrelay-smtpd.socket")
+        try:
+            self.sink_clear()
+            for i in range(3):
+                p = self.swaks("--header", "Subject: accept %d" % i)
+                self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            self.wait_for(lambda: self.sink_count() == 3, 30, "three messages at the sink")
+            instances = self.journal("-o", "cat", "--no-hostname", "-u", "emailrelay-smtpd@*")
+            self.assertGreaterEqual(instances.count("Started emailrelay-smtpd@"), 3, instances[-2000:])
+            self.assertEqual(self.unit_state("emailrelay-smtpd.service"), "inactive")
+        finally:
+            self.c.run("systemctl stop emailrelay-smtpd.socket; rm -r /etc/systemd/system/emailrelay-smtpd.socket.d; "
+                       "systemctl daemon-reload; systemctl start emailrelay-smtpd.socket")
+        self.assert_nothing_failed()
+
+
+if __name__ == "__main__":
+    harness.main()
