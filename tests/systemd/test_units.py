@@ -348,11 +348,15 @@ class UnitsTest(unittest.TestCase):
         """Every message acknowledged with 250 while the daemon is restarted twice reaches the sink."""
         self.sink_clear()
         self.c.run("cat > /var/tmp/send.py", input=SEND_NUMBERED, check=True)
+        # smtp-source is the load; the numbered sender is the witness that knows what got a 250.
+        self.sh("systemd-run --unit=load --property=Type=exec %s -s 5 -m 3000 -f a@client.test -t b@example.com "
+                "127.0.0.1:25" % SOURCE)
         self.sh("systemd-run --unit=sender --property=Type=exec /usr/bin/python3 /var/tmp/send.py 100000 8 /var/tmp/acked")
         for _ in range(2):
             time.sleep(2)
             self.sh("systemctl restart emailrelay-smtpd.service")
         self.wait_for(lambda: self.unit_state("sender.service") in ("inactive", "failed", ""), 60, "the sender")
+        self.wait_for(lambda: self.unit_state("load.service") in ("inactive", "failed", ""), 120, "smtp-source")
         out = self.journal("-u", "sender.service", "-o", "cat")
         acked = set(int(x) for x in self.sh("cat /var/tmp/acked").split())
         self.assertGreater(len(acked), 50, out[-2000:])
@@ -385,6 +389,31 @@ class UnitsTest(unittest.TestCase):
             self.c.run("systemctl stop emailrelay-smtpd.socket; rm -r /etc/systemd/system/emailrelay-smtpd.socket.d; "
                        "systemctl daemon-reload; systemctl start emailrelay-smtpd.socket")
         self.assert_nothing_failed()
+
+    def test_12_fail2ban_jail_bans(self):
+        """The shipped jail, enabled, bans an address that keeps failing POP3 logins."""
+        if not shutil.which("fail2ban-server") or not shutil.which("nft"):
+            self.skipTest("fail2ban or nftables is not installed (scripts/deps --test)")
+        # Loopback is the only address here: allow banning it, and use nftables.
+        self.c.run("cat > /etc/fail2ban/jail.local", check=True, input=(
+            "[DEFAULT]\nignoreself = false\nignoreip =\nbanaction = nftables-multiport\n"
+            "[sshd]\nenabled = false\n[emailrelay]\nenabled = true\nmaxretry = 3\n"))
+        try:
+            self.sh("systemctl start fail2ban")
+            self.assertTrue(self.wait_inside("fail2ban-client status emailrelay", 60),
+                            self.c.run("journalctl -u fail2ban --no-pager -n 30; cat /var/log/fail2ban.log").stdout)
+            for _ in range(4):
+                self.c.run("curl -sS --max-time 30 -u mallory:guess pop3://127.0.0.1/")
+            banned = lambda: "127.0.0.1" in self.c.run("fail2ban-client status emailrelay").stdout.split("Banned IP list:")[-1]
+            self.wait_for(banned, 60, "fail2ban to ban 127.0.0.1")
+            self.assertIn("127.0.0.1", self.sh("nft list ruleset"))
+            p = self.c.run("curl -sS --max-time 5 -u alice:s3cret pop3://127.0.0.1/")
+            self.assertNotEqual(p.returncode, 0, "the banned address still got in")
+        finally:
+            self.c.run("fail2ban-client unban --all; systemctl stop fail2ban; rm -f /etc/fail2ban/jail.local; "
+                       "nft flush ruleset")
+        out = self.sh("curl -sS --max-time 20 -u alice:s3cret pop3://127.0.0.1/")
+        self.assertIsNotNone(out)
 
 
 if __name__ == "__main__":
