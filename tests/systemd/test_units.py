@@ -264,6 +264,31 @@ class UnitsTest(unittest.TestCase):
         self.assertNotEqual(self.unit_state("emailrelay-forward.service"), "failed")
         self.assert_nothing_failed()
 
+    def test_06a_trickle_across_the_linger_edge(self):
+        """Messages that arrive just before, at and just after the moment the forwarder gives up
+        lingering (1 s here) are each forwarded at once, by it or by the run the path unit starts;
+        none waits for the timer (not enabled)."""
+        self.sh("mkdir -p /run/systemd/system/emailrelay-forward.service.d && printf '[Service]\\nExecStart=\\n"
+                "ExecStart=/usr/sbin/emailrelay-forward --wakeup-linger 1\\n' > "
+                "/run/systemd/system/emailrelay-forward.service.d/linger.conf && systemctl daemon-reload")
+        try:
+            self.sink_clear()
+            starts0 = self.forward_starts()
+            gaps = [0.0, 0.5, 0.9, 1.0, 1.05, 1.1, 1.2, 1.5, 2.0, 0.95, 1.02, 1.08, 0.1, 1.15, 3.0]
+            worst = 0.0
+            for i, gap in enumerate(gaps):
+                time.sleep(gap)
+                t0 = time.monotonic()
+                self.assertEqual(self.swaks("--header", "Subject: trickle %d" % i).returncode, 0)
+                self.wait_for(lambda: self.sink_count() == i + 1, 20, "trickle message %d at the sink" % i)
+                worst = max(worst, time.monotonic() - t0)
+            sys.stderr.write("trickle: %d messages, slowest %.2f s from submission to the sink, %d forwarder starts\n"
+                             % (len(gaps), worst, self.forward_starts() - starts0))
+            self.assertLess(worst, 10, "a message waited (the timer would have taken 60 s)")
+        finally:
+            self.sh("rm -r /run/systemd/system/emailrelay-forward.service.d && systemctl daemon-reload")
+        self.assert_nothing_failed()
+
     def forward_starts(self):
         out = self.journal("-u", "emailrelay-forward.service", "-o", "cat")
         return sum(1 for line in out.splitlines() if line.startswith("Starting"))
