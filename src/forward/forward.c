@@ -394,8 +394,14 @@ static void forward_one(Pass *p, const char *id) {
                 }
         }
         r = spool_lock(p->spool, id, &l);
-        if (r < 0)
-                return;   /* taken by another forwarder, or gone */
+        if (r < 0) {
+                /* Taken by another forwarder, or gone: not ours. Anything else is worth a word. */
+                if (r != -EBUSY && r != -ENOENT) {
+                        log_warning_errno(r, "cannot lock message %s: %m", id);
+                        p->skipped++;
+                }
+                return;
+        }
         r = spool_lock_read_envelope(l, &e, &error);
         if (r < 0) {
                 log_warning("ignoring %s: %s", id, error ? error : g_strerror(-r));
@@ -520,7 +526,8 @@ typedef struct ConfigStamp {
 
 static void config_stamp(ConfigStamp *c, const char *path) {
         c->path = path;
-        c->exists = path && stat(path, &c->st) == 0;
+        /* Regular files only: /dev/null (the front-end's "no config file") changes all the time. */
+        c->exists = path && stat(path, &c->st) == 0 && S_ISREG(c->st.st_mode);
 }
 
 static bool config_changed(const ConfigStamp *c) {

@@ -1,0 +1,550 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+/* emailrelay: E-MailRelay's command line without systemd. It takes the original's options and
+ * config file, binds the listeners itself (or takes them from LISTEN_FDS), and runs
+ * emailrelay-smtpd and emailrelay-pop3d with those sockets passed exactly as systemd passes them,
+ * and emailrelay-forward at start-up, on a --poll timer and, for --forward-on-disconnect and
+ * --as-proxy, whenever new mail is committed. It supervises: a daemon that dies stops the whole
+ * relay with an error (nothing is restarted behind the administrator's back), and SIGTERM stops
+ * the children cleanly. */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glib.h>
+#include <glib/gi18n.h>
+#include <grp.h>
+#include <locale.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <systemd/sd-event.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "daemon.h"
+#include "listen.h"
+#include "log.h"
+#include "macro.h"
+#include "options.h"
+#include "wakeup.h"
+
+#define PROGRAM "emailrelay"
+
+/* Exit statuses, as E-MailRelay's. */
+enum {
+        EXIT_OK = 0,
+        EXIT_ERROR = 1,
+        EXIT_BIND = 2,     /* a listening socket could not be bound */
+};
+
+typedef enum Role {
+        ROLE_SMTPD,
+        ROLE_POP3D,
+        ROLE_FORWARD,
+        _ROLE_MAX,
+} Role;
+
+static const struct {
+        const char *program;
+        unsigned mask;
+} roles[_ROLE_MAX] = {
+        [ROLE_SMTPD] = { "emailrelay-smtpd", PROG_SMTPD },
+        [ROLE_POP3D] = { "emailrelay-pop3d", PROG_POP3D },
+        [ROLE_FORWARD] = { "emailrelay-forward", PROG_FORWARD },
+};
+
+typedef struct Relay {
+        Options *o;
+        sd_event *event;
+        /* What the mode options come to (E-MailRelay's implied options applied). */
+        const char *forward_to;
+        bool log, no_syslog, close_stderr, no_daemon, dont_serve, no_smtp, pop;
+        bool forward_at_start, on_commit;
+        unsigned poll;
+        /* Children. */
+        char *paths[_ROLE_MAX];
+        ListenerSet sockets[_ROLE_MAX];
+        pid_t pids[_ROLE_MAX];
+        sd_event_source *child_sources[_ROLE_MAX];
+        bool forward_again;       /* a trigger came while the forwarder ran */
+        char *rundir;             /* private directory of the wake-up file (on_commit) */
+        char *wakeup;
+        bool stopping;
+        int exit_status;
+} Relay;
+
+/* ---- children ---- */
+
+/* The program beside this one (an installed suite, or a build tree laid out flat), else in the
+ * build tree's own directory for it, else on $PATH. */
+static char *find_program(const char *name) {
+        g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+        if (self) {
+                g_autofree char *dir = g_path_get_dirname(self);
+                char *path = g_build_filename(dir, name, NULL);
+                if (access(path, X_OK) == 0)
+                        return path;
+                g_free(path);
+                /* Build tree: src/frontend/emailrelay beside src/smtpd/emailrelay-smtpd. */
+                static const char *const subdirs[] = { "smtpd", "pop3d", "forward" };
+                for (size_t i = 0; i < ELEMENTSOF(subdirs); i++) {
+                        path = g_build_filename(dir, "..", subdirs[i], name, NULL);
+                        if (access(path, X_OK) == 0)
+                                return path;
+                        g_free(path);
+                }
+        }
+        return g_find_program_in_path(name);
+}
+
+/* The child's command line: every option given here (config file first, then the command line,
+ * so the last one still wins) that concerns that program, then /dev/null as its config file, so
+ * that it does not read /etc/emailrelay.conf a second time and double repeated options. */
+static char **child_argv(Relay *r, Role role) {
+        GPtrArray *a = g_ptr_array_new();
+        const Options *o = r->o;
+
+        g_ptr_array_add(a, g_strdup(r->paths[role]));
+        for (size_t i = 0; i < o->n_values; i++) {
+                const OptionValue *v = &o->values[i];
+                if (!(v->def->programs & roles[role].mask) || streq(v->def->name, "help") ||
+                    streq(v->def->name, "version"))
+                        continue;
+                g_ptr_array_add(a, v->value ? g_strdup_printf("--%s=%s", v->def->name, v->value)
+                                            : g_strdup_printf("--%s", v->def->name));
+        }
+        if (role != ROLE_POP3D && !options_has(o, "wakeup-file"))
+                g_ptr_array_add(a, g_strdup_printf("--wakeup-file=%s", r->wakeup ? r->wakeup : "none"));
+        g_ptr_array_add(a, g_strdup("/dev/null"));
+        g_ptr_array_add(a, NULL);
+        return (char **) g_ptr_array_free(a, false);
+}
+
+/* In the child, before exec: the sockets at fd 3, 4, ... with LISTEN_* saying so. */
+static void child_setup_sockets(const ListenerSet *set) {
+        char buf[32];
+        if (set->n == 0) {
+                unsetenv("LISTEN_FDS");
+                unsetenv("LISTEN_FDNAMES");
+                unsetenv("LISTEN_PID");
+                return;
+        }
+        /* Above every target first, so that no move clobbers a socket still to move. */
+        int tmp[64];
+        size_t n = MIN(set->n, ELEMENTSOF(tmp));
+        for (size_t i = 0; i < n; i++)
+                tmp[i] = fcntl(set->items[i].fd, F_DUPFD, 3 + (int) n);
+        GString *names = g_string_new(NULL);
+        for (size_t i = 0; i < n; i++) {
+                dup2(tmp[i], 3 + (int) i);   /* dup2 clears FD_CLOEXEC on the new descriptor */
+                close(tmp[i]);
+                g_string_append_printf(names, "%s%s", i ? ":" : "", set->items[i].name);
+        }
+        snprintf(buf, sizeof buf, "%zu", n);
+        setenv("LISTEN_FDS", buf, 1);
+        setenv("LISTEN_FDNAMES", names->str, 1);
+        snprintf(buf, sizeof buf, "%d", (int) getpid());
+        setenv("LISTEN_PID", buf, 1);
+}
+
+static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata);
+
+static int start_child(Relay *r, Role role) {
+        g_auto(GStrv) argv = child_argv(r, role);
+        pid_t pid = fork();
+        if (pid < 0)
+                return log_error_errno(-errno, "cannot start %s: %m", roles[role].program);
+        if (pid == 0) {
+                sigset_t all;
+                sigemptyset(&all);
+                sigprocmask(SIG_SETMASK, &all, NULL);
+                /* Readiness and the watchdog are this process's business, not the children's. */
+                unsetenv("NOTIFY_SOCKET");
+                unsetenv("WATCHDOG_PID");
+                unsetenv("WATCHDOG_USEC");
+                child_setup_sockets(&r->sockets[role]);
+                execv(argv[0], argv);
+                fprintf(stderr, PROGRAM ": cannot run %s: %s\n", argv[0], strerror(errno));
+                _exit(127);
+        }
+        r->pids[role] = pid;
+        int k = sd_event_add_child(r->event, &r->child_sources[role], pid, WEXITED, on_child_exit, r);
+        if (k < 0)
+                return log_error_errno(k, "cannot watch %s: %m", roles[role].program);
+        return 0;
+}
+
+static void stop_all(Relay *r, int status) {
+        if (!r->stopping) {
+                r->stopping = true;
+                r->exit_status = status;
+        }
+        bool any = false;
+        for (Role i = 0; i < _ROLE_MAX; i++)
+                if (r->pids[i] > 0) {
+                        kill(r->pids[i], SIGTERM);
+                        any = true;
+                }
+        if (!any)
+                sd_event_exit(r->event, r->exit_status);
+}
+
+static void start_forwarder(Relay *r) {
+        if (r->stopping || !r->paths[ROLE_FORWARD])
+                return;
+        if (r->pids[ROLE_FORWARD] > 0) {
+                r->forward_again = true;
+                return;
+        }
+        r->forward_again = false;
+        if (start_child(r, ROLE_FORWARD) < 0)
+                stop_all(r, EXIT_ERROR);
+}
+
+static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
+        Relay *r = userdata;
+        Role role = _ROLE_MAX;
+        for (Role i = 0; i < _ROLE_MAX; i++)
+                if (r->pids[i] == si->si_pid)
+                        role = i;
+        if (role == _ROLE_MAX)
+                return 0;
+        r->pids[role] = 0;
+        r->child_sources[role] = sd_event_source_unref(r->child_sources[role]);
+
+        int status = si->si_code == CLD_EXITED ? si->si_status : 128 + si->si_status;
+        if (role == ROLE_FORWARD) {
+                /* 0 all sent, 1 some wait or failed, 3 next hop down: the forwarder logged why. */
+                if (r->dont_serve && !r->stopping) {
+                        /* --as-client, --dont-serve: one forwarding, and its status is ours. */
+                        stop_all(r, status);
+                        return 0;
+                }
+                if (status == 2)
+                        log_error("%s: bad configuration: stopping", roles[role].program);
+                else if (status != 0)
+                        log_info("%s finished with status %d", roles[role].program, status);
+                if (status == 2 || status >= 4) {
+                        stop_all(r, EXIT_ERROR);
+                        return 0;
+                }
+                if (r->forward_again || (r->wakeup && wakeup_is_raised(r->wakeup)))
+                        start_forwarder(r);
+        } else if (!r->stopping) {
+                log_error("%s exited unexpectedly (%s %d): stopping", roles[role].program,
+                          si->si_code == CLD_EXITED ? "status" : "signal", si->si_status);
+                stop_all(r, EXIT_ERROR);
+                return 0;
+        }
+        if (r->stopping)
+                stop_all(r, r->exit_status);
+        return 0;
+}
+
+/* ---- triggers ---- */
+
+static int on_poll(sd_event_source *s, uint64_t usec, void *userdata) {
+        Relay *r = userdata;
+        start_forwarder(r);
+        return sd_event_source_set_time_relative(s, (uint64_t) r->poll * 1000000u) < 0 ? -1 :
+               sd_event_source_set_enabled(s, SD_EVENT_ON);
+}
+
+static int on_wakeup(sd_event_source *s, const struct inotify_event *e, void *userdata) {
+        Relay *r = userdata;
+        /* A running forwarder sees the flag itself, or exits with it raised and is started again. */
+        if (r->pids[ROLE_FORWARD] == 0 && wakeup_is_raised(r->wakeup))
+                start_forwarder(r);
+        return 0;
+}
+
+static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Relay *r = userdata;
+        if (!r->stopping)
+                log_info("stopping on signal %d", (int) si->ssi_signo);
+        stop_all(r, r->stopping ? r->exit_status : EXIT_OK);
+        return 0;
+}
+
+/* ---- start-up ---- */
+
+static int check_options(Relay *r) {
+        Options *o = r->o;
+        static const char *const unsupported[] = { "immediate", "admin", "admin-terminate", "hidden", "show" };
+        for (size_t i = 0; i < ELEMENTSOF(unsupported); i++)
+                if (options_has(o, unsupported[i])) {
+                        log_error("option --%s is not supported by this version of " PROGRAM, unsupported[i]);
+                        return -EOPNOTSUPP;
+                }
+        bool as_server = options_has(o, "as-server");
+        const char *as_client = options_get(o, "as-client"), *as_proxy = options_get(o, "as-proxy");
+        if (!!as_client + !!as_proxy + as_server > 1) {
+                log_error("--as-server, --as-client and --as-proxy exclude each other");
+                return -EINVAL;
+        }
+        if ((as_client || as_proxy) && options_has(o, "forward-to")) {
+                log_error("--forward-to cannot be combined with --as-client or --as-proxy");
+                return -EINVAL;
+        }
+        /* E-MailRelay's implied options become options, so the children get them too; with
+         * --log, syslog is on unless --no-syslog (our daemons log to syslog only when told). */
+        GString *implied = g_string_new(NULL);
+        if (as_client)
+                g_string_append_printf(implied, "forward-to %s\nno-syslog\n", as_client);
+        if (as_proxy)
+                g_string_append_printf(implied, "forward-to %s\n", as_proxy);
+        if ((as_server || as_client || as_proxy) && !options_has(o, "log"))
+                g_string_append(implied, "log\n");
+        g_autofree char *implied_text = g_string_free(implied, false);
+        g_autofree char *error = NULL;
+        if (options_parse_config_string(o, implied_text, "implied", &error) < 0) {
+                log_error("%s", error);
+                return -EINVAL;
+        }
+        if (options_has(o, "log") && !options_has(o, "no-syslog") && !options_has(o, "syslog") &&
+            options_parse_config_string(o, "syslog\n", "implied", NULL) < 0)
+                return -EINVAL;
+        r->forward_to = options_get(o, "forward-to");
+        r->log = options_has(o, "log");
+        r->no_syslog = options_has(o, "no-syslog") && !options_has(o, "syslog");
+        r->close_stderr = options_has(o, "close-stderr") || as_server || as_proxy;
+        r->no_daemon = options_has(o, "no-daemon") || as_client;
+        r->dont_serve = options_has(o, "dont-serve") || as_client;
+        r->no_smtp = options_has(o, "no-smtp");
+        r->pop = options_has(o, "pop") && !r->dont_serve;
+        r->forward_at_start = options_has(o, "forward") || as_client;
+        r->on_commit = (options_has(o, "forward-on-disconnect") || as_proxy) && !r->dont_serve;
+        if (options_has(o, "poll")) {
+                if (daemon_get_uint(o, "poll", 0, 86400 * 366, &r->poll) < 0)
+                        return -EINVAL;
+                if (r->poll == 0) {
+                        log_error("--poll 0 is not allowed: use --forward-on-disconnect");
+                        return -EINVAL;
+                }
+        }
+        if ((r->forward_at_start || r->on_commit || r->poll || options_has(o, "client-filter")) && !r->forward_to) {
+                log_error("--forward, --forward-on-disconnect, --poll and --client-filter need --forward-to");
+                return -EINVAL;
+        }
+        if (r->pop && !options_has(o, "pop-auth")) {
+                log_error("--pop needs --pop-auth");
+                return -EINVAL;
+        }
+        if (options_has(o, "dnsbl") && !options_has(o, "remote-clients")) {
+                log_error("--dnsbl needs --remote-clients");
+                return -EINVAL;
+        }
+        if (options_get_all(o, "verbose", NULL) > 0 && !r->log && !options_has(o, "help") && !options_has(o, "version")) {
+                log_error("--verbose needs --log");
+                return -EINVAL;
+        }
+        if (r->dont_serve && !r->forward_at_start) {
+                log_error("--dont-serve without --forward has nothing to do");
+                return -EINVAL;
+        }
+        return 0;
+}
+
+/* Sockets: from LISTEN_FDS (by name: smtp/submission/smtps to the SMTP daemon, pop3/pop3s to
+ * POP3), else bound here from --port, --pop-port and --interface. */
+static int open_sockets(Relay *r) {
+        ListenerSet passed = {};
+        int k = listeners_adopt(&passed);
+        if (k < 0)
+                return log_error_errno(k, "cannot use the sockets passed in LISTEN_FDS: %m");
+        if (k > 0) {
+                for (size_t i = 0; i < passed.n; i++) {
+                        Listener *l = &passed.items[i];
+                        Role role = g_str_has_prefix(l->name, "pop") ? ROLE_POP3D : ROLE_SMTPD;
+                        ListenerSet *to = &r->sockets[role];
+                        to->items = g_renew(Listener, to->items, to->n + 1);
+                        to->items[to->n++] = *l;
+                }
+                g_free(passed.items);
+                return 0;
+        }
+        if (!r->no_smtp && daemon_open_listeners(&r->sockets[ROLE_SMTPD], r->o, "smtp", "port", 25, "smtp", NULL) < 0)
+                return -EADDRINUSE;
+        if (r->pop && daemon_open_listeners(&r->sockets[ROLE_POP3D], r->o, "pop", "pop-port", 110, "pop3", NULL) < 0)
+                return -EADDRINUSE;
+        return 0;
+}
+
+/* Started as root: bind first, then become --user (default daemon) for good, children too.
+ * E-MailRelay switches back to root to write the spool; here the spool must be writable by the
+ * user, and the start-up check says so rather than failing on the first message. */
+static int drop_privileges(const char *user, const char *spool) {
+        if (geteuid() != 0 || streq(user, "root"))
+                return 0;
+        struct passwd *pw = getpwnam(user);
+        if (!pw)
+                return log_error_errno(-ENOENT, "--user %s: no such user", user);
+        if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0)
+                return log_error_errno(-errno, "cannot switch to user %s: %m", user);
+        if (access(spool, R_OK | W_OK | X_OK) < 0)
+                return log_error_errno(-errno, "the spool directory %s is not writable by user %s (--user): "
+                                       "change its owner or group, or give --user root", spool, user);
+        return 0;
+}
+
+static int write_pid_file(const char *path) {
+        g_autofree char *dir = g_path_get_dirname(path);
+        (void) g_mkdir_with_parents(dir, 0755);
+        g_autofree char *text = g_strdup_printf("%d\n", (int) getpid());
+        g_autoptr(GError) error = NULL;
+        if (!g_file_set_contents(path, text, -1, &error))
+                return log_error_errno(-EIO, "cannot write the pid file: %s", error->message);
+        return 0;
+}
+
+static int run(Options *o, int argc, char **argv) {
+        Relay r = { .o = o };
+        int k;
+
+        if (daemon_parse_options(o, argc, argv) < 0)
+                return EXIT_ERROR;
+        if (daemon_help_version(o, PROGRAM, "[<option> ...] [<config-file>]"))
+                return EXIT_OK;
+        (void) daemon_open_log(o, PROGRAM);
+        if (check_options(&r) < 0)
+                return EXIT_ERROR;
+
+        for (Role i = 0; i < _ROLE_MAX; i++) {
+                bool needed = i == ROLE_SMTPD ? !r.dont_serve && !r.no_smtp :
+                              i == ROLE_POP3D ? r.pop : r.forward_to != NULL;
+                if (!needed)
+                        continue;
+                r.paths[i] = find_program(roles[i].program);
+                if (!r.paths[i]) {
+                        log_error("cannot find %s beside %s or on $PATH", roles[i].program, PROGRAM);
+                        return EXIT_ERROR;
+                }
+        }
+        const char *spool = options_get_default(o, "spool-dir", SPOOLDIR);
+        if (access(spool, R_OK | X_OK) < 0) {
+                log_error("cannot read the spool directory %s: %s", spool, g_strerror(errno));
+                return EXIT_ERROR;
+        }
+        if (access(spool, W_OK) < 0)
+                log_warning("the spool directory %s is not writable: %s", spool, g_strerror(errno));
+
+        if (!r.dont_serve && open_sockets(&r) < 0)
+                return EXIT_BIND;
+
+        if (drop_privileges(options_get_default(o, "user", "daemon"), spool) < 0)
+                return EXIT_ERROR;
+
+        if (!r.no_daemon) {
+                pid_t pid = fork();
+                if (pid < 0) {
+                        log_error_errno(-errno, "cannot fork: %m");
+                        return EXIT_ERROR;
+                }
+                if (pid > 0)
+                        _exit(EXIT_OK);
+                (void) setsid();
+                int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+                if (null >= 0) {
+                        dup2(null, STDIN_FILENO);
+                        dup2(null, STDOUT_FILENO);
+                        close(null);
+                }
+        }
+        const char *pid_file = options_get(o, "pid-file");
+        if (pid_file && write_pid_file(pid_file) < 0)
+                return EXIT_ERROR;
+
+        /* The wake-up file of --forward-on-disconnect: private to this relay. */
+        if (r.on_commit) {
+                r.rundir = g_dir_make_tmp("emailrelay-XXXXXX", NULL);
+                if (!r.rundir) {
+                        log_error("cannot make a runtime directory in %s", g_get_tmp_dir());
+                        return EXIT_ERROR;
+                }
+                r.wakeup = g_build_filename(r.rundir, "forward-wanted", NULL);
+        }
+
+        sigset_t mask;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGCHLD);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        if ((k = sd_event_new(&r.event)) < 0 ||
+            (k = sd_event_add_signal(r.event, NULL, SIGTERM, on_signal, &r)) < 0 ||
+            (k = sd_event_add_signal(r.event, NULL, SIGINT, on_signal, &r)) < 0 ||
+            (k = sd_event_add_signal(r.event, NULL, SIGHUP, on_signal, &r)) < 0) {
+                log_error_errno(k, "cannot set up the event loop: %m");
+                return EXIT_ERROR;
+        }
+        if (r.on_commit && (k = sd_event_add_inotify(r.event, NULL, r.rundir, IN_CREATE | IN_MOVED_TO | IN_ONLYDIR,
+                                                       on_wakeup, &r)) < 0) {
+                log_error_errno(k, "cannot watch %s: %m", r.rundir);
+                return EXIT_ERROR;
+        }
+        if (r.poll && (k = sd_event_add_time_relative(r.event, NULL, CLOCK_MONOTONIC, (uint64_t) r.poll * 1000000u,
+                                                       100000u, on_poll, &r)) < 0) {
+                log_error_errno(k, "cannot set the poll timer: %m");
+                return EXIT_ERROR;
+        }
+
+        /* --close-stderr: from here on the log goes to syslog or --log-file, ours and the
+         * children's alike. */
+        if (r.close_stderr) {
+                int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+                if (null >= 0) {
+                        dup2(null, STDERR_FILENO);
+                        close(null);
+                }
+        }
+        r.exit_status = EXIT_OK;
+        for (Role i = ROLE_SMTPD; i <= ROLE_POP3D; i++)
+                if (r.sockets[i].n > 0 && start_child(&r, i) < 0) {
+                        stop_all(&r, EXIT_ERROR);
+                        break;
+                }
+        /* The daemons have their sockets; ours would only keep ports open after they exit. */
+        for (Role i = 0; i < _ROLE_MAX; i++)
+                listener_set_done(&r.sockets[i]);
+        if (r.forward_at_start)
+                start_forwarder(&r);
+        if (!r.stopping && r.pids[ROLE_SMTPD] == 0 && r.pids[ROLE_POP3D] == 0 && r.pids[ROLE_FORWARD] == 0)
+                stop_all(&r, EXIT_OK);
+
+        k = sd_event_loop(r.event);
+        int status = k < 0 ? EXIT_ERROR : r.exit_status;
+
+        if (r.wakeup)
+                (void) unlink(r.wakeup);
+        if (r.rundir)
+                (void) rmdir(r.rundir);
+        if (pid_file)
+                (void) unlink(pid_file);
+        for (Role i = 0; i < _ROLE_MAX; i++) {
+                sd_event_source_unref(r.child_sources[i]);
+                g_free(r.paths[i]);
+        }
+        g_free(r.wakeup);
+        g_free(r.rundir);
+        sd_event_unref(r.event);
+        return status;
+}
+
+int main(int argc, char **argv) {
+        Options o;
+
+        setlocale(LC_ALL, "");
+        bindtextdomain(GETTEXT_PACKAGE, LOCALEDIR);
+        textdomain(GETTEXT_PACKAGE);
+        signal(SIGPIPE, SIG_IGN);
+
+        options_init(&o, emailrelay_options, PROG_FRONTEND);
+        int r = run(&o, argc, argv);
+        options_done(&o);
+        return r;
+}

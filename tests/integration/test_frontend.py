@@ -1,0 +1,263 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The `emailrelay` front-end: E-MailRelay's command line and config file, without systemd. It
+runs the real daemons with its sockets (passed in here by LISTEN_FDS, as a test cannot use fixed
+ports), Postfix's smtp-sink is the next hop, and smtplib/poplib are the clients."""
+
+import os
+import poplib
+import re
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+FRONTEND = os.path.join(harness.BUILD_ROOT, "src", "frontend", "emailrelay")
+SUBMIT = harness.program("emailrelay-submit")
+SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+MESSAGE = b"From: a@example.org\r\nSubject: via the front-end\r\n\r\nbody\r\n"
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def relay_processes(marker):
+    """Pids of processes whose command line mentions marker (a test's private directory)."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                if marker.encode() in f.read():
+                    out.append(int(pid))
+        except OSError:
+            pass
+    return out
+
+
+@unittest.skipUnless(os.path.exists(SINK), "Postfix's smtp-sink is not installed (scripts/deps --test installs postfix)")
+class FrontendTest(unittest.TestCase):
+    def setUp(self):
+        self.work = tempfile.mkdtemp(prefix="frontend-test-")
+        os.chmod(self.work, 0o755)
+        self.spool = os.path.join(self.work, "spool")
+        os.mkdir(self.spool)
+        self.dump = os.path.join(self.work, "dump")
+        os.mkdir(self.dump)
+        os.chmod(self.dump, 0o777)
+        self.sink_sock = os.path.join(self.work, "sink.sock")
+        self.log = os.path.join(self.work, "relay.log")
+        self.sink = None
+        self.daemons = []
+        # As root the relay becomes --user (default daemon), who cannot write this spool.
+        self.user = ["--user", "root"]
+
+    def tearDown(self):
+        for d in self.daemons:
+            if d.proc.poll() is None:
+                d.stop(signal.SIGKILL)
+        for pid in relay_processes(self.work):
+            if pid != (self.sink.pid if self.sink else None):
+                os.kill(pid, signal.SIGKILL)
+        if self.sink:
+            self.sink.terminate()
+            self.sink.wait(timeout=10)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def start_sink(self):
+        self.sink = subprocess.Popen([SINK, "-u", "nobody", "-d", self.dump + "/", "unix:" + self.sink_sock, "100"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.assertTrue(harness.wait_for(lambda: os.path.exists(self.sink_sock)), "smtp-sink did not start")
+
+    def sink_count(self):
+        return len(os.listdir(self.dump))
+
+    def relay(self, *args, sockets=(), names=()):
+        d = harness.Daemon([FRONTEND, "--no-daemon", "--spool-dir", self.spool, *self.user, *args], sockets, names)
+        self.daemons.append(d)
+        return d
+
+    def run_frontend(self, *args, timeout=60):
+        return subprocess.run([FRONTEND, *self.user, *args], capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+
+    def send(self, port, n=1):
+        with smtplib.SMTP("127.0.0.1", port, timeout=20) as s:
+            for _ in range(n):
+                s.sendmail("a@example.org", ["b@example.com"], MESSAGE)
+
+    def submit(self):
+        subprocess.run([SUBMIT, "--spool-dir", self.spool, "--wakeup-file", "none", "b@example.com"],
+                       input=MESSAGE, check=True, timeout=30)
+
+    # -- command line --
+
+    def test_help_and_version(self):
+        p = self.run_frontend("--help")
+        self.assertEqual(p.returncode, 0)
+        self.assertIn("--as-proxy", p.stdout)
+        self.assertNotIn("--client-tls-verify-name", p.stdout)
+        p = self.run_frontend("--help", "--verbose")
+        self.assertEqual(p.returncode, 0)
+        self.assertIn("--client-tls-verify-name", p.stdout)
+        self.assertIn("--pop-by-name", p.stdout)
+        p = self.run_frontend("--version")
+        self.assertEqual(p.returncode, 0)
+        self.assertRegex(p.stdout, r"^emailrelay \d")
+
+    def test_start_up_checks(self):
+        cases = [
+            (["--pop"], "--pop needs --pop-auth"),
+            (["--poll", "0", "--forward-to", "127.0.0.1:1"], "--poll 0 is not allowed"),
+            (["--forward"], "need --forward-to"),
+            (["--as-client", "127.0.0.1:1", "--forward-to", "127.0.0.1:2"], "cannot be combined"),
+            (["--as-server", "--as-proxy", "127.0.0.1:1"], "exclude each other"),
+            (["--dnsbl", "x.example"], "--dnsbl needs --remote-clients"),
+            (["--immediate", "--forward-to", "127.0.0.1:1"], "--immediate is not supported"),
+            (["--frobnicate"], "unknown option"),
+        ]
+        for args, text in cases:
+            p = self.run_frontend("--no-daemon", "--spool-dir", self.spool, *args)
+            self.assertEqual(p.returncode, 1, (args, p.stderr))
+            self.assertIn(text, p.stderr, args)
+            self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)   # one line naming the problem
+
+    def test_bind_failure_is_exit_2(self):
+        busy = harness.listening_socket()
+        port = busy.getsockname()[1]
+        try:
+            p = self.run_frontend("--no-daemon", "--spool-dir", self.spool, "--interface", "127.0.0.1",
+                                  "--port", str(port))
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn("Address already in use", p.stderr)
+        finally:
+            busy.close()
+
+    def test_config_file_as_last_argument(self):
+        config = os.path.join(self.work, "emailrelay.conf")
+        with open(config, "w") as f:
+            f.write("# as E-MailRelay reads it\nspool-dir %s\nforward-to %s\nforward-on-disconnect\n"
+                    % (self.spool, self.sink_sock))
+        self.start_sink()
+        d = harness.Daemon([FRONTEND, "--no-daemon", *self.user, config], [harness.listening_socket()])
+        self.daemons.append(d)
+        self.send(d.port, 2)
+        self.assertTrue(harness.wait_for(lambda: self.sink_count() == 2, timeout=20), d.output())
+
+    # -- modes --
+
+    def test_as_client_forwards_once_and_exits(self):
+        self.start_sink()
+        for _ in range(3):
+            self.submit()
+        p = self.run_frontend("--as-client", self.sink_sock, "--spool-dir", self.spool)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.sink_count(), 3)
+        self.assertEqual(os.listdir(self.spool), [])
+        # --as-client implies --log: the forwarder's report is on stderr.
+        self.assertIn("forwarded 3", p.stderr)
+
+    def test_as_client_reports_the_next_hop_down(self):
+        self.submit()
+        p = self.run_frontend("--as-client", self.sink_sock, "--spool-dir", self.spool)
+        self.assertEqual(p.returncode, 3, p.stderr)   # emailrelay-forward(8): next hop unreachable
+        self.assertEqual(len(harness.spool_messages(self.spool)), 1)
+
+    def test_as_proxy_forwards_each_session_and_stops_cleanly(self):
+        self.start_sink()
+        d = self.relay("--as-proxy", self.sink_sock, "--log-file", self.log, sockets=[harness.listening_socket()])
+        self.send(d.port, 2)
+        self.assertTrue(harness.wait_for(lambda: self.sink_count() == 2, timeout=20), read(self.log))
+        self.send(d.port, 1)
+        self.assertTrue(harness.wait_for(lambda: self.sink_count() == 3, timeout=20))
+        self.assertTrue(harness.wait_for(lambda: os.listdir(self.spool) == [], timeout=20))
+        self.assertEqual(d.stop(), 0)
+        self.assertTrue(harness.wait_for(lambda: relay_processes(self.spool) == [], timeout=10),
+                        "children left behind: %s" % relay_processes(self.spool))
+        log = read(self.log)
+        self.assertIn("emailrelay-smtpd: ", log)     # the children's log lines go to the same file
+        self.assertIn("emailrelay-forward: ", log)
+
+    def test_poll_forwards_what_others_put_in_the_spool(self):
+        self.start_sink()
+        self.relay("--poll", "1", "--forward-to", self.sink_sock, sockets=[harness.listening_socket()])
+        self.submit()
+        self.assertTrue(harness.wait_for(lambda: self.sink_count() == 1, timeout=15))
+
+    def test_pop_serves_the_spool(self):
+        secrets = os.path.join(self.work, "pop.auth")
+        with open(secrets, "w") as f:
+            f.write("server plain carol c4r0l\n")
+        smtp, pop = harness.listening_socket(), harness.listening_socket()
+        self.relay("--pop", "--pop-auth", secrets, sockets=[smtp, pop], names=["smtp", "pop3"])
+        self.send(smtp.getsockname()[1])
+        p = poplib.POP3("127.0.0.1", pop.getsockname()[1], timeout=20)
+        p.user("carol")
+        p.pass_("c4r0l")
+        self.assertEqual(p.stat()[0], 1)
+        self.assertIn(b"Subject: via the front-end", b"\n".join(p.retr(1)[1]))
+        p.quit()
+
+    def test_daemonizes_with_a_pid_file(self):
+        pid_file = os.path.join(self.work, "run", "emailrelay.pid")
+        sock = harness.listening_socket()
+        port = sock.getsockname()[1]
+        d = harness.Daemon([FRONTEND, "--as-server", "--spool-dir", self.spool, "--pid-file", pid_file, *self.user],
+                           [sock])
+        self.assertEqual(d.proc.wait(timeout=20), 0, d.output())   # the parent returns at once
+        sock.close()   # the relay has its own copy now; ours would keep the port open
+        self.assertTrue(harness.wait_for(lambda: os.path.exists(pid_file)))
+        pid = int(read(pid_file))
+        self.assertNotEqual(pid, d.proc.pid)
+        self.send(port)
+        self.assertEqual(len(harness.spool_messages(self.spool)), 1)
+        os.kill(pid, signal.SIGTERM)
+        self.assertTrue(harness.wait_for(lambda: not os.path.exists("/proc/%d" % pid) or
+                                         read("/proc/%d/stat" % pid).split()[2] == "Z", timeout=15))
+        self.assertTrue(harness.wait_for(lambda: relay_processes(self.spool) == [], timeout=10))
+        self.assertFalse(os.path.exists(pid_file))
+        with self.assertRaises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2)
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root to switch users")
+    def test_user_switch(self):
+        """As root: the default --user daemon must be able to write the spool, and then every
+        process of the relay runs as daemon."""
+        self.user = []
+        p = self.run_frontend("--no-daemon", "--spool-dir", self.spool)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("not writable by user daemon", p.stderr)
+        import pwd
+        daemon = pwd.getpwnam("daemon")
+        os.chown(self.spool, daemon.pw_uid, daemon.pw_gid)
+        d = self.relay(sockets=[harness.listening_socket()])
+        self.send(d.port)
+        self.assertEqual(len(harness.spool_messages(self.spool)), 1)
+        pids = relay_processes(self.spool)
+        self.assertEqual(len(pids), 2)
+        for pid in pids:
+            self.assertEqual(os.stat("/proc/%d" % pid).st_uid, daemon.pw_uid)
+
+    def test_a_dying_daemon_stops_the_relay(self):
+        """Nothing is restarted behind the administrator's back: the relay stops with status 1."""
+        d = self.relay("--log-file", self.log, sockets=[harness.listening_socket()])
+        self.assertTrue(harness.wait_for(lambda: len(relay_processes(self.spool)) == 2, timeout=10))
+        child = [pid for pid in relay_processes(self.spool) if pid != d.proc.pid]
+        self.assertEqual(len(child), 1, relay_processes(self.spool))
+        os.kill(child[0], signal.SIGKILL)
+        self.assertEqual(d.proc.wait(timeout=20), 1)
+        self.assertRegex(read(self.log), r"emailrelay-smtpd exited unexpectedly \(signal 9\)")
+
+
+if __name__ == "__main__":
+    harness.main()
