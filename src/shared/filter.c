@@ -1285,6 +1285,12 @@ static int copy_message(const Filter *f, const char *content_path, const char *e
         return 1;
 }
 
+int filter_copy_to_subdirs(const char *content_path, const char *envelope_path, bool pop, bool hardlink,
+                           bool nodelete, char **ret_error) {
+        Filter f = { .copy_pop = pop, .copy_hardlink = hardlink, .copy_nodelete = nodelete };
+        return copy_message(&f, content_path, envelope_path, ret_error);
+}
+
 /* Whether a header line (not a continuation) names the field: "Name:" or "Name :". */
 static bool header_is(const char *line, size_t len, const char *name) {
         const char *colon = memchr(line, ':', len);

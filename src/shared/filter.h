@@ -132,4 +132,11 @@ void filter_outcome_done(FilterOutcome *o);
  * last colon), or a unix socket path (starting with '/'). Names are refused: resolving them
  * would block the loop. Shared with the address verifier's net:. Returns 0, or -EINVAL with
  * *ret_error (if not NULL) set to a static message ("missing port", ...). */
+/* What the copy: filter does, for emailrelay-filter-copy: the message (only its envelope with
+ * pop) into every sub-directory of its spool directory but postmaster and dot-directories,
+ * the original removed unless nodelete. 1 when copied, 0 when there are no sub-directories, or a
+ * negative errno with *ret_error. */
+int filter_copy_to_subdirs(const char *content_path, const char *envelope_path, bool pop, bool hardlink,
+                           bool nodelete, char **ret_error);
+
 int filter_parse_address(const char *s, struct sockaddr_storage *ret, socklen_t *ret_len, const char **ret_error);
