@@ -59,7 +59,6 @@ static int copy_spool(const char *dir) {
         int status = EXIT_PASS;
         for (guint i = 0; i < ids->len; i++) {
                 g_autofree char *content = spool_file_path(spool, ids->pdata[i], ".content");
-                g_autofree char *envelope = spool_file_path(spool, ids->pdata[i], ".envelope");
                 /* Under the forwarder's lock: a message being forwarded is left alone. */
                 g_autoptr(SpoolLock) lock = NULL;
                 if (spool_lock(spool, ids->pdata[i], &lock) < 0)

@@ -188,6 +188,23 @@ class GuideTest(unittest.TestCase):
         # Both deleted their copy: nothing is left, not even the shared content.
         self.assertTrue(harness.wait_for(lambda: [f for f in os.listdir(self.spool) if f.endswith(".content")] == []))
 
+    def test_filter_copy_by_hand(self):
+        """emailrelay-filter-copy -d <spool>: what is already in the spool goes to each user."""
+        for user in ("user1", "user2", ".hidden", "postmaster"):
+            os.mkdir(os.path.join(self.spool, user))
+        self.submit()
+        mid = harness.spool_messages(self.spool)[0].id
+        p = subprocess.run([FILTER_COPY, "-d", self.spool], capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        for user in ("user1", "user2"):
+            self.assertEqual(os.listdir(os.path.join(self.spool, user)), [mid + ".envelope"])
+        for user in (".hidden", "postmaster"):
+            self.assertEqual(os.listdir(os.path.join(self.spool, user)), [])
+        self.assertEqual(sorted(f for f in os.listdir(self.spool) if f.startswith("emailrelay.")), [mid + ".content"])
+        p = subprocess.run([FILTER_COPY], capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("usage:", p.stderr)
+
     # -- Triggering delivery --
 
     def test_triggering_delivery_script(self):
