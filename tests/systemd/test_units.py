@@ -304,7 +304,7 @@ class UnitsTest(unittest.TestCase):
         self.assertIn("X-MailRelay-Reason: cannot connect", self.sh("cat %s/*.envelope" % SPOOL))
         # The timer retries (every 2 s here), and delivery resumes once the sink is back.
         self.sh("mkdir -p /run/systemd/system/emailrelay-forward.timer.d && printf '[Timer]\\n"
-                "OnActiveSec=1s\\nOnUnitInactiveSec=\\nOnUnitInactiveSec=2s\\nAccuracySec=100ms\\n' "
+                "OnUnitInactiveSec=\\nOnActiveSec=1s\\nOnUnitInactiveSec=2s\\nAccuracySec=100ms\\n' "
                 "> /run/systemd/system/emailrelay-forward.timer.d/fast.conf && systemctl daemon-reload")
         self.sh("systemctl start emailrelay-forward.timer")
         try:
@@ -439,6 +439,78 @@ class UnitsTest(unittest.TestCase):
                        "nft flush ruleset")
         out = self.sh("curl -sS --max-time 20 -u alice:s3cret pop3://127.0.0.1/")
         self.assertIsNotNone(out)
+
+    # -- the user guide's tasks, the systemd way (docs/userguide.md) --
+
+    def test_13_guide_rate_limiting_with_the_timer(self):
+        """client-filter exit:102 in the config file, the path unit off, the timer every second:
+        one message a forwarder run."""
+        self.pause_forwarding()
+        self.sh("echo 'client-filter exit:102' >> " + CONF)
+        self.sh("mkdir -p /run/systemd/system/emailrelay-forward.timer.d && printf '[Timer]\\n"
+                "OnUnitInactiveSec=\\nOnActiveSec=1s\\nOnUnitInactiveSec=1s\\nAccuracySec=100ms\\n' "
+                "> /run/systemd/system/emailrelay-forward.timer.d/fast.conf && systemctl daemon-reload")
+        try:
+            self.sink_clear()
+            for i in range(3):
+                self.assertEqual(self.swaks("--header", "Subject: rate %d" % i).returncode, 0)
+            starts0 = self.forward_starts()
+            self.sh("systemctl start emailrelay-forward.timer")
+            self.wait_for(lambda: self.sink_count() == 3, 60, "three messages, one a run")
+            self.assertGreaterEqual(self.forward_starts() - starts0, 3)
+            runs = self.journal("-u", "emailrelay-forward.service", "-o", "cat")
+            self.assertNotIn("forwarded 2", runs)
+            self.assertNotIn("forwarded 3", runs)
+        finally:
+            self.c.run("systemctl stop emailrelay-forward.timer; rm -r /run/systemd/system/emailrelay-forward.timer.d; "
+                       "sed -i '/^client-filter exit:102$/d' %s; systemctl daemon-reload" % CONF)
+            self.resume_forwarding()
+        self.assert_nothing_failed()
+
+    def test_14_guide_spamassassin_with_spamd(self):
+        """spamd as a unit, the SMTP daemon's drop-in --filter=spam:127.0.0.1:783: GTUBE refused."""
+        if not shutil.which("spamd"):
+            self.skipTest("spamd is not installed (scripts/deps --test)")
+        self.sh("systemd-run --unit=spamd-test /usr/sbin/spamd --listen=127.0.0.1:783 --allowed-ips=127.0.0.1 "
+                "--username=nobody --nouser-config --pidfile=/run/spamd-test.pid")
+        try:
+            self.assertTrue(self.wait_inside("ss -ltn | grep -q ':783 '", 120), "spamd did not start")
+            self.sh("mkdir -p /etc/systemd/system/emailrelay-smtpd.service.d && printf '[Service]\\nExecStart=\\n"
+                    "ExecStart=/usr/sbin/emailrelay-smtpd --filter=spam:127.0.0.1:783\\n' > "
+                    "/etc/systemd/system/emailrelay-smtpd.service.d/spam.conf && systemctl daemon-reload && "
+                    "systemctl restart emailrelay-smtpd.service")
+            p = self.swaks("--header", "Subject: spam", "--body",
+                           "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X")
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn("<** 452 4.7.1 rejected", p.stdout)   # E-MailRelay's reply when a filter refuses
+            p = self.swaks("--header", "Subject: ham", "--body", "Shall we meet at noon?")
+            self.assertEqual(p.returncode, 0, p.stdout)
+        finally:
+            self.c.run("rm -r /etc/systemd/system/emailrelay-smtpd.service.d; systemctl daemon-reload; "
+                       "systemctl restart emailrelay-smtpd.service; systemctl stop spamd-test")
+        self.assert_nothing_failed()
+
+    def test_15_guide_connection_tunnelling_through_dante(self):
+        """forward-to smtp.example.com:25@socks-host:port in the config file, dante as a unit."""
+        danted = shutil.which("danted") or "/usr/sbin/danted"
+        if not os.path.exists(danted):
+            self.skipTest("dante-server is not installed (scripts/deps --test)")
+        self.c.run("cat > /var/tmp/danted.conf", check=True, input=(
+            "logoutput: stderr\ninternal: 127.0.0.1 port = 1080\nexternal: lo\nsocksmethod: none\n"
+            "clientmethod: none\nuser.privileged: root\nuser.unprivileged: nobody\n"
+            "client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 log: connect error }\n"
+            "socks pass { from: 127.0.0.0/8 to: 0.0.0.0/0 log: connect error\n protocol: tcp }\n"))
+        self.sh("systemd-run --unit=dante-test %s -f /var/tmp/danted.conf" % danted)
+        try:
+            self.assertTrue(self.wait_inside("ss -ltn | grep -q ':1080 '", 30), "dante did not start")
+            self.sh("sed -i 's/^forward-to .*/forward-to 127.0.0.1:10025@127.0.0.1:1080/' " + CONF)
+            self.sink_clear()
+            self.assertEqual(self.swaks("--header", "Subject: tunnel").returncode, 0)
+            self.wait_for(lambda: self.sink_count() == 1, 30, "the message through the tunnel")
+            self.assertIn("-> 127.0.0.1.", self.journal("-u", "dante-test", "-o", "cat"))   # dante relayed it
+        finally:
+            self.c.run("sed -i 's/^forward-to .*/forward-to 127.0.0.1:10025/' %s; systemctl stop dante-test" % CONF)
+        self.assert_nothing_failed()
 
 
 if __name__ == "__main__":
