@@ -42,13 +42,14 @@ static const OptionDef queue_options[] = {
         { "json", 'j', OPTION_ARG_NONE, NULL, PROG_QUEUE, false, false, false, N_("list and show: print JSON") },
         { "all-failed", 0, OPTION_ARG_NONE, NULL, PROG_QUEUE, false, false, false, N_("retry: every failed message") },
         { "retry-limit", 0, OPTION_ARG_REQUIRED, "<count>", PROG_QUEUE, false, false, false, N_("retry: only messages with fewer failed attempts than this") },
+        { "min-age", 0, OPTION_ARG_REQUIRED, "<seconds>", PROG_QUEUE, false, false, false, N_("recover: remove unfinished incoming messages only when this old (default 60)") },
         { "version", 'V', OPTION_ARG_NONE, NULL, PROG_QUEUE, false, false, false, N_("Print the version and exit") },
         { "help", 'h', OPTION_ARG_NONE, NULL, PROG_QUEUE, false, false, false, N_("Print this help and exit") },
         {}
 };
 
 static const char usage_text[] =
-        "[<option> ...] list | show <id> | retry <id> ... | retry --all-failed | delete <id> ... | flush";
+        "[<option> ...] list | show <id> | retry <id> ... | retry --all-failed | delete <id> ... | flush | recover";
 
 /* ---- reading the spool ---- */
 
@@ -1019,6 +1020,23 @@ static int cmd_flush(Spool *spool, bool use_unit, const char *config, long long 
         return EXIT_FAILURE;
 }
 
+/* What emailrelay-smtpd and emailrelay-forward do at start-up, on demand: put back .busy
+ * envelopes no forwarder holds, and remove unfinished incoming messages (.new, and content with no
+ * envelope) that nobody holds and that are at least min_age old. A writer that does not lock
+ * (E-MailRelay, a script) is protected by the age only: lower it only when none is running. */
+static int cmd_recover(Spool *spool, unsigned min_age) {
+        SpoolRecoverStats st;
+        int r = spool_recover(spool, min_age, &st);
+        if (r < 0) {
+                log_error(_("cannot recover the spool directory %s: %s"), spool_path(spool), g_strerror(-r));
+                return EXIT_FAILURE;
+        }
+        printf(_("%u stale lock%s released, %u unfinished message%s removed, %u orphan content file%s removed\n"),
+               st.busy_released, st.busy_released == 1 ? "" : "s", st.new_removed, st.new_removed == 1 ? "" : "s",
+               st.orphans_removed, st.orphans_removed == 1 ? "" : "s");
+        return fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
 /* ---- main ---- */
 
 static int usage_error(const char *format, ...) _printf_(1, 2);
@@ -1086,7 +1104,8 @@ static int run(Options *op, int argc, char **argv) {
         size_t n_ids = op->n_args - 1;
         bool json = options_has(op, "json"), all_failed = options_has(op, "all-failed");
 
-        if (!streq(cmd, "list") && !streq(cmd, "show") && !streq(cmd, "retry") && !streq(cmd, "delete") && !streq(cmd, "flush")) {
+        if (!streq(cmd, "list") && !streq(cmd, "show") && !streq(cmd, "retry") && !streq(cmd, "delete") && !streq(cmd, "flush") &&
+            !streq(cmd, "recover")) {
                 g_autofree char *safe = terminal_safe(cmd);
                 return usage_error(_("unknown command: %s"), safe);
         }
@@ -1097,7 +1116,9 @@ static int run(Options *op, int argc, char **argv) {
         r = options_get_uint(op, "retry-limit", 1, RETRY_LIMIT_MAX, &limit, &error);
         if (r < 0)
                 return usage_error("%s", error);
-        if ((streq(cmd, "list") || streq(cmd, "flush")) && n_ids > 0)
+        if (options_has(op, "min-age") && !streq(cmd, "recover"))
+                return usage_error(_("--min-age is for recover"));
+        if ((streq(cmd, "list") || streq(cmd, "flush") || streq(cmd, "recover")) && n_ids > 0)
                 return usage_error(_("%s takes no arguments"), cmd);
         if (streq(cmd, "show") && n_ids != 1)
                 return usage_error(_("show takes one message id"));
@@ -1129,6 +1150,13 @@ static int run(Options *op, int argc, char **argv) {
                 return cmd_retry(spool, ids, all_failed, limit, now);
         if (streq(cmd, "delete"))
                 return cmd_delete(spool, ids);
+        if (streq(cmd, "recover")) {
+                unsigned min_age = 60;
+                r = options_get_uint(op, "min-age", 0, 86400 * 366, &min_age, &error);
+                if (r < 0)
+                        return usage_error("%s", error);
+                return cmd_recover(spool, min_age);
+        }
         /* The service reads its own configuration: only the configured spool is its to flush. */
         return cmd_flush(spool, !options_get(op, "spool-dir") && !config, config, now);
 }
