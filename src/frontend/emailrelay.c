@@ -21,6 +21,7 @@
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <systemd/sd-event.h>
 #include <unistd.h>
 
@@ -117,7 +118,9 @@ static char **child_argv(Relay *r, Role role) {
                 g_ptr_array_add(a, v->value ? g_strdup_printf("--%s=%s", v->def->name, v->value)
                                             : g_strdup_printf("--%s", v->def->name));
         }
-        if (role != ROLE_POP3D && !options_has(o, "wakeup-file"))
+        /* Ours last, so that it wins: forwarding on commit needs the private flag. Without it a
+         * configured wake-up file is passed on (a front-end beside the units), else none. */
+        if (role != ROLE_POP3D && (r->wakeup || !options_has(o, "wakeup-file")))
                 g_ptr_array_add(a, g_strdup_printf("--wakeup-file=%s", r->wakeup ? r->wakeup : "none"));
         g_ptr_array_add(a, g_strdup("/dev/null"));
         g_ptr_array_add(a, NULL);
@@ -360,6 +363,12 @@ static int open_sockets(Relay *r) {
                 for (size_t i = 0; i < passed.n; i++) {
                         Listener *l = &passed.items[i];
                         Role role = g_str_has_prefix(l->name, "pop") ? ROLE_POP3D : ROLE_SMTPD;
+                        if (role == ROLE_POP3D ? !r->pop : r->no_smtp || r->dont_serve) {
+                                log_error("socket \"%s\" passed in LISTEN_FDS, but %s", l->name,
+                                          role == ROLE_POP3D ? "--pop is not given" : "--no-smtp or --dont-serve is");
+                                listener_set_done(&passed);
+                                return -EINVAL;
+                        }
                         ListenerSet *to = &r->sockets[role];
                         to->items = g_renew(Listener, to->items, to->n + 1);
                         to->items[to->n++] = *l;
@@ -377,12 +386,18 @@ static int open_sockets(Relay *r) {
 /* Started as root: bind first, then become --user (default daemon) for good, children too.
  * E-MailRelay switches back to root to write the spool; here the spool must be writable by the
  * user, and the start-up check says so rather than failing on the first message. */
-static int drop_privileges(const char *user, const char *spool) {
+static int drop_privileges(const char *user, const char *spool, const char *log_file) {
         if (geteuid() != 0 || streq(user, "root"))
                 return 0;
         struct passwd *pw = getpwnam(user);
         if (!pw)
                 return log_error_errno(-ENOENT, "--user %s: no such user", user);
+        /* The log file is open here already, as root: the children, as the user, append to it. */
+        if (log_file) {
+                g_autofree char *path = log_file_path_expand(log_file, (long long) time(NULL));
+                if (path && chown(path, pw->pw_uid, pw->pw_gid) < 0 && errno != ENOENT)
+                        log_warning_errno(-errno, "cannot give %s to user %s: %m", path, user);
+        }
         if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0)
                 return log_error_errno(-errno, "cannot switch to user %s: %m", user);
         if (access(spool, R_OK | W_OK | X_OK) < 0)
@@ -391,21 +406,24 @@ static int drop_privileges(const char *user, const char *spool) {
         return 0;
 }
 
-static int write_pid_file(const char *path) {
-        g_autofree char *dir = g_path_get_dirname(path);
-        (void) g_mkdir_with_parents(dir, 0755);
-        g_autofree char *text = g_strdup_printf("%d\n", (int) getpid());
-        g_autoptr(GError) error = NULL;
-        if (!g_file_set_contents(path, text, -1, &error))
-                return log_error_errno(-EIO, "cannot write the pid file: %s", error->message);
-        return 0;
-}
-
 static int run(Options *o, int argc, char **argv) {
         Relay r = { .o = o };
         int k;
 
-        if (daemon_parse_options(o, argc, argv) < 0)
+        /* As E-MailRelay: a config file only when one is named (the last argument); the units'
+         * /etc/emailrelay.conf may hold forward-to, which --as-client and --as-proxy refuse. */
+        g_autofree char **args = g_new0(char *, argc + 2);
+        memcpy(args, argv, sizeof(char *) * argc);
+        int nargs = argc;
+        {
+                Options first;
+                g_autofree char *error = NULL;
+                options_init(&first, o->table, o->program);
+                if (options_parse_argv(&first, argc, argv, &error) >= 0 && first.n_args == 0)
+                        args[nargs++] = (char *) "/dev/null";
+                options_done(&first);
+        }
+        if (daemon_parse_options(o, nargs, args) < 0)
                 return EXIT_ERROR;
         if (daemon_help_version(o, PROGRAM, "[<option> ...] [<config-file>]"))
                 return EXIT_OK;
@@ -432,10 +450,23 @@ static int run(Options *o, int argc, char **argv) {
         if (access(spool, W_OK) < 0)
                 log_warning("the spool directory %s is not writable: %s", spool, g_strerror(errno));
 
-        if (!r.dont_serve && open_sockets(&r) < 0)
-                return EXIT_BIND;
+        if (!r.dont_serve && (k = open_sockets(&r)) < 0)
+                return k == -EINVAL ? EXIT_ERROR : EXIT_BIND;
 
-        if (drop_privileges(options_get_default(o, "user", "daemon"), spool) < 0)
+        /* Opened before the user switch (it may be in /run), written after daemonising. */
+        const char *pid_file = options_get(o, "pid-file");
+        _cleanup_close_ int pid_fd = -EBADF;
+        if (pid_file) {
+                g_autofree char *dir = g_path_get_dirname(pid_file);
+                (void) g_mkdir_with_parents(dir, 0755);
+                pid_fd = open(pid_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+                if (pid_fd < 0) {
+                        log_error_errno(-errno, "cannot create the pid file %s: %m", pid_file);
+                        return EXIT_ERROR;
+                }
+        }
+
+        if (drop_privileges(options_get_default(o, "user", "daemon"), spool, options_get(o, "log-file")) < 0)
                 return EXIT_ERROR;
 
         if (!r.no_daemon) {
@@ -454,9 +485,15 @@ static int run(Options *o, int argc, char **argv) {
                         close(null);
                 }
         }
-        const char *pid_file = options_get(o, "pid-file");
-        if (pid_file && write_pid_file(pid_file) < 0)
-                return EXIT_ERROR;
+        if (pid_fd >= 0) {
+                char text[32];
+                int n = snprintf(text, sizeof text, "%d\n", (int) getpid());
+                if (write(pid_fd, text, (size_t) n) != n) {
+                        log_error_errno(-errno, "cannot write the pid file %s: %m", pid_file);
+                        return EXIT_ERROR;
+                }
+                pid_fd = safe_close(pid_fd);
+        }
 
         /* The wake-up file of --forward-on-disconnect: private to this relay. */
         if (r.on_commit) {

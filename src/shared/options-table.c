@@ -34,7 +34,7 @@ const OptionDef emailrelay_options[] = {
               .help = N_("forwards the spool once and exits: same as --log --no-syslog --no-daemon "
                          "--dont-serve --forward --forward-to")),
         VALUE("as-proxy", 'y', "<host:port>", FRONTEND,
-              .help = N_("store-and-forward when each client disconnects: same as --log "
+              .help = N_("store-and-forward as soon as mail is committed: same as --log "
                          "--close-stderr --forward-on-disconnect --forward-to")),
         VALUE("spool-dir", 's', "<dir>", DAEMONS | PROG_SUBMIT | PROG_QUEUE,
               .help = N_("spool directory")),
@@ -88,7 +88,7 @@ const OptionDef emailrelay_options[] = {
         FLAG("forward", 'f', FRONTEND,
              .help = N_("forwards the spool at startup")),
         FLAG("forward-on-disconnect", '1', FRONTEND,
-             .help = N_("forwards the spool each time an SMTP client disconnects")),
+             .help = N_("forwards the spool as soon as mail is committed (E-MailRelay: when a client disconnects)")),
         VALUE("poll", 'O', "<seconds>", FRONTEND,
               .help = N_("forwards the spool at this interval")),
         VALUE("client-filter", 'Y', "<program>", FORWARD | FRONTEND, .many = true,

@@ -248,6 +248,51 @@ class FrontendTest(unittest.TestCase):
         for pid in pids:
             self.assertEqual(os.stat("/proc/%d" % pid).st_uid, daemon.pw_uid)
 
+    @unittest.skipUnless(os.geteuid() == 0, "needs root to switch users")
+    def test_pid_and_log_files_survive_the_user_switch(self):
+        """The pid file (in a directory only root may write) is created before the switch to
+        daemon, and the children, running as daemon, can still append to the log file."""
+        import pwd
+        daemon = pwd.getpwnam("daemon")
+        os.chown(self.spool, daemon.pw_uid, daemon.pw_gid)
+        self.user = []
+        pid_file = os.path.join(self.work, "run", "emailrelay.pid")
+        os.mkdir(os.path.dirname(pid_file), 0o755)
+        sock = harness.listening_socket()
+        d = harness.Daemon([FRONTEND, "--as-server", "--spool-dir", self.spool, "--pid-file", pid_file,
+                            "--log-file", self.log], [sock])
+        self.assertEqual(d.proc.wait(timeout=20), 0, d.output())
+        sock_port = sock.getsockname()[1]
+        sock.close()
+        self.assertTrue(harness.wait_for(lambda: os.path.exists(pid_file) and read(pid_file).strip().isdigit()))
+        pid = int(read(pid_file))
+        self.send(sock_port)
+        self.assertTrue(harness.wait_for(lambda: "emailrelay-smtpd: " in read(self.log)), read(self.log))
+        self.assertIn("accepted", read(self.log))
+        os.kill(pid, signal.SIGTERM)
+        self.assertTrue(harness.wait_for(lambda: relay_processes(self.spool) == [], timeout=15))
+
+    def test_passed_socket_without_its_option(self):
+        pop = harness.listening_socket()
+        d = self.relay(sockets=[harness.listening_socket(), pop], names=["smtp", "pop3"])
+        self.assertEqual(d.proc.wait(timeout=20), 1)
+        self.assertIn('socket "pop3" passed in LISTEN_FDS, but --pop is not given', d.output())
+
+    def test_private_wakeup_file_wins_over_a_configured_one(self):
+        """--forward-on-disconnect forwards on commit even when the config names a wake-up file
+        (as a units install's /etc/emailrelay.conf might)."""
+        config = os.path.join(self.work, "emailrelay.conf")
+        with open(config, "w") as f:
+            f.write("wakeup-file %s\nforward-to %s\nforward-on-disconnect\n"
+                    % (os.path.join(self.work, "elsewhere"), self.sink_sock))
+        self.start_sink()
+        d = harness.Daemon([FRONTEND, "--no-daemon", "--spool-dir", self.spool, *self.user, config],
+                           [harness.listening_socket()])
+        self.daemons.append(d)
+        self.send(d.port)
+        self.assertTrue(harness.wait_for(lambda: self.sink_count() == 1, timeout=20), d.output())
+        self.assertFalse(os.path.exists(os.path.join(self.work, "elsewhere")))
+
     def test_a_dying_daemon_stops_the_relay(self):
         """Nothing is restarted behind the administrator's back: the relay stops with status 1."""
         d = self.relay("--log-file", self.log, sockets=[harness.listening_socket()])

@@ -235,12 +235,18 @@ class UnitsTest(unittest.TestCase):
             self.skipTest("fail2ban is not installed (scripts/deps --test)")
         for _ in range(2):
             self.c.run("curl -sS --max-time 30 -u mallory:guess pop3://127.0.0.1/")
+        # A user name that tries to frame another address: only the real one may come out.
+        self.c.run(["curl", "-sS", "--max-time", "30", "-u", 'x" from 6.6.6.6 (:guess', "pop3://127.0.0.1/"])
         out = self.sh(["fail2ban-regex", "--print-all-matched", "systemd-journal",
                        "/etc/fail2ban/filter.d/emailrelay.conf"], timeout=120)
         m = re.search(r"Failregex: (\d+) total", out)
         self.assertTrue(m, out)
-        self.assertGreaterEqual(int(m.group(1)), 2, out)
-        self.assertIn("127.0.0.1", out)
+        self.assertGreaterEqual(int(m.group(1)), 3, out)
+        self.assertIn('from 6.6.6.6 (', out)   # the framing attempt is in the journal, and matched...
+        ips = self.sh(["fail2ban-regex", "-o", "ip", "systemd-journal", "/etc/fail2ban/filter.d/emailrelay.conf"],
+                      timeout=120).split()
+        self.assertIn("127.0.0.1", ips)
+        self.assertNotIn("6.6.6.6", ips)         # ...but the address taken is the client's
 
     def test_06_ten_thousand_messages_through_the_path_unit(self):
         """smtp-source at full speed: every message forwarded without the timer (it is not even
@@ -511,6 +517,19 @@ class UnitsTest(unittest.TestCase):
         finally:
             self.c.run("sed -i 's/^forward-to .*/forward-to 127.0.0.1:10025/' %s; systemctl stop dante-test" % CONF)
         self.assert_nothing_failed()
+
+    def test_16_front_end_beside_the_units(self):
+        """The installed front-end, as the guide's dial-up hook runs it, on a host whose
+        /etc/emailrelay.conf (the units') names a forward-to: like E-MailRelay it reads a config
+        file only when one is named, so --as-client is not refused."""
+        self.sh("mkdir -p /var/tmp/fe-spool && printf 'Subject: hook\\n\\nbody\\n' | "
+                "emailrelay-submit --spool-dir /var/tmp/fe-spool --wakeup-file none b@example.com")
+        self.sink_clear()
+        p = self.c.run(["emailrelay", "--as-client=127.0.0.1:10025", "--spool-dir", "/var/tmp/fe-spool",
+                        "--user", "root"], timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(self.sink_count(), 1)
+        self.assertEqual(self.sh("ls -A /var/tmp/fe-spool").split(), [])
 
 
 if __name__ == "__main__":
