@@ -342,16 +342,31 @@ done:
         return r;
 }
 
+static ssize_t raw_send(SmtpClient *c, const void *p, size_t len) {
+        return c->tls_session ? tls_write(c->tls_session, p, len) : send(c->fd, p, len, MSG_NOSIGNAL);
+}
+
+static ssize_t raw_recv(SmtpClient *c, void *p, size_t len) {
+        return c->tls_session ? tls_read(c->tls_session, p, len) : recv(c->fd, p, len, 0);
+}
+
+/* Which way to wait after EAGAIN: TLS may need to write to read, and the reverse. */
+static short wait_events(SmtpClient *c, short plain) {
+        if (!c->tls_session)
+                return plain;
+        return tls_want_write(c->tls_session) ? POLLOUT : POLLIN;
+}
+
 int smtp_client_send(SmtpClient *c, const void *data, size_t len) {
         const char *p = data;
         long long deadline = now_ms() + (long long) c->response_timeout * 1000;
         while (len > 0) {
-                ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
+                ssize_t n = raw_send(c, p, len);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
                         if (errno == EAGAIN) {
-                                int r = wait_fd(c->fd, POLLOUT, deadline);
+                                int r = wait_fd(c->fd, wait_events(c, POLLOUT), deadline);
                                 if (r < 0)
                                         return r;
                                 continue;
@@ -377,6 +392,7 @@ int smtp_client_printf(SmtpClient *c, const char *format, ...) {
 
 /* One line without CRLF into line (NUL-terminated, truncated to size). */
 static int read_line(SmtpClient *c, char *line, size_t size, long long deadline) {
+        short events = POLLIN;
         for (;;) {
                 char *crlf = c->end > c->start ? memmem(c->buf + c->start, c->end - c->start, "\r\n", 2) : NULL;
                 if (crlf) {
@@ -394,15 +410,22 @@ static int read_line(SmtpClient *c, char *line, size_t size, long long deadline)
                 }
                 if (c->end == sizeof c->buf)
                         return -EPROTO;   /* a line longer than the buffer: not SMTP */
-                int r = wait_fd(c->fd, POLLIN, deadline);
-                if (r < 0)
-                        return r;
-                ssize_t n = recv(c->fd, c->buf + c->end, sizeof c->buf - c->end, 0);
+                if (!c->tls_session || tls_pending(c->tls_session) == 0) {
+                        int r = wait_fd(c->fd, events, deadline);
+                        if (r < 0)
+                                return r;
+                }
+                ssize_t n = raw_recv(c, c->buf + c->end, sizeof c->buf - c->end);
                 if (n < 0) {
-                        if (errno == EINTR || errno == EAGAIN)
+                        if (errno == EINTR)
                                 continue;
+                        if (errno == EAGAIN) {
+                                events = wait_events(c, POLLIN);
+                                continue;
+                        }
                         return negative_errno();
                 }
+                events = POLLIN;
                 if (n == 0)
                         return -ECONNRESET;
                 c->end += (size_t) n;
@@ -459,19 +482,135 @@ static void parse_ehlo(SmtpClient *c, const char *text) {
                         c->binarymime = true;
                 else if (g_str_has_prefix(kw, "SIZE ") || streq(kw, "SIZE"))
                         c->size_limit = g_ascii_strtoull(kw + 4, NULL, 10);
+                else if (streq(kw, "STARTTLS"))
+                        c->starttls_offered = true;
+                else if (g_str_has_prefix(kw, "AUTH ") || g_str_has_prefix(kw, "AUTH=")) {
+                        g_free(c->auth_mechs);
+                        c->auth_mechs = g_strdup(g_strstrip(kw + 5));
+                }
         }
 }
 
-int smtp_client_connect(const char *address, const char *ehlo_name, unsigned connect_timeout,
-                        unsigned prompt_timeout, unsigned response_timeout, SmtpClient **ret,
-                        SmtpReply *ret_reply) {
+int smtp_client_auth(SmtpClient *c, const SaslAccount *accounts, size_t n_accounts, const SaslConfig *config,
+                     SmtpReply *ret_reply) {
+        SaslAttempt plan[_SASL_MECH_MAX];
+        SmtpReply reply = {};
+        int r;
+
+        size_t n = sasl_client_plan(accounts, n_accounts, c->auth_mechs, config, c->tls, plan, ELEMENTSOF(plan));
+        if (n == 0)
+                return -ENOENT;
+        for (size_t i = 0; i < n; i++) {
+                g_autoptr(SaslClient) x = NULL;
+                const char *mech = sasl_mech_to_string(plan[i].mech);
+                if (sasl_client_new(plan[i].mech, &accounts[plan[i].account], &x) < 0)
+                        continue;
+                g_autofree char *initial = sasl_client_initial(x);
+                if (initial)
+                        r = smtp_client_printf(c, "AUTH %s %s\r\n", mech, *initial ? initial : "=");
+                else
+                        r = smtp_client_printf(c, "AUTH %s\r\n", mech);
+                if (initial)
+                        explicit_bzero(initial, strlen(initial));
+                for (unsigned steps = 0; r >= 0; steps++) {
+                        r = smtp_client_reply(c, &reply);
+                        if (r < 0 || reply.code != 334)
+                                break;
+                        g_autofree char *response = NULL;
+                        if (steps >= 8 || sasl_client_step(x, reply.text, &response) < 0) {
+                                /* Cancel a dialogue we cannot follow; the server answers 501. */
+                                r = smtp_client_printf(c, "*\r\n");
+                                continue;
+                        }
+                        r = smtp_client_printf(c, "%s\r\n", response);
+                        explicit_bzero(response, strlen(response));
+                }
+                if (r < 0)
+                        return r;
+                if (reply.code == 235) {
+                        g_free(c->auth_id);
+                        c->auth_id = g_strdup(accounts[plan[i].account].id);
+                        return 0;
+                }
+                *ret_reply = reply;
+                /* 535: the credentials are wrong, and would be by any other mechanism too (and
+                 * each try counts against us at the server); 4xx: temporary. Anything else
+                 * (504, 501, 534...) is about the mechanism: try the next. */
+                if (reply.code == 535 || reply.code / 100 == 4)
+                        break;
+        }
+        return -EACCES;
+}
+
+/* The handshake, within the connection timeout; the reason for a failure in why. */
+static int client_handshake(SmtpClient *c, TlsContext *ctx, unsigned timeout, char *why, size_t why_size) {
+        g_autofree char *error = NULL;
+        long long deadline = now_ms() + (long long) timeout * 1000;
+        int r;
+
+        /* Whatever came in the clear after "220 ready" must not be read as if encrypted. */
+        c->start = c->end = 0;
+        r = tls_new(ctx, c->fd, &c->tls_session, &error);
+        if (r < 0) {
+                snprintf(why, why_size, "%s", error);
+                return r;
+        }
+        for (;;) {
+                bool want_write = false;
+                r = tls_handshake(c->tls_session, &want_write);
+                if (r != -EAGAIN)
+                        break;
+                r = wait_fd(c->fd, want_write ? POLLOUT : POLLIN, deadline);
+                if (r < 0) {
+                        snprintf(why, why_size, "TLS handshake with %s timed out", c->peer);
+                        return r;
+                }
+        }
+        if (r < 0) {
+                snprintf(why, why_size, "%s", tls_error(c->tls_session));
+                return r == -EACCES ? -EACCES : -EPROTO;
+        }
+        c->tls = true;
+        c->cipher = tls_cipher_name(c->tls_session);
+        return 0;
+}
+
+static int client_ehlo(SmtpClient *c, const char *ehlo_name, SmtpReply *reply) {
+        int r;
+
+        c->esmtp = c->pipelining = c->eightbitmime = c->smtputf8 = c->chunking = c->binarymime = false;
+        c->size_limit = 0;
+        g_clear_pointer(&c->auth_mechs, g_free);
+        c->starttls_offered = false;
+        r = smtp_client_printf(c, "EHLO %s\r\n", ehlo_name);
+        if (r >= 0)
+                r = smtp_client_reply(c, reply);
+        if (r < 0)
+                return r;
+        if (reply->code == 250) {
+                c->esmtp = true;
+                parse_ehlo(c, reply->text);
+                return 0;
+        }
+        r = smtp_client_printf(c, "HELO %s\r\n", ehlo_name);
+        if (r >= 0)
+                r = smtp_client_reply(c, reply);
+        if (r < 0)
+                return r;
+        return reply->code == 250 ? 0 : -EPROTO;
+}
+
+int smtp_client_connect(const char *address, const char *ehlo_name, const SmtpClientOptions *o,
+                        SmtpClient **ret, SmtpReply *ret_reply) {
         SmtpClient *c = g_new0(SmtpClient, 1);
         SmtpReply reply = {};
+        unsigned connect_timeout = o->connect_timeout, prompt_timeout = o->prompt_timeout;
+        bool implicit = o->tls && o->tls_connection;
         int r;
 
         c->fd = -EBADF;
         c->peer = g_strdup(address);
-        c->response_timeout = response_timeout;
+        c->response_timeout = o->response_timeout;
         if (strchr(address, '@')) {
                 r = socks4a_connect(c, address, connect_timeout, reply.text, sizeof reply.text);
                 if (r < 0)
@@ -481,6 +620,9 @@ int smtp_client_connect(const char *address, const char *ehlo_name, unsigned con
                 if (r < 0)
                         goto fail;
         }
+
+        if (implicit && (r = client_handshake(c, o->tls, connect_timeout, reply.text, sizeof reply.text)) < 0)
+                goto fail;
 
         /* E-MailRelay carries on without a greeting after --prompt-timeout. */
         r = reply_within(c, &reply, prompt_timeout);
@@ -493,27 +635,41 @@ int smtp_client_connect(const char *address, const char *ehlo_name, unsigned con
                 goto fail;
         }
 
-        r = smtp_client_printf(c, "EHLO %s\r\n", ehlo_name);
-        if (r >= 0)
-                r = smtp_client_reply(c, &reply);
+        r = client_ehlo(c, ehlo_name, &reply);
         if (r < 0)
                 goto fail;
-        if (reply.code == 250) {
-                c->esmtp = true;
-                parse_ehlo(c, reply.text);
-        } else {
-                r = smtp_client_printf(c, "HELO %s\r\n", ehlo_name);
-                if (r >= 0)
-                        r = smtp_client_reply(c, &reply);
-                if (r < 0)
-                        goto fail;
-                if (reply.code != 250) {
+
+        if (o->tls && !implicit && (o->starttls || o->tls_required)) {
+                if (c->starttls_offered) {
+                        r = smtp_client_printf(c, "STARTTLS\r\n");
+                        if (r >= 0)
+                                r = smtp_client_reply(c, &reply);
+                        if (r < 0)
+                                goto fail;
+                        if (reply.code == 220) {
+                                r = client_handshake(c, o->tls, connect_timeout, reply.text, sizeof reply.text);
+                                if (r < 0)
+                                        goto tls_fail;
+                                r = client_ehlo(c, ehlo_name, &reply);
+                                if (r < 0)
+                                        goto fail;
+                        } else if (o->tls_required) {
+                                g_autofree char *text = g_strdup(reply.text);
+                                snprintf(reply.text, sizeof reply.text, "STARTTLS refused: %d %s", reply.code, text);
+                                r = -EPROTO;
+                                goto tls_fail;
+                        }
+                } else if (o->tls_required) {
+                        snprintf(reply.text, sizeof reply.text, "the next hop does not offer STARTTLS (--client-tls-required)");
                         r = -EPROTO;
-                        goto fail;
+                        goto tls_fail;
                 }
         }
         *ret = c;
         return 0;
+tls_fail:
+        /* A TLS problem is temporary whatever the code of the last reply. */
+        reply.code = 0;
 fail:
         /* code 0: failed before the greeting, with a reason only from the SOCKS stage. */
         if ((r == -EPROTO || reply.code == 0) && ret_reply)
@@ -525,8 +681,12 @@ fail:
 void smtp_client_free(SmtpClient *c) {
         if (!c)
                 return;
+        tls_free(c->tls_session);
         safe_close(c->fd);
         g_free(c->peer);
+        g_free(c->cipher);
+        g_free(c->auth_mechs);
+        g_free(c->auth_id);
         g_free(c);
 }
 
@@ -536,6 +696,8 @@ void smtp_client_quit(SmtpClient *c) {
                 return;
         if (smtp_client_printf(c, "QUIT\r\n") >= 0)
                 (void) reply_within(c, &reply, 5);
+        if (c->tls_session)
+                tls_bye(c->tls_session);
         smtp_client_free(c);
 }
 

@@ -7,6 +7,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "sasl.h"
+#include "tls.h"
+
 typedef struct SmtpClient {
         int fd;
         char *peer;                 /* "host:port" or the socket path, for logs */
@@ -15,7 +18,23 @@ typedef struct SmtpClient {
         unsigned response_timeout;  /* seconds */
         bool esmtp, pipelining, eightbitmime, smtputf8, chunking, binarymime;
         uint64_t size_limit;        /* SIZE from EHLO, 0 if none */
+        char *auth_mechs;           /* AUTH from EHLO, space-separated, or NULL */
+        char *auth_id;              /* authenticated as, or NULL */
+        bool tls;                   /* the connection is encrypted */
+        bool starttls_offered;
+        Tls *tls_session;
+        char *cipher;               /* "TLS1.3-AES-256-GCM" once encrypted */
 } SmtpClient;
+
+typedef struct SmtpClientOptions {
+        unsigned connect_timeout;   /* also the TLS handshake's */
+        unsigned prompt_timeout;
+        unsigned response_timeout;
+        TlsContext *tls;            /* NULL: never TLS */
+        bool starttls;              /* --client-tls: STARTTLS when offered */
+        bool tls_required;          /* --client-tls-required: fail without TLS */
+        bool tls_connection;        /* --client-tls-connection: implicit TLS */
+} SmtpClientOptions;
 
 /* A reply: code and its text (lines joined by "; ", the code and its separator removed). */
 typedef struct SmtpReply {
@@ -23,7 +42,12 @@ typedef struct SmtpReply {
         char text[1024];
 } SmtpReply;
 
-/* Connect to "host:port", "[v6]:port", "ipv4:port" or "/unix/path", or through a SOCKS4a
+/* TLS (options->tls): with tls_connection the handshake comes first; with starttls or
+ * tls_required, STARTTLS after EHLO when offered (then EHLO again); tls_required fails when
+ * it is not. A TLS failure is -EACCES (the certificate did not verify) or -EPROTO with code 0
+ * and GnuTLS's reason in ret_reply->text.
+ *
+ * Connect to "host:port", "[v6]:port", "ipv4:port" or "/unix/path", or through a SOCKS4a
  * proxy with "far-host:far-port@socks-host:socks-port" (the far host a name the proxy
  * resolves, or an IPv4 literal; both within connect_timeout), wait up to prompt_timeout for
  * the greeting, then EHLO (HELO if EHLO fails). Returns 0, or a negative errno (-ETIMEDOUT,
@@ -31,9 +55,8 @@ typedef struct SmtpReply {
  * 4xx/5xx greeting or EHLO reply). A failure before any greeting leaves ret_reply->code 0, with
  * ret_reply->text the reason if it came from the SOCKS stage (the proxy's reply code, ...),
  * else empty. */
-int smtp_client_connect(const char *address, const char *ehlo_name, unsigned connect_timeout,
-                        unsigned prompt_timeout, unsigned response_timeout, SmtpClient **ret,
-                        SmtpReply *ret_reply);
+int smtp_client_connect(const char *address, const char *ehlo_name, const SmtpClientOptions *options,
+                        SmtpClient **ret, SmtpReply *ret_reply);
 /* 0 if address is usable: an address without '@' always is; a SOCKS one needs both
  * host:port parts and no IPv6 far host. Else -EINVAL and a static message in *ret_error. */
 int smtp_client_check_address(const char *address, const char **ret_error);
@@ -48,5 +71,11 @@ int smtp_client_reply(SmtpClient *c, SmtpReply *ret);
 /* Send a file's content as DATA payload: dot-stuffed, bare LF sent as CRLF, a final CRLF added
  * if missing, then ".". */
 int smtp_client_send_data(SmtpClient *c, int fd);
+/* SMTP AUTH (RFC 4954) with the first mechanism of the plan that works, trying the next one
+ * after a 5xx. Returns 0 when authenticated (c->auth_id set); -ENOENT when the server offers
+ * no mechanism the accounts and config allow; -EACCES when every one failed, the last reply in
+ * *ret_reply; or a connection error. */
+int smtp_client_auth(SmtpClient *c, const SaslAccount *accounts, size_t n_accounts, const SaslConfig *config,
+                     SmtpReply *ret_reply);
 /* Send a file as one BDAT LAST chunk, as stored. */
 int smtp_client_send_bdat(SmtpClient *c, int fd);

@@ -5,6 +5,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/wait.h>
 #include <glib/gi18n.h>
 #include <limits.h>
 #include <locale.h>
@@ -22,7 +24,10 @@
 #include "log.h"
 #include "macro.h"
 #include "options.h"
+#include "sasl.h"
+#include "secrets.h"
 #include "spool.h"
+#include "xtext.h"
 #include "wakeup.h"
 
 #define PROGRAM "emailrelay-forward"
@@ -46,6 +51,14 @@ typedef struct Config {
         size_t n_retry_schedule;
         unsigned retry_give_up;
         FilterChain *client_filters;
+        /* --client-auth: a secrets file, or one inline account */
+        Secrets *secrets;
+        SaslAccount inline_account;
+        bool have_inline;
+        SaslConfig auth_config;         /* --client-auth-config */
+        bool anonymous_client;          /* --anonymous=client: AUTH=<> on MAIL */
+        TlsContext *tls;                /* client TLS settings, or NULL */
+        bool starttls, tls_required, tls_connection;
 } Config;
 
 typedef struct Pass {
@@ -54,6 +67,7 @@ typedef struct Pass {
         sd_event *event;
         SmtpClient *client;
         char *client_address;          /* what client is connected to */
+        char *client_selector;         /* ... and with which account selector */
         GHashTable *unreachable;       /* addresses that failed to connect this pass */
         unsigned forwarded, failed, deferred, skipped;
         bool stop;
@@ -139,21 +153,180 @@ static void disconnect(Pass *p) {
         smtp_client_quit(p->client);
         p->client = NULL;
         g_clear_pointer(&p->client_address, g_free);
+        g_clear_pointer(&p->client_selector, g_free);
 }
 
-/* Connected to address, or why not (reason and code for the message's record). */
-static int ensure_connected(Pass *p, const char *address, char **ret_reason, int *ret_code) {
+/* ---- client authentication ---- */
+
+/* Run an XOAUTH2 helper ("client oauth <id> exec:<program>"): it gets the account id as its
+ * argument and prints a fresh access token on its first line. Bounded by the filter timeout. */
+static int oauth_helper_token(const char *program, const char *id, unsigned timeout, char **ret_token, char **ret_error) {
+        const char *argv[] = { program, id, NULL };
+        g_autoptr(GError) error = NULL;
+        GPid pid;
+        int out_fd = -1;
+        if (!g_spawn_async_with_pipes(NULL, (char **) argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDERR_TO_DEV_NULL, NULL, NULL,
+                                      &pid, NULL, &out_fd, NULL, &error)) {
+                *ret_error = g_strdup_printf("cannot run the XOAUTH2 helper %s: %s", program, error->message);
+                return -ENOEXEC;
+        }
+        GString *buf = g_string_new(NULL);
+        long long deadline = g_get_monotonic_time() / 1000 + (long long) timeout * 1000;
+        bool timed_out = false;
+        for (;;) {
+                long long left = deadline - g_get_monotonic_time() / 1000;
+                struct pollfd pfd = { .fd = out_fd, .events = POLLIN };
+                if (left <= 0) {
+                        timed_out = true;
+                        break;
+                }
+                int n = poll(&pfd, 1, (int) MIN(left, 1000000));
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        continue;
+                char chunk[1024];
+                ssize_t k = read(out_fd, chunk, sizeof chunk);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0)
+                        break;
+                if (buf->len < 65536)
+                        g_string_append_len(buf, chunk, k);
+        }
+        close(out_fd);
+        if (timed_out)
+                kill(pid, SIGKILL);
+        int status = 0;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+                ;
+        g_spawn_close_pid(pid);
+        g_autofree char *text = g_string_free(buf, false);
+        char *nl = strpbrk(text, "\r\n");
+        if (nl)
+                *nl = '\0';
+        g_strstrip(text);
+        if (timed_out || !WIFEXITED(status) || WEXITSTATUS(status) != 0 || !*text) {
+                *ret_error = g_strdup_printf("the XOAUTH2 helper %s %s", program,
+                                             timed_out ? "timed out" : !*text && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? "printed no token" : "failed");
+                return -EIO;
+        }
+        *ret_token = TAKE_PTR(text);
+        return 0;
+}
+
+/* The accounts for a message's ClientAccountSelector: inline, or the secrets file's client
+ * lines. Returns how many; 0 with "plain:b = =" lines or no lines means: do not authenticate. */
+static int client_accounts(Pass *p, const char *selector, SaslAccount **ret, char **ret_error) {
+        Config *c = p->config;
+        GArray *out = g_array_new(false, true, sizeof(SaslAccount));
+        *ret = NULL;
+
+        if (c->have_inline && isempty(selector)) {
+                SaslAccount a = { .type = SECRET_PLAIN, .id = g_strdup(c->inline_account.id),
+                                  .secret = g_memdup2(c->inline_account.secret, c->inline_account.secret_len + 1),
+                                  .secret_len = c->inline_account.secret_len };
+                g_array_append_val(out, a);
+        } else if (c->secrets) {
+                g_autofree char *error = NULL;
+                if (secrets_reload_if_changed(c->secrets, &error) > 0)
+                        log_info("re-read the secrets file %s", secrets_path(c->secrets));
+                size_t n = 0;
+                g_autofree const Secret **lines = secrets_client_accounts(c->secrets, selector, &n);
+                for (size_t i = 0; i < n; i++) {
+                        const Secret *x = lines[i];
+                        if (!*x->id)
+                                continue;   /* "plain:b = =": no authentication for this selector */
+                        SaslAccount a = { .type = x->type, .id = g_strdup(x->id) };
+                        if (x->type == SECRET_OAUTH && g_str_has_prefix(x->secret, "exec:")) {
+                                g_autofree char *token = NULL;
+                                int r = oauth_helper_token(x->secret + 5, x->id, c->filter_timeout, &token, ret_error);
+                                if (r < 0) {
+                                        sasl_account_done(&a);
+                                        for (guint k = 0; k < out->len; k++)
+                                                sasl_account_done(&g_array_index(out, SaslAccount, k));
+                                        g_array_unref(out);
+                                        return r;
+                                }
+                                g_autofree char *raw = g_strdup_printf("user=%s\001auth=Bearer %s\001\001", x->id, token);
+                                a.secret = sasl_base64_encode(raw, strlen(raw));
+                                explicit_bzero(raw, strlen(raw));
+                                explicit_bzero(token, strlen(token));
+                        } else
+                                a.secret = g_memdup2(x->secret, x->secret_len + 1);
+                        a.secret_len = x->secret_len;
+                        if (x->type == SECRET_OAUTH || x->type == SECRET_MD5)
+                                a.secret_len = strlen(a.secret);
+                        g_array_append_val(out, a);
+                }
+        }
+        int n = (int) out->len;
+        *ret = (SaslAccount *) g_array_free(out, n == 0);
+        return n;
+}
+
+static void client_accounts_free(SaslAccount *a, int n) {
+        for (int i = 0; i < n; i++)
+                sasl_account_done(&a[i]);
+        g_free(a);
+}
+
+/* Authenticate the fresh connection if this selector has an account. */
+static int authenticate(Pass *p, const char *address, const char *selector, char **ret_reason, int *ret_code) {
+        SaslAccount *accounts = NULL;
+        g_autofree char *error = NULL;
+        SmtpReply reply = {};
+
+        int n = client_accounts(p, selector, &accounts, &error);
+        if (n < 0) {
+                *ret_reason = TAKE_PTR(error);
+                *ret_code = 0;
+                return n;
+        }
+        if (n == 0)
+                return 0;
+        int r = smtp_client_auth(p->client, accounts, (size_t) n, &p->config->auth_config, &reply);
+        client_accounts_free(accounts, n);
+        if (r == -ENOENT) {
+                *ret_reason = g_strdup_printf("cannot authenticate with %s: it offers no usable mechanism (AUTH %s)", address,
+                                              p->client->auth_mechs ? p->client->auth_mechs : "not offered");
+                *ret_code = 0;
+        } else if (r == -EACCES) {
+                *ret_reason = g_strdup_printf("authentication with %s failed: %d %s", address, reply.code, reply.text);
+                *ret_code = reply.code;
+        } else if (r < 0) {
+                *ret_reason = g_strdup_printf("connection to %s lost while authenticating: %s", address, g_strerror(-r));
+                *ret_code = 0;
+        } else
+                log_info("authenticated with %s as \"%s\"", address, p->client->auth_id);
+        return r;
+}
+
+/* Connected to address, authenticated for the selector, or why not (reason and code for the
+ * message's record). */
+static int ensure_connected(Pass *p, const char *address, const char *selector, char **ret_reason, int *ret_code) {
         SmtpReply reply = {};
         int r;
 
-        if (p->client && streq(p->client_address, address))
+        if (!selector)
+                selector = "";
+        if (p->client && streq(p->client_address, address) && streq(p->client_selector, selector))
                 return 0;
         disconnect(p);
         /* A next hop that is down costs one connection attempt per pass, not one per message. */
         if (g_hash_table_contains(p->unreachable, address))
                 return -EHOSTDOWN;
-        r = smtp_client_connect(address, p->config->ehlo_name, p->config->connection_timeout, p->config->prompt_timeout,
-                                p->config->response_timeout, &p->client, &reply);
+        const Config *c = p->config;
+        SmtpClientOptions opts = {
+                .connect_timeout = c->connection_timeout,
+                .prompt_timeout = c->prompt_timeout,
+                .response_timeout = c->response_timeout,
+                .tls = c->tls,
+                .starttls = c->starttls,
+                .tls_required = c->tls_required,
+                .tls_connection = c->tls_connection,
+        };
+        r = smtp_client_connect(address, c->ehlo_name, &opts, &p->client, &reply);
         if (r < 0) {
                 g_hash_table_add(p->unreachable, g_strdup(address));
                 if (r == -EPROTO && reply.code) {
@@ -167,7 +340,16 @@ static int ensure_connected(Pass *p, const char *address, char **ret_reason, int
                 log_warning("cannot forward to %s: %s", address, *ret_reason);
                 return r;
         }
+        r = authenticate(p, address, selector, ret_reason, ret_code);
+        if (r < 0) {
+                log_warning("cannot forward to %s: %s", address, *ret_reason);
+                disconnect(p);
+                /* A refused login is the same for every message of this account. */
+                g_hash_table_add(p->unreachable, g_strdup(address));
+                return -EACCES;   /* a temporary failure, whatever the code: fix the secrets and it works */
+        }
         p->client_address = g_strdup(address);
+        p->client_selector = g_strdup(selector);
         return 0;
 }
 
@@ -221,6 +403,18 @@ static void transact(Pass *p, const char *id, const Envelope *e, int content_fd,
                 g_string_append(cmds, " BODY=BINARYMIME");
         if (e->utf8_mailbox_names && c->smtputf8)
                 g_string_append(cmds, " SMTPUTF8");
+        /* AUTH= only on an authenticated session (reference 3.5): the envelope's
+         * MailFromAuthOut, or by default our own id; --anonymous=client sends <>. */
+        if (c->auth_id) {
+                if (p->config->anonymous_client || (e->mail_from_auth_out && streq(e->mail_from_auth_out, "<>")))
+                        g_string_append(cmds, " AUTH=<>");
+                else if (!isempty(e->mail_from_auth_out) && xtext_is_valid(e->mail_from_auth_out))
+                        g_string_append_printf(cmds, " AUTH=%s", e->mail_from_auth_out);
+                else {
+                        g_autofree char *x = xtext_encode(c->auth_id, strlen(c->auth_id));
+                        g_string_append_printf(cmds, " AUTH=%s", x);
+                }
+        }
         g_string_append(cmds, "\r\n");
         for (guint i = 0; i < e->to_remote->len; i++)
                 g_string_append_printf(cmds, "RCPT TO:<%s>\r\n", (char *) e->to_remote->pdata[i]);
@@ -250,6 +444,7 @@ static void transact(Pass *p, const char *id, const Envelope *e, int content_fd,
         /* RCPT */
         bool any_temporary = false;
         SmtpReply last_rejection = {};
+
         for (guint i = 0; i < e->to_remote->len; i++) {
                 if (!pipelined && !mail_ok)
                         break;
@@ -450,7 +645,7 @@ static void forward_one(Pass *p, const char *id) {
         const char *address = !isempty(e.forward_to_address) ? e.forward_to_address : p->config->forward_to;
         g_autofree char *why = NULL;
         int code = 0;
-        r = ensure_connected(p, address, &why, &code);
+        r = ensure_connected(p, address, e.client_account_selector, &why, &code);
         if (r == -EHOSTDOWN) {
                 /* Already failed this pass: left as it is, not counted as an attempt. */
                 p->skipped++;
@@ -616,10 +811,95 @@ static int forward_until_idle(Pass *p, const char *wakeup, unsigned linger, cons
 /* ---- configuration ---- */
 
 static const char *const unimplemented[] = {
-        "client-auth", "client-auth-config", "client-tls", "client-tls-connection", "client-tls-required",
-        "client-tls-certificate", "client-tls-verify", "client-tls-verify-name", "client-tls-server-name",
-        "tls-config", "client-interface", "log-format", "debug",
+        "client-interface", "log-format", "debug",
 };
+
+static int configure_auth(Config *c, const Options *o) {
+        g_autofree char *error = NULL;
+        int r;
+
+        if (options_has(o, "anonymous")) {
+                const char *scope = options_get(o, "anonymous");
+                g_auto(GStrv) items = g_strsplit(scope ? scope : "client", ",", -1);
+                for (char **it = items; *it; it++)
+                        c->anonymous_client |= streq(*it, "client") || !**it;
+        }
+        const char *auth = options_get(o, "client-auth");
+        if (options_has(o, "client-auth-config") && !auth) {
+                log_error("--client-auth-config requires --client-auth");
+                return -EINVAL;
+        }
+        r = sasl_config_parse(options_get(o, "client-auth-config"), &c->auth_config, &error);
+        if (r < 0) {
+                log_error("--client-auth-config: %s", error);
+                return r;
+        }
+        if (!auth)
+                return 0;
+        if (g_str_has_prefix(auth, "plain:")) {
+                /* Inline: plain:<base64 user>:<base64 password> */
+                g_auto(GStrv) parts = g_strsplit(auth + 6, ":", -1);
+                size_t len = 0;
+                if (g_strv_length(parts) != 2 || sasl_base64_decode(parts[0], &c->inline_account.id, &len) < 0 ||
+                    strlen(c->inline_account.id) != len || !*c->inline_account.id ||
+                    sasl_base64_decode(parts[1], &c->inline_account.secret, &c->inline_account.secret_len) < 0) {
+                        log_error("--client-auth: expecting plain:<base64 user>:<base64 password>");
+                        return -EINVAL;
+                }
+                c->inline_account.type = SECRET_PLAIN;
+                c->have_inline = true;
+                return 0;
+        }
+        r = secrets_load(auth, &c->secrets, &error);
+        if (r < 0) {
+                log_error("--client-auth: %s", error);
+                return r;
+        }
+        for (const char *const *w = secrets_warnings(c->secrets); *w; w++)
+                log_warning("%s", *w);
+        return 0;
+}
+
+static int configure_tls(Config *c, const Options *o) {
+        g_autofree const char **certs = NULL, **config = NULL;
+        g_autofree char *error = NULL;
+
+        c->starttls = options_has(o, "client-tls");
+        c->tls_connection = options_has(o, "client-tls-connection");
+        c->tls_required = options_has(o, "client-tls-required");
+        size_t n_certs = options_get_all(o, "client-tls-certificate", &certs);
+        size_t n_config = options_get_all(o, "tls-config", &config);
+        if (c->starttls && c->tls_connection) {
+                log_error("--client-tls and --client-tls-connection cannot be combined");
+                return -EINVAL;
+        }
+        if (!c->starttls && !c->tls_connection && !c->tls_required) {
+                static const char *const needs_tls[] = { "client-tls-certificate", "client-tls-verify", "client-tls-verify-name",
+                                                         "client-tls-server-name" };
+                for (size_t i = 0; i < ELEMENTSOF(needs_tls); i++)
+                        if (options_has(o, needs_tls[i])) {
+                                log_error("--%s needs --client-tls or --client-tls-connection", needs_tls[i]);
+                                return -EINVAL;
+                        }
+                return 0;
+        }
+        TlsSettings settings = {
+                .server = false,
+                .certificate_files = certs,
+                .n_certificate_files = n_certs,
+                .verify = options_get(o, "client-tls-verify"),
+                .verify_name = options_get(o, "client-tls-verify-name"),
+                .server_name = options_get(o, "client-tls-server-name"),
+                .config = config,
+                .n_config = n_config,
+        };
+        int r = tls_context_new(&settings, &c->tls, &error);
+        if (r < 0) {
+                log_error("%s", error);
+                return r;
+        }
+        return 0;
+}
 
 static int configure(Config *c, const Options *o) {
         int r;
@@ -688,6 +968,9 @@ static int configure(Config *c, const Options *o) {
         char host[256] = "localhost";
         (void) gethostname(host, sizeof host - 1);
         c->ehlo_name = g_strdup(domain && strchr(domain, '.') ? domain : host);
+
+        if ((r = configure_auth(c, o)) < 0 || (r = configure_tls(c, o)) < 0)
+                return r;
 
         g_autofree const char **filters = NULL;
         size_t nf = options_get_all(o, "client-filter", &filters);
@@ -760,6 +1043,10 @@ out:
         spool_free(p.spool);
         sd_event_unref(p.event);
         filter_chain_free(config.client_filters);
+        secrets_free(config.secrets);
+        sasl_account_done(&config.inline_account);
+        sasl_config_done(&config.auth_config);
+        tls_context_free(config.tls);
         g_free(config.forward_to);
         g_free(config.ehlo_name);
         g_free(config.retry_schedule);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <systemd/sd-daemon.h>
 
+#include "daemon.h"
 #include "log.h"
 #include "macro.h"
 #include "pop3d.h"
@@ -21,18 +22,7 @@ static void status(void *userdata) {
 const Secrets *server_secrets(Server *server) {
         uint64_t now = 0;
         (void) sd_event_now(server->event, CLOCK_MONOTONIC, &now);
-        if (now - server->secrets_checked >= 1000000u || server->secrets_checked == 0) {
-                g_autofree char *error = NULL;
-                server->secrets_checked = now;
-                int r = secrets_reload_if_changed(server->secrets, &error);
-                if (r < 0)
-                        log_warning("cannot re-read the secrets file: %s (the previous secrets stay in force)", error);
-                else if (r > 0) {
-                        log_info("re-read the secrets file %s", secrets_path(server->secrets));
-                        for (const char *const *w = secrets_warnings(server->secrets); *w; w++)
-                                log_warning("%s", *w);
-                }
-        }
+        daemon_refresh_secrets(server->secrets, now, &server->secrets_checked);
         return server->secrets;
 }
 

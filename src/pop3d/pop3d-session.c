@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
-/* One POP3 session of emailrelay-pop3d: RFC 1939 with CAPA, TOP, UIDL, USER (RFC 2449), APOP
- * and SASL PLAIN (RFC 5034, RFC 4616) against the secrets file. The maildrop is the spool (or
+/* One POP3 session of emailrelay-pop3d: RFC 1939 with CAPA, TOP, UIDL, USER (RFC 2449), APOP,
+ * SASL (RFC 5034) and STLS (RFC 2595) against the secrets file. The maildrop is the spool (or
  * <spool>/<user>/ with --pop-by-name); replies use E-MailRelay's texts. */
 
 #include <dirent.h>
@@ -63,7 +63,7 @@ struct Session {
         uint16_t port;
         char challenge[256];        /* APOP: "<pid.time@domain>" */
         char *user;                 /* USER given, or the authenticated user */
-        bool auth_plain_pending;    /* "+ " sent, waiting for the PLAIN response */
+        SaslServer *sasl;           /* an AUTH exchange: lines are its responses */
         unsigned auth_failures;
         sd_event_source *auth_delay;
         sd_event_source *idle_timer;
@@ -75,6 +75,10 @@ struct Session {
         Spool *maildrop;            /* own_spool or the server's */
         GArray *messages;           /* Message */
         Retrieval retr;
+        /* TLS */
+        Tls *tls_session;
+        bool tls;                   /* the connection is encrypted */
+        bool greeted;               /* POP3S: the greeting waits for the handshake */
 };
 
 static void session_free(Session *s);
@@ -373,8 +377,9 @@ static int on_auth_delay(sd_event_source *source, uint64_t usec, void *userdata)
 static void auth_failed(Session *s, const char *user, const char *mechanism) {
         s->auth_failures++;
         s->server->n_auth_failures++;
-        log_event(s, LOG_WARNING, LOG_MESSAGE_AUTH_FAIL, "pop authentication failed for \"%.64s\" from %s (%s)",
-                  user ? user : "", s->host, mechanism);
+        _cleanup_free_ char *quoted = log_quotable(user, 64);
+        log_event(s, LOG_WARNING, LOG_MESSAGE_AUTH_FAIL, "pop authentication failed for \"%s\" from %s (%s)",
+                  quoted, s->host, mechanism);
         g_clear_pointer(&s->user, g_free);
         lineio_pause(s->io);
         int r = sd_event_add_time_relative(s->server->event, &s->auth_delay, CLOCK_MONOTONIC,
@@ -388,8 +393,31 @@ static bool password_ok(Session *s, const char *user, const char *password, size
         return secret && secrets_equal(secret, strlen(secret), password, len);
 }
 
+/* PLAIN (and with it USER/PASS) works with "server plain" secrets, where --server-auth-config
+ * allows it for this session's TLS state; APOP likewise. */
+static bool plain_offered(Session *s) {
+        return secrets_server_has_plain(server_secrets(s->server)) &&
+               sasl_config_allows(&s->server->config.auth_config, "PLAIN", s->tls);
+}
+
+static bool apop_offered(Session *s) {
+        return secrets_server_has_plain(server_secrets(s->server)) &&
+               sasl_config_allows(&s->server->config.auth_config, "APOP", s->tls);
+}
+
+/* --server-tls-required: no credentials in the clear. Replies and returns false. */
+static bool tls_allows_login(Session *s) {
+        if (s->server->config.tls_required && !s->tls) {
+                reply(s, "-ERR must use STLS before authentication");
+                return false;
+        }
+        return true;
+}
+
 static void cmd_user(Session *s, const char *args) {
-        if (!secrets_server_has_plain(server_secrets(s->server))) {
+        if (!tls_allows_login(s))
+                return;
+        if (!plain_offered(s)) {
                 reply(s, "-ERR no SASL PLAIN mechanism to do USER/PASS authentication");
                 return;
         }
@@ -403,6 +431,8 @@ static void cmd_user(Session *s, const char *args) {
 }
 
 static void cmd_pass(Session *s, const char *args) {
+        if (!tls_allows_login(s))
+                return;
         if (!s->user) {
                 reply(s, "-ERR no user name given");
                 return;
@@ -418,6 +448,12 @@ static void cmd_pass(Session *s, const char *args) {
 }
 
 static void cmd_apop(Session *s, const char *args) {
+        if (!tls_allows_login(s))
+                return;
+        if (!apop_offered(s)) {
+                reply(s, "-ERR APOP not available");
+                return;
+        }
         const char *space = args ? strrchr(args, ' ') : NULL;
         if (!space || space == args || strlen(space + 1) != 32) {
                 reply(s, "-ERR invalid APOP arguments");
@@ -442,78 +478,75 @@ static void cmd_apop(Session *s, const char *args) {
         login(s);
 }
 
-static bool base64_ok(const char *s) {
-        size_t n = strlen(s), pad = 0;
-        if (n % 4 != 0)
-                return false;
-        for (size_t i = 0; i < n; i++) {
-                if (s[i] == '=')
-                        pad++;
-                else if (pad > 0 || !(g_ascii_isalnum(s[i]) || s[i] == '+' || s[i] == '/'))
-                        return false;
-        }
-        return pad <= 2;
+/* SASL (RFC 5034) through the shared mechanisms: what the secrets allow and
+ * --server-auth-config lets through for this session's TLS state. */
+static char *sasl_offered(Session *s) {
+        return sasl_server_mechanisms(server_secrets(s->server), &s->server->config.auth_config, s->tls);
 }
 
-/* RFC 4616: [authzid] NUL authcid NUL passwd. */
-static void auth_plain_response(Session *s, const char *response) {
-        s->auth_plain_pending = false;
+static void auth_end(Session *s) {
+        s->sasl = sasl_server_free(s->sasl);
         lineio_set_max_line(s->io, POP3_MAX_COMMAND_LINE);
-        if (streq(response, "*")) {
+}
+
+static void auth_result(Session *s, int r, const char *challenge) {
+        const char *mech = sasl_mech_to_string(sasl_server_mech(s->sasl));
+        g_autofree char *user = g_strdup(sasl_server_id(s->sasl));
+
+        if (r == SASL_CONTINUE) {
+                reply(s, "+ %s", challenge);
+                return;
+        }
+        auth_end(s);
+        switch (r) {
+        case SASL_DONE:
+                g_free(s->user);
+                s->user = TAKE_PTR(user);
+                login(s);
+                break;
+        case -ECANCELED:
                 reply(s, "-ERR authentication cancelled");
-                return;
+                break;
+        case -EINVAL:
+                reply(s, "-ERR invalid authentication response");
+                break;
+        default:
+                auth_failed(s, user, mech);
+                break;
         }
-        if (!base64_ok(response)) {
-                reply(s, "-ERR invalid base64 encoding");
-                return;
-        }
-        gsize len = 0;
-        g_autofree char *raw = NULL;
-        if (!streq(response, "="))
-                raw = (char *) g_base64_decode(response, &len);
-        const char *nul1 = raw ? memchr(raw, '\0', len) : NULL;
-        const char *nul2 = nul1 ? memchr(nul1 + 1, '\0', len - (size_t) (nul1 + 1 - raw)) : NULL;
-        if (!nul2 || memchr(nul2 + 1, '\0', len - (size_t) (nul2 + 1 - raw))) {
-                if (raw)
-                        explicit_bzero(raw, len);
-                auth_failed(s, NULL, "PLAIN");
-                return;
-        }
-        const char *authzid = raw, *authcid = nul1 + 1, *password = nul2 + 1;
-        size_t password_len = len - (size_t) (password - raw);
-        bool ok = (!*authzid || streq(authzid, authcid)) && password_ok(s, authcid, password, password_len);
-        g_autofree char *user = g_strdup(authcid);
-        explicit_bzero(raw, len);
-        if (!ok) {
-                auth_failed(s, user, "PLAIN");
-                return;
-        }
-        g_free(s->user);
-        s->user = TAKE_PTR(user);
-        login(s);
+}
+
+static void auth_response(Session *s, char *line) {
+        g_autofree char *challenge = NULL;
+        int r = sasl_server_step(s->sasl, line, &challenge);
+        explicit_bzero(line, strlen(line));
+        auth_result(s, r, challenge);
 }
 
 static void cmd_auth(Session *s, const char *args) {
-        bool plain = secrets_server_has_plain(server_secrets(s->server));
+        g_autofree char *offered = sasl_offered(s);
+        g_autofree char *challenge = NULL;
+
         if (isempty(args)) {
-                reply(s, "+OK%s", plain ? "\r\nPLAIN\r\n." : "\r\n.");
+                /* RFC 1734's list form: one mechanism a line. */
+                g_auto(GStrv) mechs = g_strsplit(offered, " ", -1);
+                g_autofree char *list = g_strjoinv("\r\n", mechs);
+                reply(s, "+OK%s%s\r\n.", *offered ? "\r\n" : "", list);
                 return;
         }
-        g_autofree char *mechanism = g_strdup(args);
-        char *initial = strchr(mechanism, ' ');
-        if (initial)
-                *initial++ = '\0';
-        if (!plain || g_ascii_strcasecmp(mechanism, "PLAIN") != 0) {
+        if (!tls_allows_login(s))
+                return;
+        g_autofree char *mechanism = g_strndup(args, strcspn(args, " "));
+        const char *initial = args + strlen(mechanism);
+        while (*initial == ' ')
+                initial++;
+        if (sasl_server_new(mechanism, offered, server_secrets(s->server), s->server->config.domain, &s->sasl) < 0) {
                 reply(s, "-ERR unsupported SASL mechanism");
                 return;
         }
-        if (initial) {
-                auth_plain_response(s, initial);
-                return;
-        }
-        s->auth_plain_pending = true;
         lineio_set_max_line(s->io, POP3_MAX_AUTH_LINE);
-        reply(s, "+ ");
+        int r = sasl_server_step(s->sasl, *initial ? initial : NULL, &challenge);
+        auth_result(s, r, challenge);
 }
 
 /* ---- retrieval ---- */
@@ -716,6 +749,58 @@ static void cmd_quit(Session *s) {
         close_with(s, failed > 0 ? "-ERR some deleted messages not removed" : "+OK signing off");
 }
 
+/* ---- TLS ---- */
+
+static void greet(Session *s);
+static int arm_idle_timer(Session *s);
+
+static int start_tls(Session *s) {
+        g_autofree char *error = NULL;
+        LineIoTransport t;
+
+        int r = tls_new(s->server->config.tls, lineio_get_fd(s->io), &s->tls_session, &error);
+        if (r < 0) {
+                log_event(s, LOG_ERR, NULL, "%s", error);
+                return r;
+        }
+        tls_lineio_transport(s->tls_session, &t);
+        (void) sd_event_source_set_time_relative(s->idle_timer, (uint64_t) s->server->config.handshake_timeout * 1000000u);
+        return lineio_start_handshake(s->io, &t);
+}
+
+static void on_handshake(Session *s) {
+        g_autofree char *cipher = tls_cipher_name(s->tls_session);
+        s->tls = true;
+        log_event(s, LOG_INFO, NULL, "TLS session with %s: %s", s->host, cipher);
+        (void) arm_idle_timer(s);
+        /* RFC 2595 4: what the client said in the clear is forgotten. */
+        g_clear_pointer(&s->user, g_free);
+        if (!s->greeted)
+                greet(s);
+}
+
+static void cmd_stls(Session *s, const char *args) {
+        if (!s->server->config.stls) {
+                reply(s, "-ERR STLS not available");
+                return;
+        }
+        if (s->tls) {
+                reply(s, "-ERR command not permitted when TLS active");
+                return;
+        }
+        if (!isempty(args)) {
+                reply(s, "-ERR STLS takes no arguments");
+                return;
+        }
+        /* CVE-2011-0411: nothing sent in the clear after STLS counts. */
+        size_t dropped = lineio_discard_input(s->io);
+        if (dropped > 0)
+                log_event(s, LOG_WARNING, NULL, "discarded %zu bytes sent in the clear after STLS by %s", dropped, s->host);
+        reply(s, "+OK begin TLS negotiation");
+        if (start_tls(s) < 0)
+                close_with(s, "-ERR TLS not available");
+}
+
 /* ---- commands ---- */
 
 typedef enum CommandClass {
@@ -730,7 +815,7 @@ static void handle_command(Session *s, char *line, size_t len) {
                 { "AUTH", CMD_AUTHORIZATION }, { "STAT", CMD_TRANSACTION }, { "LIST", CMD_TRANSACTION },
                 { "RETR", CMD_TRANSACTION }, { "TOP", CMD_TRANSACTION }, { "DELE", CMD_TRANSACTION },
                 { "RSET", CMD_TRANSACTION }, { "UIDL", CMD_TRANSACTION }, { "NOOP", CMD_TRANSACTION },
-                { "CAPA", CMD_ANY }, { "QUIT", CMD_ANY },
+                { "CAPA", CMD_ANY }, { "QUIT", CMD_ANY }, { "STLS", CMD_AUTHORIZATION },
         };
         if (memchr(line, '\0', len)) {
                 s->bad_commands++;
@@ -777,11 +862,15 @@ static void handle_command(Session *s, char *line, size_t len) {
         case 9: cmd_rset(s); break;
         case 10: cmd_list(s, args, true); break;
         case 11: reply(s, "+OK"); break;
-        case 12:
-                reply(s, "+OK capability list follows\r\nUSER\r\nCAPA\r\nTOP\r\nUIDL%s\r\n.",
-                      secrets_server_has_plain(server_secrets(s->server)) ? "\r\nSASL PLAIN" : "");
+        case 12: {
+                g_autofree char *offered = sasl_offered(s);
+                reply(s, "+OK capability list follows\r\nUSER\r\nCAPA\r\nTOP\r\nUIDL%s%s%s\r\n.",
+                      *offered ? "\r\nSASL " : "", offered,
+                      s->server->config.stls && !s->tls && s->state == STATE_AUTHORIZATION ? "\r\nSTLS" : "");
                 break;
+        }
         case 13: cmd_quit(s); break;
+        case 14: cmd_stls(s, args); break;
         default: break;
         }
 }
@@ -800,26 +889,33 @@ static int on_io(LineIo *io, LineIoEvent event, char *data, size_t len, int erro
                 (void) arm_idle_timer(s);
                 if (s->state == STATE_CLOSING)
                         ;
-                else if (s->auth_plain_pending)
-                        auth_plain_response(s, memchr(data, '\0', len) ? "" : data);
+                else if (s->sasl)
+                        auth_response(s, data);
                 else
                         handle_command(s, data, len);
                 return 0;
         case LINEIO_OVERFLOW:
                 (void) arm_idle_timer(s);
                 s->bad_commands++;
-                if (s->auth_plain_pending) {
-                        s->auth_plain_pending = false;
-                        lineio_set_max_line(s->io, POP3_MAX_COMMAND_LINE);
-                }
+                if (s->sasl)
+                        auth_end(s);
                 reply(s, "-ERR line too long");
                 return 0;
         case LINEIO_DRAINED:
                 if (s->retr.fd >= 0)
                         retrieval_continue(s);
                 return 0;
-        case LINEIO_EOF:
+        case LINEIO_HANDSHAKE:
+                on_handshake(s);
+                return 0;
         case LINEIO_ERROR:
+                if (s->tls_session && !s->tls) {
+                        log_event(s, LOG_WARNING, NULL, "TLS handshake with %s failed: %s", s->host, tls_error(s->tls_session));
+                        session_free(s);
+                        return LINEIO_FREED;
+                }
+                _fallthrough_;
+        case LINEIO_EOF:
                 if (s->state == STATE_TRANSACTION)
                         log_event(s, LOG_INFO, NULL, "client disconnected without QUIT: nothing deleted");
                 session_free(s);
@@ -831,6 +927,11 @@ static int on_io(LineIo *io, LineIoEvent event, char *data, size_t len, int erro
 
 static int on_idle_timeout(sd_event_source *source, uint64_t usec, void *userdata) {
         Session *s = userdata;
+        if (lineio_is_handshaking(s->io)) {
+                log_event(s, LOG_INFO, NULL, "TLS handshake with %s timed out: disconnecting", s->host);
+                session_free(s);
+                return 0;
+        }
         if (s->retr.fd >= 0)
                 return arm_idle_timer(s);   /* the client is reading */
         /* RFC 1939 3: an autologout timer; the session ends without entering UPDATE. */
@@ -862,6 +963,8 @@ static void session_free(Session *s) {
         sd_event_source_disable_unref(s->idle_timer);
         sd_event_source_disable_unref(s->auth_delay);
         lineio_free(s->io);
+        tls_free(s->tls_session);
+        sasl_server_free(s->sasl);
         g_free(s->user);
         memcpy(host, s->host, sizeof host);
         g_free(s);
@@ -897,20 +1000,32 @@ int session_start(Server *server, int fd, const struct sockaddr *peer, socklen_t
         if (r < 0)
                 goto fail;
 
+        bool implicit = c->tls && (c->tls_connection || (server->acceptor.serving && streq(server->acceptor.serving, "pop3s")));
         if (!c->remote_clients && !sockaddr_is_local(peer, peer_len)) {
                 log_event(s, LOG_WARNING, LOG_MESSAGE_REJECTED,
                           "connection from %s rejected: not a local address (see --remote-clients)", s->host);
                 server->n_rejected++;
+                s->greeted = true;
                 close_with(s, "-ERR remote clients are not allowed");
+        } else if (implicit) {
+                r = start_tls(s);
+                if (r < 0)
+                        goto fail;
         } else
-                reply(s, "+OK POP3 server ready %s", s->challenge);
+                greet(s);
         log_event(s, LOG_DEBUG, NULL, "connection from %s:%u", s->host, s->port);
         *ret = s;
         return 0;
 fail:
         if (s->io)
                 lineio_free(s->io);
+        tls_free(s->tls_session);
         sd_event_source_disable_unref(s->idle_timer);
         g_free(s);
         return r;
+}
+
+static void greet(Session *s) {
+        s->greeted = true;
+        reply(s, "+OK POP3 server ready %s", s->challenge);
 }

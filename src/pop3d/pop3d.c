@@ -23,8 +23,7 @@
 /* Options of the table that concern pop3d but that this version does not implement yet: an
  * error rather than silently running without them (TLS is a security setting). */
 static const char *const unimplemented[] = {
-        "server-auth-config", "server-tls", "server-tls-connection", "server-tls-required",
-        "server-tls-certificate", "server-tls-verify", "tls-config", "log-format", "debug",
+        "log-format", "debug",
 };
 
 static char *default_domain(void) {
@@ -44,6 +43,7 @@ static int configure(Server *server, const Options *o) {
                 .max_sessions = 1000,
                 .drain_timeout = 20,
                 .auth_delay_ms = 1000,
+                .handshake_timeout = 40,
         };
         for (size_t i = 0; i < ELEMENTSOF(unimplemented); i++)
                 if (options_has(o, unimplemented[i])) {
@@ -54,8 +54,23 @@ static int configure(Server *server, const Options *o) {
         c->remote_clients = options_has(o, "remote-clients");
         c->no_delete = options_has(o, "pop-no-delete");
         c->by_name = options_has(o, "pop-by-name");
-        if ((r = daemon_get_uint(o, "idle-timeout", 1, 86400, &c->idle_timeout)) < 0)
+        if ((r = daemon_get_uint(o, "idle-timeout", 1, 86400, &c->idle_timeout)) < 0 ||
+            (r = daemon_get_uint(o, "connection-timeout", 1, 3600, &c->handshake_timeout)) < 0)
                 return r;
+        DaemonServerTls t;
+        if ((r = daemon_server_tls(o, &t)) < 0)
+                return r;
+        {
+                g_autofree char *error = NULL;
+                if ((r = sasl_config_parse(options_get(o, "server-auth-config"), &c->auth_config, &error)) < 0) {
+                        log_error("--server-auth-config: %s", error);
+                        return r;
+                }
+        }
+        c->tls = t.tls;
+        c->stls = t.starttls;
+        c->tls_connection = t.connection;
+        c->tls_required = t.required;
 
         const char *auth = options_get(o, "pop-auth");
         if (isempty(auth)) {
@@ -110,7 +125,8 @@ static int run(Options *op, int argc, char **argv) {
         }
         (void) sd_event_set_watchdog(server.event, true);
 
-        r = daemon_open_listeners(&server.acceptor.listeners, op, "pop", "pop-port", 110, "pop3", "pop3s");
+        r = daemon_open_listeners(&server.acceptor.listeners, op, "pop", "pop-port", 110, "pop3",
+                                  server.config.tls ? NULL : "pop3s");
         if (r < 0) {
                 r = 2;   /* E-MailRelay: exit 2 when a listening socket cannot be bound */
                 goto out;
@@ -127,6 +143,8 @@ static int run(Options *op, int argc, char **argv) {
 out:
         server_done(&server);
         secrets_free(server.secrets);
+        tls_context_free(server.config.tls);
+        sasl_config_done(&server.config.auth_config);
         g_free(server.config.domain);
         spool_free(server.spool);
         sd_event_unref(server.event);

@@ -10,8 +10,10 @@
 
 #include "acceptor.h"
 #include "listen.h"
+#include "sasl.h"
 #include "secrets.h"
 #include "spool.h"
+#include "tls.h"
 
 #define POP3_MAX_COMMAND_LINE 253   /* RFC 2449 4: 255 octets with CRLF */
 #define POP3_MAX_AUTH_LINE 2048     /* an AUTH PLAIN response on its own line */
@@ -28,6 +30,12 @@ typedef struct Pop3dConfig {
         unsigned max_sessions;
         unsigned drain_timeout;
         unsigned auth_delay_ms;     /* after a failed authentication */
+        SaslConfig auth_config;     /* --server-auth-config: PLAIN (and USER/PASS) and APOP */
+        TlsContext *tls;            /* NULL without TLS */
+        bool stls;                  /* --server-tls: STLS (RFC 2595) */
+        bool tls_connection;        /* --server-tls-connection: POP3S on every connection */
+        bool tls_required;          /* --server-tls-required: no login in the clear */
+        unsigned handshake_timeout; /* seconds */
 } Pop3dConfig;
 
 typedef struct Session Session;

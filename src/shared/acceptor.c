@@ -131,7 +131,12 @@ static int on_accept(sd_event_source *source, int fd, uint32_t revents, void *us
                         log_info("accepting connections again (%u open)", a->n_sessions);
                         a->accept_warned = false;
                 }
+                a->serving = NULL;
+                for (size_t k = 0; k < a->listeners.n; k++)
+                        if (a->listeners.items[k].fd == fd)
+                                a->serving = a->listeners.items[k].name;
                 (void) serve_fd(a, cfd, (struct sockaddr *) &peer, len);
+                a->serving = NULL;
                 if (a->n_sessions >= a->max_sessions)
                         return 0;
         }
@@ -191,7 +196,9 @@ int acceptor_start(Acceptor *a) {
                         a->single_session = true;
                         int fd = l->fd;
                         l->fd = -EBADF;
+                        a->serving = l->name;
                         r = serve_fd(a, fd, (struct sockaddr *) &peer, len);
+                        a->serving = NULL;
                         if (r < 0)
                                 return r;
                         continue;

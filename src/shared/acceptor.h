@@ -38,6 +38,7 @@ typedef struct Acceptor {
         uint64_t n_refused;
         bool draining;
         bool single_session;          /* Accept=yes: exit after the one connection */
+        const char *serving;          /* during hooks.start: the listener's name ("smtps"...) */
 
         /* private */
         GList *sessions;

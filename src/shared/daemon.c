@@ -9,6 +9,8 @@
 #include "config.h"
 #include "daemon.h"
 #include "log.h"
+#include "secrets.h"
+#include "tls.h"
 #include "macro.h"
 
 int daemon_parse_options(Options *o, int argc, char **argv) {
@@ -83,6 +85,49 @@ bool daemon_switch_item(const char *item, const char **ret_name) {
         return true;
 }
 
+int daemon_server_tls(const Options *o, DaemonServerTls *ret) {
+        g_autofree const char **certs = NULL, **config = NULL;
+        g_autofree char *error = NULL;
+        DaemonServerTls t = {
+                .starttls = options_has(o, "server-tls"),
+                .connection = options_has(o, "server-tls-connection"),
+                .required = options_has(o, "server-tls-required"),
+        };
+        size_t n_certs = options_get_all(o, "server-tls-certificate", &certs);
+        size_t n_config = options_get_all(o, "tls-config", &config);
+
+        if (t.starttls && t.connection) {
+                log_error("--server-tls and --server-tls-connection cannot be combined");
+                return -EINVAL;
+        }
+        if (t.required && !t.starttls && !t.connection) {
+                log_error("--server-tls-required needs --server-tls");
+                return -EINVAL;
+        }
+        if ((t.starttls || t.connection) && n_certs == 0) {
+                log_error("--server-tls%s needs --server-tls-certificate", t.starttls ? "" : "-connection");
+                return -EINVAL;
+        }
+        if (n_certs > 0) {
+                TlsSettings settings = {
+                        .server = true,
+                        .certificate_files = certs,
+                        .n_certificate_files = n_certs,
+                        .verify = options_get(o, "server-tls-verify"),
+                        .config = config,
+                        .n_config = n_config,
+                };
+                int r = tls_context_new(&settings, &t.tls, &error);
+                if (r < 0) {
+                        log_error("%s", error);
+                        return r;
+                }
+        } else if (options_has(o, "server-tls-verify"))
+                log_warning("--server-tls-verify has no effect without TLS");
+        *ret = t;
+        return 0;
+}
+
 int daemon_open_listeners(ListenerSet *set, const Options *o, const char *kind, const char *port_option,
                           unsigned default_port, const char *socket_name, const char *tls_name) {
         static const char *const prefixes[] = { "smtp=", "pop=", "admin=" };
@@ -98,7 +143,7 @@ int daemon_open_listeners(ListenerSet *set, const Options *o, const char *kind, 
         if (r > 0) {
                 for (size_t i = 0; i < set->n; i++)
                         if (tls_name && streq(set->items[i].name, tls_name))
-                                return log_error_errno(-EOPNOTSUPP, "socket \"%s\" needs TLS, which this version does not support yet",
+                                return log_error_errno(-EOPNOTSUPP, "socket \"%s\" needs TLS: give a TLS certificate option",
                                                        tls_name);
                 return 0;
         }
@@ -173,5 +218,20 @@ void daemon_apply_switches(const Options *o, const char *option, const DaemonSwi
                         else if (table[k].flag)
                                 *table[k].flag = on;
                 }
+        }
+}
+
+void daemon_refresh_secrets(Secrets *secrets, uint64_t now_usec, uint64_t *checked_usec) {
+        if (*checked_usec != 0 && now_usec - *checked_usec < 1000000u)
+                return;
+        *checked_usec = now_usec;
+        g_autofree char *error = NULL;
+        int r = secrets_reload_if_changed(secrets, &error);
+        if (r < 0)
+                log_warning("cannot re-read the secrets file: %s (the previous secrets stay in force)", error);
+        else if (r > 0) {
+                log_info("re-read the secrets file %s", secrets_path(secrets));
+                for (const char *const *w = secrets_warnings(secrets); *w; w++)
+                        log_warning("%s", *w);
         }
 }

@@ -5,9 +5,11 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "listen.h"
 #include "options.h"
+#include "secrets.h"
 
 /* The config file is the last non-option argument, else CONFIG_FILE if it exists; its options
  * are read first, then the command line's, which override them. Errors are logged. */
@@ -21,11 +23,21 @@ int daemon_get_uint(const Options *o, const char *name, unsigned min, unsigned m
 
 /* The listeners of a daemon: the sockets the service manager passed (LISTEN_FDS), or else
  * E-MailRelay's --interface list (entries with another daemon's prefix skipped: kind is
- * "smtp" or "pop") on the port option's value. A passed socket named tls_name is refused (no
- * TLS yet). Logs "<kind> server on port N" for each bound socket. Exit code 2 territory: the
+ * "smtp" or "pop") on the port option's value. A passed socket named tls_name is refused (pass
+ * NULL when TLS is configured). Logs "<kind> server on port N" for each bound socket. Exit code 2 territory: the
  * caller reports failure as "cannot bind". */
 int daemon_open_listeners(ListenerSet *set, const Options *o, const char *kind, const char *port_option,
                           unsigned default_port, const char *socket_name, const char *tls_name);
+
+/* The server TLS options shared by smtpd and pop3d: --server-tls (STARTTLS/STLS),
+ * --server-tls-connection, --server-tls-required, --server-tls-certificate (once or twice),
+ * --server-tls-verify and --tls-config. ret->tls stays NULL without a certificate. Errors are
+ * logged. */
+typedef struct DaemonServerTls {
+        struct TlsContext *tls;
+        bool starttls, connection, required;
+} DaemonServerTls;
+int daemon_server_tls(const Options *o, DaemonServerTls *ret);
 
 /* --help [--verbose] and --version [--verbose]: print and return 1 when one was given, else 0. */
 int daemon_help_version(const Options *o, const char *program, const char *usage);
@@ -44,3 +56,8 @@ void daemon_apply_switches(const Options *o, const char *option, const DaemonSwi
  * "+x" and "with-x" turn x on; "-x", "nox" and "without-x" turn it off. Returns whether on and
  * the bare name. */
 bool daemon_switch_item(const char *item, const char **ret_name);
+
+/* Re-read a secrets file that changed, at most once a second by the caller's monotonic clock
+ * (*checked_usec keeps the time of the last look; 0 at first). A bad new file is logged and the
+ * previous secrets stay in force. */
+void daemon_refresh_secrets(Secrets *secrets, uint64_t now_usec, uint64_t *checked_usec);

@@ -53,6 +53,14 @@ struct LineIo {
         bool corked;
         bool want_drained;
 
+        /* Transport switch (STARTTLS): the new transport waits in next_transport until the
+         * output queue is empty, then its handshake runs. */
+        LineIoTransport next_transport;
+        bool switch_pending;
+        size_t clear_left;       /* queued bytes that still go out through the old transport */
+        bool handshaking;
+        bool handshake_want_write;
+
         bool closing;            /* lineio_close_after_flush() was called */
         bool closed;             /* ... and its LINEIO_EOF was delivered */
         int error;               /* first read/write failure, to be reported once */
@@ -90,9 +98,13 @@ static bool output_high(const LineIo *io) {
         return queued(io) > io->limits.high_water;
 }
 
+static bool in_handshake(const LineIo *io) {
+        return io->switch_pending || io->handshaking;
+}
+
 static bool input_blocked(const LineIo *io) {
         return io->failed || io->closing || io->eof_delivered || io->paused || output_high(io) ||
-               io->error < 0;
+               io->error < 0 || in_handshake(io);
 }
 
 static bool can_read(const LineIo *io) {
@@ -119,10 +131,14 @@ static void update_events(LineIo *io) {
         int r;
 
         if (!io->failed && !io->closed && io->error == 0) {
-                if (can_read(io))
-                        events |= EPOLLIN;
-                if (queued(io) > 0 && !io->corked)
-                        events |= EPOLLOUT;
+                if (io->handshaking)
+                        events |= io->handshake_want_write ? EPOLLOUT : EPOLLIN;
+                else {
+                        if (can_read(io))
+                                events |= EPOLLIN;
+                        if (io->switch_pending ? io->clear_left > 0 : queued(io) > 0 && !io->corked)
+                                events |= EPOLLOUT;
+                }
         }
         /* Edge-triggered: with level-triggered sources, every loop iteration's epoll_wait
          * re-reported every readable socket, so thousands of peers closing at once cost
@@ -178,17 +194,26 @@ static ssize_t write_some(LineIo *io, const char *buf, size_t len) {
 }
 
 static void flush_output(LineIo *io) {
+        size_t len = queued(io);
         ssize_t n;
 
-        if (io->corked || io->error < 0 || queued(io) == 0)
+        /* While a transport switch waits, only what was queued before it goes out (in the
+         * clear); the rest waits for the new transport. */
+        if (io->switch_pending)
+                len = len < io->clear_left ? len : io->clear_left;
+        else if (io->corked || io->handshaking)
+                return;
+        if (io->error < 0 || len == 0)
                 return;
 
-        n = write_some(io, io->out + io->out_start, queued(io));
+        n = write_some(io, io->out + io->out_start, len);
         if (n < 0) {
                 set_error(io, (int) n);
                 return;
         }
         io->out_start += (size_t) n;
+        if (io->switch_pending)
+                io->clear_left -= (size_t) n;
         release_output_if_empty(io);
 }
 
@@ -313,6 +338,33 @@ static int dispatch_input(LineIo *io) {
         return DISPATCH_IDLE;
 }
 
+/* Switch transports once the clear output is out, then step the handshake. */
+static int progress_handshake(LineIo *io) {
+        bool want_write = false;
+        int r;
+
+        if (io->switch_pending) {
+                flush_output(io);
+                if (io->clear_left > 0)
+                        return DISPATCH_IDLE;
+                io->transport = io->next_transport;
+                io->switch_pending = false;
+                io->handshaking = true;
+        }
+        r = io->transport.handshake(io->transport.ctx, &want_write);
+        if (r == -EAGAIN) {
+                io->handshake_want_write = want_write;
+                return DISPATCH_IDLE;
+        }
+        if (r < 0) {
+                set_error(io, r);
+                return DISPATCH_AGAIN;
+        }
+        io->handshaking = false;
+        io->maybe_more = true;   /* the handshake may have read application data too */
+        return call(io, LINEIO_HANDSHAKE, NULL, 0, 0);
+}
+
 static int dispatch_one(LineIo *io) {
         int r;
 
@@ -326,16 +378,22 @@ static int dispatch_one(LineIo *io) {
                 return call(io, LINEIO_ERROR, NULL, 0, io->error);
         }
 
+        if (in_handshake(io) && !io->closing)
+                return progress_handshake(io);
+
         if (io->want_drained && queued(io) <= io->limits.low_water) {
                 io->want_drained = false;
                 return call(io, LINEIO_DRAINED, NULL, 0, 0);
         }
 
         if (io->closing) {
-                if (queued(io) > 0)
+                /* Mid-handshake nothing more can be said to the peer: close at once. */
+                if (queued(io) > 0 && !in_handshake(io))
                         return DISPATCH_IDLE;
                 /* Tell the peer we are done while it can still send its FIN; on a pipe there is
                  * nothing to shut down, and an already gone peer is no longer our concern. */
+                if (io->transport.bye && !in_handshake(io))
+                        io->transport.bye(io->transport.ctx);
                 (void) shutdown(io->fd, SHUT_WR);
                 io->closed = true;
                 return call(io, LINEIO_EOF, NULL, 0, 0);
@@ -541,6 +599,24 @@ LineIo *lineio_free(LineIo *io) {
         return NULL;
 }
 
+int lineio_start_handshake(LineIo *io, const LineIoTransport *transport) {
+        assert(io);
+        assert(transport && transport->handshake);
+
+        io->next_transport = *transport;
+        io->switch_pending = true;
+        io->clear_left = queued(io);
+        io->handshake_want_write = false;
+        schedule(io);
+        update_events(io);
+        return 0;
+}
+
+bool lineio_is_handshaking(const LineIo *io) {
+        assert(io);
+        return in_handshake(io);
+}
+
 int lineio_get_fd(const LineIo *io) {
         assert(io);
         return io->fd;
@@ -632,7 +708,7 @@ int lineio_write(LineIo *io, const void *data, size_t len) {
         was_high = output_high(io);
 
         /* The common case: nothing queued, so write straight from the caller's buffer. */
-        if (queued(io) == 0 && !io->corked) {
+        if (queued(io) == 0 && !io->corked && !in_handshake(io)) {
                 ssize_t n = write_some(io, data, len);
                 if (n < 0) {
                         set_error(io, (int) n);

@@ -11,7 +11,9 @@
  * Output: a queue of bytes written as the socket allows; the owner can ask to be told when it
  * drains below the low water mark, and can close after flushing.
  *
- * A transport seam (LineIoTransport) lets TLS slot in under the buffers later. */
+ * A transport seam (LineIoTransport) lets TLS slot in under the buffers: lineio_start_handshake()
+ * switches to it once the output queued so far has gone out in the clear, runs its handshake
+ * on the loop, then reports LINEIO_HANDSHAKE. */
 #pragma once
 
 #include <stdbool.h>
@@ -28,6 +30,7 @@ typedef enum LineIoEvent {
         LINEIO_EOF,       /* the peer closed its side; no more input events follow */
         LINEIO_ERROR,     /* a read or write failed; error holds the negative errno */
         LINEIO_DRAINED,   /* the output queue fell to the low water mark (if requested) */
+        LINEIO_HANDSHAKE, /* the transport's handshake finished; input flows again */
         _LINEIO_EVENT_MAX,
 } LineIoEvent;
 
@@ -42,6 +45,12 @@ typedef int (*LineIoHandler)(LineIo *io, LineIoEvent event, char *data, size_t l
 typedef struct LineIoTransport {
         ssize_t (*read)(void *ctx, void *buf, size_t len);
         ssize_t (*write)(void *ctx, const void *buf, size_t len);
+        /* Optional: one non-blocking handshake step: 0 done, -EAGAIN (waiting for the socket
+         * to become writable if *ret_want_write, else readable), or a negative errno that is
+         * reported as LINEIO_ERROR. */
+        int (*handshake)(void *ctx, bool *ret_want_write);
+        /* Optional: called before the socket is shut down after lineio_close_after_flush(). */
+        void (*bye)(void *ctx);
         void *ctx;
 } LineIoTransport;
 
@@ -63,6 +72,11 @@ LineIo *lineio_free(LineIo *io);
 int lineio_get_fd(const LineIo *io);
 void lineio_set_transport(LineIo *io, const LineIoTransport *transport);
 void lineio_set_max_line(LineIo *io, size_t max_line);
+/* Flush what is queued through the current transport, then switch to this one and run its
+ * handshake. No input is delivered until LINEIO_HANDSHAKE (or LINEIO_ERROR). Call
+ * lineio_discard_input() first when plaintext read so far must not count (STARTTLS). */
+int lineio_start_handshake(LineIo *io, const LineIoTransport *transport);
+bool lineio_is_handshaking(const LineIo *io);
 
 /* Stop or restart delivering input events. Buffered lines are delivered after resume. */
 void lineio_pause(LineIo *io);

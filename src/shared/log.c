@@ -463,3 +463,16 @@ finish:
         errno = saved_errno;
         return -abs_error;
 }
+
+char *log_quotable(const char *s, size_t max) {
+        size_t n = s ? strnlen(s, max) : 0;
+        char *out = malloc(n + 1);
+        if (!out)
+                abort();
+        for (size_t i = 0; i < n; i++) {
+                unsigned char c = (unsigned char) s[i];
+                out[i] = c < 0x20 || c == 0x7f || c == '"' || c == '\\' ? '?' : (char) c;
+        }
+        out[n] = '\0';
+        return out;
+}

@@ -61,6 +61,11 @@ int log_fields(int level, int error, const LogField *fields, size_t n_fields, co
 #define log_warning_errno(error, ...) log_full_errno(LOG_WARNING, (error), __VA_ARGS__)
 #define log_error_errno(error, ...)   log_full_errno(LOG_ERR, (error), __VA_ARGS__)
 
+/* A peer-supplied name fit to quote in a log line that tools parse (fail2ban): at most max
+ * bytes, with control characters, quotes and backslashes replaced by '?', so that a name
+ * cannot end the quotes and forge " from <address>". Returns a newly allocated string. */
+char *log_quotable(const char *s, size_t max);
+
 /* Expand %d and %h in a --log-file path for the given time (exposed for tests). Returns a newly
  * allocated string. */
 char *log_file_path_expand(const char *pattern, long long unix_seconds);

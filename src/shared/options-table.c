@@ -95,8 +95,9 @@ const OptionDef emailrelay_options[] = {
               .help = N_("filter run on each message as it is forwarded")),
         VALUE("client-interface", '6', "<ip>", FORWARD | FRONTEND, .verbose_help = true,
               .help = N_("local address for outgoing connections")),
-        VALUE("connection-timeout", 'U', "<seconds>", FORWARD | FRONTEND, .verbose_help = true,
-              .help = N_("timeout for connecting to the next hop (default 40)")),
+        /* Also the TLS handshake timeout, on both sides (as in E-MailRelay). */
+        VALUE("connection-timeout", 'U', "<seconds>", SMTPD | POP3D | FORWARD | FRONTEND, .verbose_help = true,
+              .help = N_("timeout for connecting to the next hop and for TLS handshakes (default 40)")),
         VALUE("response-timeout", 'T', "<seconds>", FORWARD | FRONTEND, .verbose_help = true,
               .help = N_("timeout for the next hop's replies (default 1800)")),
         VALUE("idle-timeout", 0, "<seconds>", SMTPD | POP3D | FRONTEND, .verbose_help = true,

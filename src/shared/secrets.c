@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* The secrets file, reference section 4.1: "client|server type id secret [selector]" lines. */
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -19,6 +20,8 @@ struct Secrets {
         GPtrArray *warnings;     /* char*, NULL-terminated */
         GHashTable *keys;        /* "side type id" -> Secret* (borrowed) */
         bool has_server_plain;
+        bool has_server_md5;
+        bool has_server_accounts;
         struct stat st;          /* of the file when last read */
 };
 
@@ -208,7 +211,9 @@ static int parse_line(Secrets *s, char *line, unsigned lineno, char **ret_error)
                                 return r;
                         }
                 } else {
-                        if (!base64_is_valid(secret) && x->type != SECRET_HASHED) {
+                        /* "client oauth <id> exec:<program>": a helper prints a fresh token. */
+                        bool helper = x->type == SECRET_OAUTH && g_str_has_prefix(secret, "exec:") && secret[5];
+                        if (!helper && !base64_is_valid(secret) && x->type != SECRET_HASHED) {
                                 *ret_error = g_strdup_printf("%s:%u: invalid base64 encoding", s->path, lineno);
                                 secret_free(x);
                                 return -EINVAL;
@@ -233,6 +238,10 @@ static int parse_line(Secrets *s, char *line, unsigned lineno, char **ret_error)
         g_hash_table_insert(s->keys, TAKE_PTR(key), x);
         if (x->server && x->type == SECRET_PLAIN)
                 s->has_server_plain = true;
+        if (x->server && x->type == SECRET_MD5)
+                s->has_server_md5 = true;
+        if (x->server && x->type != SECRET_NONE)
+                s->has_server_accounts = true;
         g_ptr_array_add(s->items, x);
         return 0;
 }
@@ -320,6 +329,105 @@ const char *secrets_server_plain(const Secrets *s, const char *id) {
 
 bool secrets_server_has_plain(const Secrets *s) {
         return s && s->has_server_plain;
+}
+
+const Secret *secrets_find(const Secrets *s, bool server, SecretType type, const char *id) {
+        if (!s || !id)
+                return NULL;
+        g_autofree char *key = key_for(server, type, id);
+        return g_hash_table_lookup(s->keys, key);
+}
+
+bool secrets_server_has_md5(const Secrets *s) {
+        return s && s->has_server_md5;
+}
+
+bool secrets_server_has_accounts(const Secrets *s) {
+        return s && s->has_server_accounts;
+}
+
+static const char *trusted_lookup(const Secrets *s, const char *candidate) {
+        const Secret *x = secrets_find(s, true, SECRET_NONE, candidate);
+        return x ? x->secret : NULL;
+}
+
+static const char *trusted_ipv4(const Secrets *s, uint32_t a) {
+        char buf[64];
+        const char *k;
+
+        snprintf(buf, sizeof buf, "%u.%u.%u.%u", a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255);
+        if ((k = trusted_lookup(s, buf)))
+                return k;
+        for (int bits = 32; bits >= 0; bits--) {
+                uint32_t m = bits == 0 ? 0 : a & (0xffffffffu << (32 - bits));
+                snprintf(buf, sizeof buf, "%u.%u.%u.%u/%d", m >> 24, (m >> 16) & 255, (m >> 8) & 255, m & 255, bits);
+                if ((k = trusted_lookup(s, buf)))
+                        return k;
+                /* The wildcard forms come right after the /24, /16 and /8 masks. */
+                if (bits == 24)
+                        snprintf(buf, sizeof buf, "%u.%u.%u.*", a >> 24, (a >> 16) & 255, (a >> 8) & 255);
+                else if (bits == 16)
+                        snprintf(buf, sizeof buf, "%u.%u.*.*", a >> 24, (a >> 16) & 255);
+                else if (bits == 8)
+                        snprintf(buf, sizeof buf, "%u.*.*.*", a >> 24);
+                else if (bits == 0)
+                        snprintf(buf, sizeof buf, "*.*.*.*");
+                else
+                        continue;
+                if ((k = trusted_lookup(s, buf)))
+                        return k;
+        }
+        return NULL;
+}
+
+const char *secrets_server_trusted(const Secrets *s, const char *address) {
+        struct in_addr a4;
+        struct in6_addr a6;
+        char buf[INET6_ADDRSTRLEN + 8];
+        const char *k;
+
+        if (!s || !address)
+                return NULL;
+        if (inet_pton(AF_INET, address, &a4) == 1)
+                return trusted_ipv4(s, ntohl(a4.s_addr));
+        if (inet_pton(AF_INET6, address, &a6) != 1)
+                return NULL;
+        if (IN6_IS_ADDR_V4MAPPED(&a6)) {
+                uint32_t v;
+                memcpy(&v, a6.s6_addr + 12, 4);
+                return trusted_ipv4(s, ntohl(v));
+        }
+        if ((k = trusted_lookup(s, address)))
+                return k;
+        for (int bits = 128; bits >= 0; bits--) {
+                struct in6_addr m = a6;
+                for (int i = 0; i < 16; i++) {
+                        int keep = bits - i * 8;
+                        m.s6_addr[i] &= keep >= 8 ? 0xff : keep <= 0 ? 0 : (uint8_t) (0xff << (8 - keep));
+                }
+                char text[INET6_ADDRSTRLEN];
+                inet_ntop(AF_INET6, &m, text, sizeof text);
+                snprintf(buf, sizeof buf, "%s/%d", text, bits);
+                if ((k = trusted_lookup(s, buf)))
+                        return k;
+        }
+        return NULL;
+}
+
+const Secret **secrets_client_accounts(const Secrets *s, const char *selector, size_t *ret_n) {
+        GPtrArray *out = g_ptr_array_new();
+        for (guint i = 0; s && i < s->items->len; i++) {
+                const Secret *x = g_ptr_array_index(s->items, i);
+                if (x->server)
+                        continue;
+                if (isempty(selector) ? x->selector != NULL : !x->selector || !streq(x->selector, selector))
+                        continue;
+                g_ptr_array_add(out, (gpointer) x);
+        }
+        if (ret_n)
+                *ret_n = out->len;
+        g_ptr_array_add(out, NULL);
+        return (const Secret **) g_ptr_array_free(out, false);
 }
 
 int secrets_reload_if_changed(Secrets *s, char **ret_error) {

@@ -47,6 +47,23 @@ const char *secrets_server_plain(const Secrets *s, const char *id);
 /* Whether there is any "server plain" line (so PLAIN, USER/PASS and APOP can work). */
 bool secrets_server_has_plain(const Secrets *s);
 
+/* The line of this side, type and id (as decoded), or NULL. For client lines with a selector
+ * use secrets_client_account(). */
+const Secret *secrets_find(const Secrets *s, bool server, SecretType type, const char *id);
+/* Whether there is any "server md5" line (so CRAM-MD5 can work without plain secrets). */
+bool secrets_server_has_md5(const Secrets *s);
+/* Whether any line is on the server side (other than "none"): something to authenticate. */
+bool secrets_server_has_accounts(const Secrets *s);
+
+/* The keyword of the "server none" line that trusts this peer address, or NULL. The address
+ * is expanded into E-MailRelay's candidate keys (reference 4.1): "a.b.c.d", "a.b.c.d/32" ..
+ * "a.b.c.0/24", "a.b.c.*", ... "*.*.*.*"; for IPv6 the address and "<masked>/<bits>". */
+const char *secrets_server_trusted(const Secrets *s, const char *address);
+
+/* The client lines for a selector (NULL or "" for lines without one), in file order, as a
+ * NULL-terminated array the caller frees with g_free (entries borrowed). */
+const Secret **secrets_client_accounts(const Secrets *s, const char *selector, size_t *ret_n);
+
 /* Re-read the file if its mtime (or size, or inode) changed since the last load. Returns 1 when
  * re-read, 0 when unchanged, or a negative errno with *ret_error set; on error the previous
  * secrets stay in force. The caller checks at most once a second. */

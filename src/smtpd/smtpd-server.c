@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <systemd/sd-daemon.h>
 
+#include "daemon.h"
 #include "log.h"
 #include "macro.h"
 #include "smtpd-server.h"
@@ -30,6 +31,15 @@ static int start(void *userdata, int fd, const struct sockaddr *peer, socklen_t 
 
 static void shutdown_session(void *userdata, void *session, bool abort) {
         session_shutdown(session, abort);
+}
+
+const Secrets *server_secrets(Server *server) {
+        uint64_t now = 0;
+        if (!server->secrets)
+                return NULL;
+        (void) sd_event_now(server->event, CLOCK_MONOTONIC, &now);
+        daemon_refresh_secrets(server->secrets, now, &server->secrets_checked);
+        return server->secrets;
 }
 
 int server_start(Server *server) {

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* One SMTP session of emailrelay-smtpd: RFC 5321 with PIPELINING, SIZE, 8BITMIME, CHUNKING,
- * BINARYMIME, SMTPUTF8 and ENHANCEDSTATUSCODES, storing each message through the filters and
- * the group committer into the spool. Replies use E-MailRelay's texts. */
+ * BINARYMIME, SMTPUTF8, ENHANCEDSTATUSCODES, AUTH (RFC 4954) and STARTTLS (RFC 3207), storing
+ * each message through the filters and the group committer into the spool. Replies use
+ * E-MailRelay's texts. */
 
 #include <errno.h>
 #include <string.h>
@@ -81,6 +82,17 @@ struct Session {
         VerifyRun *verify_run;      /* RCPT or VRFY waiting for --address-verifier */
         char *verify_path;
         bool verify_is_vrfy;
+        /* SMTP AUTH (RFC 4954) */
+        SaslServer *sasl;           /* an AUTH exchange is going on: lines are its responses */
+        char *auth_id;              /* authenticated as, or NULL */
+        char *auth_mech;            /* its mechanism, lower-case */
+        unsigned auth_failures;
+        sd_event_source *auth_delay;
+        bool tls;                   /* the connection is encrypted */
+        Tls *tls_session;
+        bool greeted;               /* implicit TLS: the greeting waits for the handshake */
+        char *cipher;               /* "TLS1.3-AES-256-GCM" */
+        char *peer_certificate;     /* PEM, with --server-tls-verify */
 };
 
 static void session_free(Session *s);
@@ -218,8 +230,10 @@ static void content_append(Session *s, const char *data, size_t len) {
 
 static char *received_line(Session *s) {
         g_autofree char *date = smtp_date_now();
-        return g_strdup_printf("Received: from %s ([%s]) by %s with %s ; %s\r\n", s->helo ? s->helo : "unknown",
-                               s->host, s->server->config.domain, s->esmtp ? "ESMTP" : "SMTP", date);
+        /* RFC 3848: ESMTPS with TLS, ESMTPA when authenticated. */
+        const char *with = !s->esmtp ? "SMTP" : s->tls && s->auth_id ? "ESMTPSA" : s->tls ? "ESMTPS" : s->auth_id ? "ESMTPA" : "ESMTP";
+        return g_strdup_printf("Received: from %s ([%s]) by %s with %s%s%s ; %s\r\n", s->helo ? s->helo : "unknown",
+                               s->host, s->server->config.domain, with, s->cipher ? " tls " : "", s->cipher ? s->cipher : "", date);
 }
 
 /* Create the spool files when the first content arrives. */
@@ -350,6 +364,9 @@ static void finish_message(Session *s) {
         for (guint i = 0; i < t->local->len; i++)
                 g_ptr_array_add(e.to_local, g_strdup(t->local->pdata[i]));
         e.client = g_strdup(s->host);
+        if (s->auth_id)
+                e.authentication = xtext_encode(s->auth_id, strlen(s->auth_id));
+        e.client_certificate = g_strdup(s->peer_certificate);
         e.mail_from_auth_in = g_strdup(t->auth_in);
         e.utf8_mailbox_names = t->utf8_names;
         r = spool_message_write_envelope(t->message, &e);
@@ -483,6 +500,13 @@ static void cmd_helo(Session *s, const char *args, bool ehlo) {
         (void) lineio_printf(s->io, "250-%s says hello\r\n", c->anonymous_server ? "smtp" : c->domain);
         if (c->max_size > 0)
                 (void) lineio_printf(s->io, "250-SIZE %" PRIu64 "\r\n", c->max_size);
+        if (c->auth && !s->auth_id && (s->tls || !c->tls_required)) {
+                g_autofree char *mechs = sasl_server_mechanisms(server_secrets(s->server), &c->auth_config, s->tls);
+                if (*mechs)
+                        (void) lineio_printf(s->io, "250-AUTH %s\r\n", mechs);
+        }
+        if (c->starttls && !s->tls)
+                (void) lineio_printf(s->io, "250-STARTTLS\r\n");
         if (!c->anonymous_vrfy)
                 (void) lineio_printf(s->io, "250-VRFY\r\n");
         if (c->chunking)
@@ -552,15 +576,17 @@ static void on_verified(VerifyOutcome *o, void *userdata) {
 }
 
 static void start_verify(Session *s, const char *path, bool vrfy) {
-        char peer[96], mech[] = "none";
+        char peer[96];
         snprintf(peer, sizeof peer, "%s:%u", s->host, s->port);
+        /* The trusted keyword of a "server none" line stands in for the id (reference 5.4). */
+        const char *trusted = s->auth_id ? NULL : secrets_server_trusted(server_secrets(s->server), s->host);
         VerifyRequest req = {
                 .recipient = path,
                 .from = vrfy ? "" : s->tx.from,
                 .peer = peer,
                 .domain = s->server->config.domain,
-                .mechanism = mech,
-                .auth_id = "",
+                .mechanism = s->auth_mech ? s->auth_mech : "none",
+                .auth_id = s->auth_id ? s->auth_id : trusted ? trusted : "",
         };
         lineio_pause(s->io);
         s->verify_path = g_strdup(path);
@@ -573,6 +599,216 @@ static void start_verify(Session *s, const char *path, bool vrfy) {
                 reply(s, 450, "4.3.0", "cannot verify");
                 (void) lineio_resume(s->io);
         }
+}
+
+/* ---- SMTP AUTH ---- */
+
+#define AUTH_MAX_LINE 4000   /* a SASL response line; the input buffer holds 4 KiB */
+
+/* MAIL and VRFY need an authenticated or trusted client when --server-auth is on. Replies
+ * and returns false when not. */
+static bool auth_allows(Session *s) {
+        if (s->server->config.tls_required && !s->tls) {
+                reply(s, 530, "5.7.0", "encryption required");
+                return false;
+        }
+        if (!s->server->config.auth || s->auth_id)
+                return true;
+        if (secrets_server_trusted(server_secrets(s->server), s->host))
+                return true;
+        reply(s, 530, "5.7.0", "authentication required");
+        return false;
+}
+
+static void auth_end(Session *s) {
+        s->sasl = sasl_server_free(s->sasl);
+        lineio_set_max_line(s->io, SMTP_MAX_COMMAND_LINE);
+}
+
+static int on_auth_delay(sd_event_source *source, uint64_t usec, void *userdata) {
+        Session *s = userdata;
+
+        s->auth_delay = sd_event_source_disable_unref(s->auth_delay);
+        if (s->auth_failures >= s->server->config.max_auth_failures) {
+                log_event(s, LOG_WARNING, LOG_MESSAGE_AUTH_FAIL, 421, "too many authentication failures from %s: disconnecting", s->host);
+                reply(s, 535, "5.7.8", "authentication failed");
+                close_with(s, 421, "4.7.0", "too many authentication failures");
+                return 0;
+        }
+        reply(s, 535, "5.7.8", "authentication failed");
+        (void) lineio_resume(s->io);
+        return 0;
+}
+
+/* A wrong password: logged with the client's address (fail2ban), answered late, and the
+ * connection dropped after a few. No commands are read meanwhile. */
+static void auth_failed(Session *s, const char *mech, const char *id) {
+        s->auth_failures++;
+        s->server->n_auth_failures++;
+        _cleanup_free_ char *quoted = log_quotable(id, 64);
+        log_event(s, LOG_WARNING, LOG_MESSAGE_AUTH_FAIL, 535, "authentication failed for \"%s\" from %s (%s)",
+                  quoted, s->host, mech);
+        lineio_pause(s->io);
+        int r = sd_event_add_time_relative(s->server->event, &s->auth_delay, CLOCK_MONOTONIC,
+                                           (uint64_t) s->server->config.auth_delay_ms * 1000u, 1000u, on_auth_delay, s);
+        if (r < 0)
+                (void) on_auth_delay(NULL, 0, s);
+}
+
+static void auth_result(Session *s, int r, char *challenge) {
+        const char *mech = sasl_mech_to_string(sasl_server_mech(s->sasl));
+
+        switch (r) {
+        case SASL_CONTINUE:
+                (void) lineio_printf(s->io, "334 %s\r\n", challenge);
+                schedule_flush(s);
+                return;
+        case SASL_DONE: {
+                g_free(s->auth_id);
+                s->auth_id = sanitize(g_strdup(sasl_server_id(s->sasl)));
+                g_free(s->auth_mech);
+                s->auth_mech = g_ascii_strdown(mech, -1);
+                _cleanup_free_ char *quoted = log_quotable(s->auth_id, 64);
+                log_event(s, LOG_INFO, NULL, 235, "authenticated as \"%s\" from %s (%s)", quoted, s->host, mech);
+                auth_end(s);
+                reply(s, 235, "2.7.0", "authentication successful");
+                return;
+        }
+        case -ECANCELED:
+                auth_end(s);
+                reply(s, 501, "5.7.0", "authentication cancelled");
+                return;
+        case -EINVAL:
+                log_event(s, LOG_INFO, NULL, 501, "invalid %s response from %s", mech, s->host);
+                auth_end(s);
+                reply(s, 501, "5.5.2", "invalid authentication response: bad base64 or format");
+                return;
+        default: {
+                g_autofree char *id = sanitize(g_strdup(sasl_server_id(s->sasl)));
+                auth_end(s);
+                auth_failed(s, mech, id);
+                return;
+        }
+        }
+}
+
+static void auth_response(Session *s, char *line) {
+        g_autofree char *challenge = NULL;
+        int r = sasl_server_step(s->sasl, line, &challenge);
+        /* The response may hold a password: leave nothing of it in the input buffer. */
+        explicit_bzero(line, strlen(line));
+        auth_result(s, r, challenge);
+}
+
+static void cmd_auth(Session *s, const char *args) {
+        const SmtpdConfig *c = &s->server->config;
+        g_autofree char *challenge = NULL;
+
+        if (!c->auth) {
+                reply(s, 503, "5.5.1", "authentication not enabled");
+                return;
+        }
+        if (s->state == STATE_START || !s->esmtp) {
+                reply(s, 503, "5.5.1", "command out of sequence -- send EHLO first");
+                return;
+        }
+        if (s->auth_id) {
+                reply(s, 503, "5.5.1", "already authenticated");
+                return;
+        }
+        if (s->state != STATE_READY) {
+                reply(s, 503, "5.5.1", "command out of sequence -- use RSET to resynchronise");
+                return;
+        }
+        if (c->tls_required && !s->tls) {
+                reply(s, 530, "5.7.0", "encryption required");
+                return;
+        }
+        g_autofree char *mech = g_strndup(args, strcspn(args, " "));
+        const char *initial = args + strlen(mech);
+        while (*initial == ' ')
+                initial++;
+        if (!*mech) {
+                reply(s, 501, "5.5.4", "syntax error: AUTH <mechanism> [<initial-response>]");
+                return;
+        }
+        g_autofree char *offered = sasl_server_mechanisms(server_secrets(s->server), &c->auth_config, s->tls);
+        int r = sasl_server_new(mech, offered, server_secrets(s->server), c->domain, &s->sasl);
+        if (r < 0) {
+                log_event(s, LOG_INFO, NULL, 504, "unsupported authentication mechanism \"%.32s\" from %s", sanitize(mech), s->host);
+                reply(s, 504, "5.5.4", "unsupported authentication mechanism");
+                return;
+        }
+        lineio_set_max_line(s->io, AUTH_MAX_LINE);
+        r = sasl_server_step(s->sasl, *initial ? initial : NULL, &challenge);
+        auth_result(s, r, challenge);
+}
+
+/* ---- TLS ---- */
+
+static void greet(Session *s);
+static int arm_idle_timer(Session *s);
+
+static int start_tls(Session *s) {
+        g_autofree char *error = NULL;
+        LineIoTransport t;
+
+        int r = tls_new(s->server->config.tls, lineio_get_fd(s->io), &s->tls_session, &error);
+        if (r < 0) {
+                log_event(s, LOG_ERR, NULL, 0, "%s", error);
+                return r;
+        }
+        tls_lineio_transport(s->tls_session, &t);
+        (void) sd_event_source_set_time_relative(s->idle_timer, (uint64_t) s->server->config.handshake_timeout * 1000000u);
+        return lineio_start_handshake(s->io, &t);
+}
+
+static void on_handshake(Session *s) {
+        s->tls = true;
+        s->cipher = tls_cipher_name(s->tls_session);
+        s->peer_certificate = tls_peer_certificate_pem(s->tls_session);
+        log_event(s, LOG_INFO, NULL, 0, "TLS session with %s: %s%s", s->host, s->cipher,
+                  s->peer_certificate ? ", client certificate verified" : "");
+        (void) arm_idle_timer(s);
+        if (!s->greeted) {
+                greet(s);
+                return;
+        }
+        /* RFC 3207 4.2: forget everything learnt in the clear; the client starts with EHLO. */
+        transaction_reset(s);
+        g_clear_pointer(&s->helo, g_free);
+        g_clear_pointer(&s->auth_id, g_free);
+        g_clear_pointer(&s->auth_mech, g_free);
+        s->esmtp = false;
+        session_set_state(s, STATE_START);
+}
+
+static void cmd_starttls(Session *s, const char *args) {
+        if (!s->server->config.starttls) {
+                reply(s, 502, "5.5.1", "command not implemented");
+                return;
+        }
+        if (s->tls) {
+                reply(s, 503, "5.5.1", "command out of sequence -- TLS is already active");
+                return;
+        }
+        if (!isempty(args)) {
+                reply(s, 501, "5.5.4", "STARTTLS takes no parameters");
+                return;
+        }
+        if (s->state != STATE_START && s->state != STATE_READY) {
+                reply(s, 503, "5.5.1", "command out of sequence -- use RSET to resynchronise");
+                return;
+        }
+        /* CVE-2011-0411: commands pipelined after STARTTLS came in the clear; they must not be
+         * taken as if they had come over TLS. */
+        size_t dropped = lineio_discard_input(s->io);
+        if (dropped > 0)
+                log_event(s, LOG_WARNING, NULL, 0, "discarded %zu bytes sent in the clear after STARTTLS by %s", dropped, s->host);
+        reply(s, 220, "2.0.0", "ready to start TLS");
+        flush_now(s);
+        if (start_tls(s) < 0)
+                close_with(s, 454, "4.7.0", "TLS not available");
 }
 
 static void cmd_mail(Session *s, const char *args) {
@@ -590,6 +826,8 @@ static void cmd_mail(Session *s, const char *args) {
                 reply(s, 503, "5.5.1", "command out of sequence -- use RSET to resynchronise");
                 return;
         }
+        if (!auth_allows(s))
+                return;
         int r = parse_path(s, args, "FROM:", &path, &params);
         if (r == -EINVAL) {
                 reply(s, 501, "5.5.4", "syntax error: MAIL FROM:<address>");
@@ -667,9 +905,9 @@ static void cmd_mail(Session *s, const char *args) {
         t->smtputf8 = smtputf8;
         t->utf8_names = utf8;
         t->declared_size = size;
-        /* AUTH= is recorded as given only for an authenticated session (none yet: the TLS
-         * and authentication issue adds it); otherwise RFC 4954 says treat it as "<>". */
-        t->auth_in = NULL;
+        /* AUTH= is recorded as given only for an authenticated session; otherwise RFC 4954
+         * 5 says treat it as "<>". */
+        t->auth_in = !auth ? NULL : s->auth_id ? TAKE_PTR(auth) : g_strdup("<>");
         session_set_state(s, STATE_MAIL);
         reply(s, 250, "2.1.0", "sender <%s> OK", t->from);
 }
@@ -855,6 +1093,8 @@ static void cmd_vrfy(Session *s, const char *args) {
                 reply(s, 502, "5.5.1", "command not implemented");
                 return;
         }
+        if (!auth_allows(s))
+                return;
         if (isempty(args)) {
                 reply(s, 501, "5.5.4", "VRFY requires an address");
                 return;
@@ -896,6 +1136,10 @@ static void handle_command(Session *s, char *line, size_t len) {
                 reply(s, 250, "2.0.0", "noop");
         else if (is_verb(line, len, "VRFY", &args))
                 cmd_vrfy(s, args);
+        else if (is_verb(line, len, "AUTH", &args))
+                cmd_auth(s, args);
+        else if (is_verb(line, len, "STARTTLS", &args))
+                cmd_starttls(s, args);
         else if (is_verb(line, len, "EXPN", &args) || is_verb(line, len, "HELP", &args))
                 reply(s, 502, "5.5.1", "command not implemented");
         else if (is_verb(line, len, "QUIT", &args)) {
@@ -925,7 +1169,9 @@ static int on_io(LineIo *io, LineIoEvent event, char *data, size_t len, int erro
         switch (event) {
         case LINEIO_LINE:
                 (void) arm_idle_timer(s);
-                if (s->state == STATE_DATA)
+                if (s->sasl)
+                        auth_response(s, data);
+                else if (s->state == STATE_DATA)
                         on_data_line(s, data, len);
                 else if (s->state == STATE_CLOSING)
                         ;
@@ -934,7 +1180,10 @@ static int on_io(LineIo *io, LineIoEvent event, char *data, size_t len, int erro
                 return 0;
         case LINEIO_OVERFLOW:
                 (void) arm_idle_timer(s);
-                if (s->state == STATE_DATA)
+                if (s->sasl) {
+                        auth_end(s);
+                        reply(s, 500, "5.5.6", "authentication exchange line too long");
+                } else if (s->state == STATE_DATA)
                         s->tx.line_too_long = true;
                 else {
                         s->bad_commands++;
@@ -945,8 +1194,17 @@ static int on_io(LineIo *io, LineIoEvent event, char *data, size_t len, int erro
                 (void) arm_idle_timer(s);
                 on_bdat_data(s, data, len);
                 return 0;
-        case LINEIO_EOF:
+        case LINEIO_HANDSHAKE:
+                on_handshake(s);
+                return 0;
         case LINEIO_ERROR:
+                if (s->tls_session && !s->tls) {
+                        log_event(s, LOG_WARNING, NULL, 0, "TLS handshake with %s failed: %s", s->host, tls_error(s->tls_session));
+                        session_free(s);
+                        return LINEIO_FREED;
+                }
+                _fallthrough_;
+        case LINEIO_EOF:
                 if (s->state != STATE_CLOSING && s->state >= STATE_MAIL && s->state <= STATE_BDAT)
                         log_event(s, LOG_INFO, NULL, 0, "client disconnected in the middle of a transaction: nothing stored");
                 if (s->state == STATE_COMMITTING || s->state == STATE_FILTERING) {
@@ -968,6 +1226,11 @@ static int on_flush(sd_event_source *source, void *userdata) {
 
 static int on_idle_timeout(sd_event_source *source, uint64_t usec, void *userdata) {
         Session *s = userdata;
+        if (lineio_is_handshaking(s->io)) {
+                log_event(s, LOG_INFO, NULL, 0, "TLS handshake with %s timed out: disconnecting", s->host);
+                session_free(s);
+                return 0;
+        }
         if (s->state == STATE_COMMITTING || s->state == STATE_FILTERING || s->verify_run)
                 return arm_idle_timer(s);   /* waiting on us, not on the client */
         log_event(s, LOG_INFO, NULL, 421, "idle timeout: disconnecting");
@@ -1021,6 +1284,10 @@ static void session_free(Session *s) {
         if (s->verify_run)
                 verifier_run_cancel(s->verify_run);
         g_free(s->verify_path);
+        sasl_server_free(s->sasl);
+        g_free(s->auth_id);
+        g_free(s->auth_mech);
+        sd_event_source_disable_unref(s->auth_delay);
         if (s->tx.rcpts)
                 g_ptr_array_unref(s->tx.rcpts);
         if (s->tx.local)
@@ -1031,6 +1298,9 @@ static void session_free(Session *s) {
         sd_event_source_disable_unref(s->session_timer);
         sd_event_source_disable_unref(s->flush_source);
         lineio_free(s->io);
+        tls_free(s->tls_session);
+        g_free(s->cipher);
+        g_free(s->peer_certificate);
         g_free(s->helo);
         memcpy(host, s->host, sizeof host);
         g_free(s);
@@ -1074,21 +1344,26 @@ int session_start(Server *server, int fd, const struct sockaddr *peer, socklen_t
         /* Replies from the input callback go out together once it has run (RFC 2920). */
         lineio_cork(s->io);
 
+        bool implicit = c->tls && (c->tls_connection || (server->acceptor.serving && streq(server->acceptor.serving, "smtps")));
         if (!c->remote_clients && !sockaddr_is_local(peer, peer_len)) {
                 log_event(s, LOG_WARNING, LOG_MESSAGE_REJECTED, 554,
                           "connection from %s rejected: not a local address (see --remote-clients)", s->host);
                 server->n_rejected++;
+                s->greeted = true;
                 close_with(s, 554, NULL, "5.7.1 remote clients are not allowed");
-        } else if (c->anonymous_server)
-                reply(s, 220, NULL, "greeting");
-        else
-                reply(s, 220, NULL, "%s -- emailrelay V" PACKAGE_VERSION " -- Service ready", c->domain);
+        } else if (implicit) {
+                r = start_tls(s);
+                if (r < 0)
+                        goto fail;
+        } else
+                greet(s);
         log_event(s, LOG_DEBUG, NULL, 0, "connection from %s:%u", s->host, s->port);
         *ret = s;
         return 0;
 fail:
         if (s->io)
                 lineio_free(s->io);
+        tls_free(s->tls_session);
         sd_event_source_disable_unref(s->idle_timer);
         sd_event_source_disable_unref(s->session_timer);
         sd_event_source_disable_unref(s->flush_source);
@@ -1097,6 +1372,15 @@ fail:
         g_string_free(s->tx.buffer, true);
         g_free(s);
         return r;
+}
+
+static void greet(Session *s) {
+        const SmtpdConfig *c = &s->server->config;
+        s->greeted = true;
+        if (c->anonymous_server)
+                reply(s, 220, NULL, "greeting");
+        else
+                reply(s, 220, NULL, "%s -- emailrelay V" PACKAGE_VERSION " -- Service ready", c->domain);
 }
 
 char *smtp_date_now(void) {

@@ -25,8 +25,7 @@
 /* Options of the table that concern smtpd but that this version does not implement yet: an
  * error rather than silently running without them (most are security settings). */
 static const char *const unimplemented[] = {
-        "server-auth", "server-auth-config", "server-tls", "server-tls-connection", "server-tls-required",
-        "server-tls-certificate", "server-tls-verify", "tls-config", "dnsbl",
+        "dnsbl",
         "delivery-dir", "admin", "admin-terminate", "pop", "immediate", "log-format", "debug",
 };
 
@@ -64,6 +63,56 @@ static char *default_domain(void) {
         return g_strdup(name);
 }
 
+static int configure_auth(Server *server, const Options *o) {
+        SmtpdConfig *c = &server->config;
+        g_autofree char *error = NULL;
+        int r;
+
+        r = sasl_config_parse(options_get(o, "server-auth-config"), &c->auth_config, &error);
+        if (r < 0) {
+                log_error("--server-auth-config: %s", error);
+                return r;
+        }
+        const char *path = options_get(o, "server-auth");
+        if (!path) {
+                if (options_has(o, "server-auth-config"))
+                        log_warning("--server-auth-config has no effect without --server-auth");
+                return 0;
+        }
+        if (g_str_has_prefix(path, "pam:") || streq(path, "/pam")) {
+                log_error("--server-auth=%s: PAM is not supported by this version of " PROGRAM, path);
+                return -EOPNOTSUPP;
+        }
+        if (isempty(path)) {
+                log_error("--server-auth: a secrets file is required");
+                return -EINVAL;
+        }
+        r = secrets_load(path, &server->secrets, &error);
+        if (r < 0) {
+                log_error("--server-auth: %s", error);
+                return r;
+        }
+        for (const char *const *w = secrets_warnings(server->secrets); *w; w++)
+                log_warning("%s", *w);
+        if (!secrets_server_has_accounts(server->secrets))
+                log_warning("%s: no \"server\" accounts: only trusted addresses (\"server none\") can send mail", path);
+        c->auth = true;
+        return 0;
+}
+
+static int configure_tls(Server *server, const Options *o) {
+        SmtpdConfig *c = &server->config;
+        DaemonServerTls t;
+        int r = daemon_server_tls(o, &t);
+        if (r < 0)
+                return r;
+        c->tls = t.tls;
+        c->starttls = t.starttls;
+        c->tls_connection = t.connection;
+        c->tls_required = t.required;
+        return 0;
+}
+
 static int configure(Server *server, const Options *o) {
         SmtpdConfig *c = &server->config;
         unsigned size = 0;
@@ -81,6 +130,9 @@ static int configure(Server *server, const Options *o) {
                 .pipelining = true,
                 .strictparsing = true,
                 .enhanced = true,
+                .auth_delay_ms = 1000,
+                .max_auth_failures = 3,
+                .handshake_timeout = 40,      /* E-MailRelay: --connection-timeout's default */
         };
         for (size_t i = 0; i < ELEMENTSOF(unimplemented); i++)
                 if (options_has(o, unimplemented[i])) {
@@ -105,7 +157,8 @@ static int configure(Server *server, const Options *o) {
             (r = daemon_get_uint(o, "session-timeout", 1, 7 * 86400, &c->session_timeout)) < 0 ||
             (r = daemon_get_uint(o, "max-recipients", 1, 100000, &c->max_recipients)) < 0 ||
             (r = daemon_get_uint(o, "max-connections-per-address", 0, 1000000, &c->max_per_address)) < 0 ||
-            (r = daemon_get_uint(o, "filter-timeout", 1, 86400, &c->filter_timeout)) < 0)
+            (r = daemon_get_uint(o, "filter-timeout", 1, 86400, &c->filter_timeout)) < 0 ||
+            (r = daemon_get_uint(o, "connection-timeout", 1, 3600, &c->handshake_timeout)) < 0)
                 return r;
         if (options_has(o, "min-free-space")) {
                 const char *v = options_get(o, "min-free-space");
@@ -124,6 +177,9 @@ static int configure(Server *server, const Options *o) {
                 { "alabels", NULL }, { "linger", NULL },   /* accepted for compatibility; see the man page */
         };
         daemon_apply_switches(o, "server-smtp-config", switches, ELEMENTSOF(switches));
+
+        if ((r = configure_auth(server, o)) < 0 || (r = configure_tls(server, o)) < 0)
+                return r;
 
         const char *verifier = options_get(o, "address-verifier");
         if (verifier) {
@@ -160,8 +216,10 @@ static int run(Options *op, int argc, char **argv) {
         (void) daemon_open_log(op, PROGRAM);
 
         r = configure(&server, op);
-        if (r < 0)
-                return 1;
+        if (r < 0) {
+                r = 1;
+                goto out;
+        }
 
         const char *spool_dir = options_get_default(op, "spool-dir", SPOOLDIR);
         r = spool_open(spool_dir, &server.spool);
@@ -184,7 +242,8 @@ static int run(Options *op, int argc, char **argv) {
                 return log_error_errno(r, "cannot create the event loop: %m"), 1;
         (void) sd_event_set_watchdog(server.event, true);
 
-        r = daemon_open_listeners(&server.acceptor.listeners, op, "smtp", "port", 25, "smtp", "smtps");
+        r = daemon_open_listeners(&server.acceptor.listeners, op, "smtp", "port", 25, "smtp",
+                                  server.config.tls ? NULL : "smtps");
         if (r < 0) {
                 r = 2;   /* E-MailRelay: exit 2 when a listening socket cannot be bound */
                 goto out;
@@ -201,6 +260,9 @@ out:
         server_done(&server);
         filter_chain_free(server.config.filters);
         verifier_free(server.config.verifier);
+        sasl_config_done(&server.config.auth_config);
+        secrets_free(server.secrets);
+        tls_context_free(server.config.tls);
         g_free(server.config.domain);
         spool_free(server.spool);
         sd_event_unref(server.event);

@@ -12,6 +12,9 @@
 #include "committer.h"
 #include "filter.h"
 #include "listen.h"
+#include "sasl.h"
+#include "secrets.h"
+#include "tls.h"
 #include "spool.h"
 #include "verifier.h"
 
@@ -37,6 +40,15 @@ typedef struct SmtpdConfig {
         FilterChain *filters;       /* --filter, may be NULL */
         unsigned filter_timeout;    /* --filter-timeout, seconds; also the verifier's */
         Verifier *verifier;         /* --address-verifier, may be NULL */
+        bool auth;                  /* --server-auth: AUTH offered, required for MAIL and VRFY */
+        SaslConfig auth_config;     /* --server-auth-config */
+        unsigned auth_delay_ms;     /* before answering a failed AUTH */
+        unsigned max_auth_failures; /* per connection, then it is dropped */
+        TlsContext *tls;            /* server credentials, NULL without TLS */
+        bool starttls;              /* --server-tls */
+        bool tls_connection;        /* --server-tls-connection: every connection is TLS */
+        bool tls_required;          /* --server-tls-required */
+        unsigned handshake_timeout; /* seconds */
 } SmtpdConfig;
 
 typedef struct Session Session;
@@ -47,8 +59,14 @@ typedef struct Server {
         Spool *spool;
         Committer *committer;
         Acceptor acceptor;          /* listeners, limits, draining */
-        uint64_t n_accepted, n_rejected;
+        uint64_t n_accepted, n_rejected, n_auth_failures;
+        Secrets *secrets;           /* --server-auth, or NULL */
+        uint64_t secrets_checked;   /* CLOCK_MONOTONIC usec of the last mtime check */
 } Server;
+
+/* The --server-auth secrets in force, re-read if the file changed (checked at most once a
+ * second); NULL without --server-auth. */
+const Secrets *server_secrets(Server *server);
 
 /* Start a session on an accepted (or inherited connected) socket; takes the fd. */
 int session_start(Server *server, int fd, const struct sockaddr *peer, socklen_t peer_len, Session **ret);

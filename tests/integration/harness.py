@@ -19,6 +19,7 @@ PROGRAM_DIRS = {
     "emailrelay-forward": "src/forward",
     "emailrelay-pop3d": "src/pop3d",
     "emailrelay-queue": "src/tools",
+    "emailrelay-passwd": "src/tools",
 }
 
 

@@ -5,6 +5,7 @@ curl, fetchmail), and the spool files left behind."""
 
 import base64
 import hashlib
+import hmac
 import os
 import poplib
 import re
@@ -25,7 +26,8 @@ SUBMIT = harness.program("emailrelay-submit")
 SANITIZED = bool(os.environ.get("EMAILRELAY_SANITIZED"))
 
 GREETING = re.compile(r"^\+OK POP3 server ready (<\d+\.\d+\.\d+@[^>]+>)$")
-CAPA = ["+OK capability list follows", "USER", "CAPA", "TOP", "UIDL", "SASL PLAIN", "."]
+CAPA = ["+OK capability list follows", "USER", "CAPA", "TOP", "UIDL",
+        "SASL CRAM-SHA512 CRAM-SHA256 CRAM-SHA1 CRAM-MD5 PLAIN LOGIN", "."]
 DOTTED = b"Subject: dots\r\n\r\n.leading dot\r\n..two dots\r\nnormal\r\n.\r\nend\r\n"
 
 
@@ -162,7 +164,8 @@ class DialogueTest(Pop3dTestCase):
         self.assertEqual(c.cmd("FROB"), "-ERR unknown command")
         self.assertEqual(c.cmd("PASS secret"), "-ERR no user name given")
         self.assertEqual(c.cmd("USER"), "-ERR missing user name")
-        self.assertEqual(c.cmd("AUTH CRAM-MD5"), "-ERR unsupported SASL mechanism")
+        self.assertEqual(c.cmd("AUTH GSSAPI"), "-ERR unsupported SASL mechanism")
+        self.assertEqual(c.cmd("AUTH PLAIN !!!!"), "-ERR invalid authentication response")
         self.assertEqual(c.cmd("APOP alice"), "-ERR invalid APOP arguments")
         self.assertEqual(c.cmd("X" * 300), "-ERR line too long")
         self.assertEqual(c.cmd("NOOP"), "-ERR invalid command in AUTHORIZATION state")
@@ -192,12 +195,18 @@ class DialogueTest(Pop3dTestCase):
         self.assertIn('pop authentication failed for "alice" from 127.0.0.1', self.daemon.output())
 
     def test_no_plain_secrets(self):
+        # the hash of "secret", as emailrelay-passwd makes it: CRAM-MD5 only
         with open(self.secrets, "w") as f:
-            f.write("server md5 alice QUJDRA==\n")
+            f.write("server md5 alice Oqng9/H7wAyKgbuqw5VzG1bNO6feqtblyiNEi6QuN5dH\n")
         self.start()
         c = self.greeted()
         self.assertEqual(c.cmd("USER alice"), "-ERR no SASL PLAIN mechanism to do USER/PASS authentication")
-        self.assertEqual(c.multi("CAPA"), ["+OK capability list follows", "USER", "CAPA", "TOP", "UIDL", "."])
+        self.assertEqual(c.multi("CAPA"), ["+OK capability list follows", "USER", "CAPA", "TOP", "UIDL", "SASL CRAM-MD5", "."])
+        self.assertEqual(c.cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA=="), "-ERR unsupported SASL mechanism")
+        challenge = c.cmd("AUTH CRAM-MD5")
+        self.assertEqual(challenge[:2], "+ ")
+        digest = hmac.new(b"secret", base64.b64decode(challenge[2:]), "md5").hexdigest()
+        self.assertEqual(c.cmd(base64.b64encode(("alice " + digest).encode()).decode()), "+OK authenticated")
 
     def test_auth_plain_and_apop(self):
         mid = self.submit()
@@ -310,7 +319,7 @@ class DialogueTest(Pop3dTestCase):
         p = subprocess.run([POP3D, "--spool-dir", self.spool, "--pop-auth", self.secrets, "--server-tls", self.config],
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(p.returncode, 1)
-        self.assertIn("--server-tls is not supported", p.stderr)
+        self.assertIn("--server-tls needs --server-tls-certificate", p.stderr)
 
 
 class ByNameTest(Pop3dTestCase):

@@ -720,10 +720,14 @@ class ProcessTest(SmtpdTestCase):
         self.assertIn("cannot listen on 127.0.0.1 port %d: Address already in use" % port, p.stderr)
 
     def test_unsupported_options_refused(self):
+        p = subprocess.run([SMTPD, "--spool-dir", self.spool, "--dnsbl", "zen.example", self.config],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("option --dnsbl is not supported by this version", p.stderr)
         p = subprocess.run([SMTPD, "--spool-dir", self.spool, "--server-tls", self.config],
                            capture_output=True, text=True, timeout=20)
         self.assertEqual(p.returncode, 1)
-        self.assertIn("option --server-tls is not supported by this version", p.stderr)
+        self.assertIn("--server-tls needs --server-tls-certificate", p.stderr)
 
     def test_config_file_and_errors(self):
         with open(self.config, "w") as f:

@@ -665,6 +665,22 @@ static void test_no_forged_lines(void) {
         g_assert_cmpstr(out, ==, "prog: info: command unrecognized: \"FROB?prog: warning: 192.0.2.99: auth failed??[2J x\"\n");
 }
 
+static void test_quotable(void) {
+        static const struct { const char *in; size_t max; const char *out; } cases[] = {
+                { "alice", 64, "alice" },
+                { "a\"b\\c\td\x7f", 64, "a?b?c?d?" },
+                { "\" from 6.6.6.6 (", 64, "? from 6.6.6.6 (" },
+                { "abcdef", 3, "abc" },
+                { NULL, 64, "" },
+                { "caf\xc3\xa9", 64, "caf\xc3\xa9" },   /* UTF-8 stays */
+        };
+        for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+                char *q = log_quotable(cases[i].in, cases[i].max);
+                g_assert_cmpstr(q, ==, cases[i].out);
+                free(q);
+        }
+}
+
 int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
 
@@ -688,6 +704,7 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/log/journal-auto", test_journal_auto);
         g_test_add_func("/log/journal-real", test_journal_real);
         g_test_add_func("/log/field-name/good", test_good_field_name);
+        g_test_add_func("/log/quotable", test_quotable);
         g_test_add_data_func("/log/field-name/lower-case", "remote_addr", test_bad_field_name);
         g_test_add_data_func("/log/field-name/underscore", "_PID", test_bad_field_name);
         g_test_add_data_func("/log/field-name/digit", "1ADDR", test_bad_field_name);

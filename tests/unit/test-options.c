@@ -267,7 +267,7 @@ static void test_table_programs(void) {
                 { "forward-to", PROG_FORWARD | PROG_FRONTEND },
                 { "client-tls", PROG_FORWARD | PROG_FRONTEND },
                 { "client-auth", PROG_FORWARD | PROG_FRONTEND },
-                { "connection-timeout", PROG_FORWARD | PROG_FRONTEND },
+                { "connection-timeout", PROG_SMTPD | PROG_POP3D | PROG_FORWARD | PROG_FRONTEND },
                 { "response-timeout", PROG_FORWARD | PROG_FRONTEND },
                 { "prompt-timeout", PROG_FORWARD | PROG_FRONTEND },
                 { "forward-to-some", PROG_FORWARD | PROG_FRONTEND },
