@@ -360,6 +360,9 @@ typedef struct Outcome {
         int code;
         char *reason;
         GPtrArray *retry_rcpts;        /* --forward-to-some: recipients left for later */
+        GPtrArray *failed_rcpts;       /* --forward-to-some, mixed refusals: these go to a .bad copy */
+        char *failed_reason;
+        int failed_code;
         bool connection_lost;
 } Outcome;
 
@@ -378,6 +381,10 @@ static void transact(Pass *p, const char *id, const Envelope *e, int content_fd,
         SmtpClient *c = p->client;
         g_autoptr(GPtrArray) accepted = g_ptr_array_new();
         g_autoptr(GPtrArray) rejected = g_ptr_array_new();
+        g_autoptr(GPtrArray) rejected_temporary = g_ptr_array_new();
+        g_autoptr(GPtrArray) rejected_permanent = g_ptr_array_new();
+        g_autofree char *temporary_reason = NULL, *permanent_reason = NULL;
+        int temporary_code = 0, permanent_code = 0;
         g_auto(GStrv) lines = NULL;
         SmtpReply reply;
         int r;
@@ -455,8 +462,20 @@ static void transact(Pass *p, const char *id, const Envelope *e, int content_fd,
                 if (reply.code / 100 == 2)
                         g_ptr_array_add(accepted, e->to_remote->pdata[i]);
                 else {
+                        /* The reason names the recipient and keeps the next hop's words. */
+                        bool temporary = reply.code / 100 == 4;
+                        char *why = g_strdup_printf("%s: %d %s", (const char *) e->to_remote->pdata[i], reply.code, reply.text);
                         g_ptr_array_add(rejected, e->to_remote->pdata[i]);
-                        any_temporary |= reply.code / 100 == 4;
+                        g_ptr_array_add(temporary ? rejected_temporary : rejected_permanent, e->to_remote->pdata[i]);
+                        g_free(temporary ? temporary_reason : permanent_reason);
+                        if (temporary) {
+                                temporary_reason = why;
+                                temporary_code = reply.code;
+                        } else {
+                                permanent_reason = why;
+                                permanent_code = reply.code;
+                        }
+                        any_temporary |= temporary;
                         last_rejection = reply;
                 }
         }
@@ -501,12 +520,24 @@ static void transact(Pass *p, const char *id, const Envelope *e, int content_fd,
                         outcome_set(o, VERDICT_DELIVERED, reply.code, reply.text);
                         return;
                 }
-                /* --forward-to-some: delivered to some; the rest stay for retry or .bad. */
+                /* --forward-to-some: delivered to some. The temporarily refused stay for a retry;
+                 * the permanently refused fail (in a copy of their own when both kinds occur,
+                 * so that neither a retry of the one nor a failure of the other is lost). */
+                GPtrArray *stay = any_temporary ? rejected_temporary : rejected_permanent;
                 o->retry_rcpts = g_ptr_array_new_with_free_func(g_free);
-                for (guint i = 0; i < rejected->len; i++)
-                        g_ptr_array_add(o->retry_rcpts, g_strdup(rejected->pdata[i]));
-                outcome_set(o, any_temporary ? VERDICT_TEMPORARY : VERDICT_PERMANENT, last_rejection.code,
-                            any_temporary ? "some recipients deferred" : "some recipients rejected");
+                for (guint i = 0; i < stay->len; i++)
+                        g_ptr_array_add(o->retry_rcpts, g_strdup(stay->pdata[i]));
+                if (any_temporary && rejected_permanent->len > 0) {
+                        o->failed_rcpts = g_ptr_array_new_with_free_func(g_free);
+                        for (guint i = 0; i < rejected_permanent->len; i++)
+                                g_ptr_array_add(o->failed_rcpts, g_strdup(rejected_permanent->pdata[i]));
+                        o->failed_reason = g_strdup_printf("some recipients rejected: %s", permanent_reason);
+                        o->failed_code = permanent_code;
+                }
+                g_autofree char *why = g_strdup_printf("some recipients %s: %s", any_temporary ? "deferred" : "rejected",
+                                                       any_temporary ? temporary_reason : permanent_reason);
+                outcome_set(o, any_temporary ? VERDICT_TEMPORARY : VERDICT_PERMANENT,
+                            any_temporary ? temporary_code : permanent_code, why);
                 return;
         }
 
@@ -517,10 +548,15 @@ verdict:
                 outcome_set(o, any_temporary ? VERDICT_TEMPORARY : VERDICT_PERMANENT, last_rejection.code,
                             rejected->len == 1 ? last_rejection.text : "all recipients rejected");
         else
+        {
                 /* All-or-nothing (the default): nothing sent; the whole recipient list is kept
-                 * (E-MailRelay's quirk 7 dropped the accepted ones). */
-                outcome_set(o, any_temporary ? VERDICT_TEMPORARY : VERDICT_PERMANENT, last_rejection.code,
-                            "one or more recipients rejected");
+                 * (E-MailRelay's quirk 7 dropped the accepted ones). E-MailRelay's words, then
+                 * the refusal that decides: a temporary one makes the whole message wait. */
+                g_autofree char *why = g_strdup_printf("one or more recipients rejected: %s",
+                                                       any_temporary ? temporary_reason : permanent_reason);
+                outcome_set(o, any_temporary ? VERDICT_TEMPORARY : VERDICT_PERMANENT,
+                            any_temporary ? temporary_code : permanent_code, why);
+        }
         if (o->connection_lost)
                 return;
 reset:
@@ -571,6 +607,49 @@ static int run_client_filter(Pass *p, const char *id, FilterWait *w) {
 }
 
 /* ---- one message ---- */
+
+/* --forward-to-some with both kinds of refusal: the permanently refused recipients get a copy
+ * of the message of their own (new id, same content), committed and failed to .bad with the
+ * reason, while the original waits for its retry with the rest. */
+static bool fail_copy(Pass *p, const char *id, GPtrArray *rcpts, const char *reason, int code, const char *hop) {
+        g_autoptr(SpoolMessage) m = NULL;
+        g_autoptr(SpoolLock) l = NULL;
+        g_auto(Envelope) e = {};
+        g_autofree char *copy = NULL;
+        g_autofree char *content = spool_file_path(p->spool, id, ".content");
+        _cleanup_close_ int in = open(content, O_RDONLY | O_CLOEXEC);
+        int r;
+
+        if (in < 0 || (r = spool_read_envelope(p->spool, id, SPOOL_STATE_BUSY, &e, NULL)) < 0 ||
+            (r = spool_new_message(p->spool, &m)) < 0)
+                goto fail;
+        for (;;) {
+                ssize_t n = copy_file_range(in, NULL, spool_message_content_fd(m), NULL, 1 << 20, 0);
+                if (n == 0)
+                        break;
+                if (n < 0) {
+                        r = -errno;
+                        goto fail;
+                }
+        }
+        g_ptr_array_set_size(e.to_remote, 0);
+        for (guint i = 0; i < rcpts->len; i++)
+                g_ptr_array_add(e.to_remote, g_strdup(rcpts->pdata[i]));
+        if ((r = spool_message_write_envelope(m, &e)) < 0 || (r = spool_commit_message(m)) < 0)
+                goto fail;
+        copy = g_strdup(spool_message_id(m));
+        if ((r = spool_lock(p->spool, copy, &l)) < 0)
+                goto fail;
+        log_message(LOG_ERR, copy, code, hop, "message %s (a copy of %s for %u refused recipient%s) failed: %d %s", copy, id,
+                    rcpts->len, rcpts->len == 1 ? "" : "s", code, reason);
+        (void) spool_lock_fail(l, reason, code);
+        p->failed++;
+        return true;
+fail:
+        log_warning("message %s: cannot split off the refused recipients (%s): they stay for retries", id,
+                    g_strerror(in < 0 ? errno : -r));
+        return false;
+}
 
 static void forward_one(Pass *p, const char *id) {
         g_autoptr(SpoolLock) l = NULL;
@@ -688,6 +767,11 @@ static void forward_one(Pass *p, const char *id) {
                 p->failed++;
                 break;
         case VERDICT_TEMPORARY:
+                /* Not lost if the copy cannot be made: they stay with the original and its
+                 * retries until the give-up time. */
+                if (o.failed_rcpts && !fail_copy(p, id, o.failed_rcpts, o.failed_reason, o.failed_code, address))
+                        for (guint i = 0; i < o.failed_rcpts->len; i++)
+                                g_ptr_array_add(o.retry_rcpts, g_strdup(o.failed_rcpts->pdata[i]));
                 if (o.retry_rcpts) {
                         g_ptr_array_set_size(e.to_remote, 0);
                         for (guint i = 0; i < o.retry_rcpts->len; i++)
@@ -700,8 +784,11 @@ static void forward_one(Pass *p, const char *id) {
                 break;
         }
         g_free(o.reason);
+        g_free(o.failed_reason);
         if (o.retry_rcpts)
                 g_ptr_array_unref(o.retry_rcpts);
+        if (o.failed_rcpts)
+                g_ptr_array_unref(o.failed_rcpts);
 }
 
 /* SIGTERM/SIGINT (systemctl stop): finish the message in hand, then exit. */
