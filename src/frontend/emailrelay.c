@@ -70,10 +70,10 @@ typedef struct Relay {
         char *paths[_ROLE_MAX];
         ListenerSet sockets[_ROLE_MAX];
         pid_t pids[_ROLE_MAX];
-        sd_event_source *child_sources[_ROLE_MAX];
         bool forward_again;       /* a trigger came while the forwarder ran */
         char *rundir;             /* private directory of the wake-up file (on_commit) */
         char *wakeup;
+        sd_event_source *wakeup_source;   /* ours to unref: a floating inotify source outlives the loop */
         bool stopping;
         int exit_status;
 } Relay;
@@ -175,7 +175,8 @@ static int start_child(Relay *r, Role role) {
                 _exit(127);
         }
         r->pids[role] = pid;
-        int k = sd_event_add_child(r->event, &r->child_sources[role], pid, WEXITED, on_child_exit, r);
+        /* Floating: the loop owns it and frees it with itself, whatever state the child is in. */
+        int k = sd_event_add_child(r->event, NULL, pid, WEXITED, on_child_exit, r);
         if (k < 0)
                 return log_error_errno(k, "cannot watch %s: %m", roles[role].program);
         return 0;
@@ -217,7 +218,6 @@ static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata
         if (role == _ROLE_MAX)
                 return 0;
         r->pids[role] = 0;
-        r->child_sources[role] = sd_event_source_unref(r->child_sources[role]);
 
         int status = si->si_code == CLD_EXITED ? si->si_status : 128 + si->si_status;
         if (role == ROLE_FORWARD) {
@@ -360,15 +360,20 @@ static int open_sockets(Relay *r) {
         if (k < 0)
                 return log_error_errno(k, "cannot use the sockets passed in LISTEN_FDS: %m");
         if (k > 0) {
+                /* All checked before any is moved, so that an error frees each exactly once. */
                 for (size_t i = 0; i < passed.n; i++) {
-                        Listener *l = &passed.items[i];
-                        Role role = g_str_has_prefix(l->name, "pop") ? ROLE_POP3D : ROLE_SMTPD;
-                        if (role == ROLE_POP3D ? !r->pop : r->no_smtp || r->dont_serve) {
-                                log_error("socket \"%s\" passed in LISTEN_FDS, but %s", l->name,
-                                          role == ROLE_POP3D ? "--pop is not given" : "--no-smtp or --dont-serve is");
+                        const char *name = passed.items[i].name;
+                        bool pop = g_str_has_prefix(name, "pop");
+                        if (pop ? !r->pop : r->no_smtp || r->dont_serve) {
+                                log_error("socket \"%s\" passed in LISTEN_FDS, but %s", name,
+                                          pop ? "--pop is not given" : "--no-smtp or --dont-serve is");
                                 listener_set_done(&passed);
                                 return -EINVAL;
                         }
+                }
+                for (size_t i = 0; i < passed.n; i++) {
+                        Listener *l = &passed.items[i];
+                        Role role = g_str_has_prefix(l->name, "pop") ? ROLE_POP3D : ROLE_SMTPD;
                         ListenerSet *to = &r->sockets[role];
                         to->items = g_renew(Listener, to->items, to->n + 1);
                         to->items[to->n++] = *l;
@@ -406,38 +411,18 @@ static int drop_privileges(const char *user, const char *spool, const char *log_
         return 0;
 }
 
-static int run(Options *o, int argc, char **argv) {
-        Relay r = { .o = o };
+/* Everything after the option checks; run() frees what it leaves, whichever way it returns. */
+static int serve(Relay *r) {
+        Options *o = r->o;
         int k;
 
-        /* As E-MailRelay: a config file only when one is named (the last argument); the units'
-         * /etc/emailrelay.conf may hold forward-to, which --as-client and --as-proxy refuse. */
-        g_autofree char **args = g_new0(char *, argc + 2);
-        memcpy(args, argv, sizeof(char *) * argc);
-        int nargs = argc;
-        {
-                Options first;
-                g_autofree char *error = NULL;
-                options_init(&first, o->table, o->program);
-                if (options_parse_argv(&first, argc, argv, &error) >= 0 && first.n_args == 0)
-                        args[nargs++] = (char *) "/dev/null";
-                options_done(&first);
-        }
-        if (daemon_parse_options(o, nargs, args) < 0)
-                return EXIT_ERROR;
-        if (daemon_help_version(o, PROGRAM, "[<option> ...] [<config-file>]"))
-                return EXIT_OK;
-        (void) daemon_open_log(o, PROGRAM);
-        if (check_options(&r) < 0)
-                return EXIT_ERROR;
-
         for (Role i = 0; i < _ROLE_MAX; i++) {
-                bool needed = i == ROLE_SMTPD ? !r.dont_serve && !r.no_smtp :
-                              i == ROLE_POP3D ? r.pop : r.forward_to != NULL;
+                bool needed = i == ROLE_SMTPD ? !r->dont_serve && !r->no_smtp :
+                              i == ROLE_POP3D ? r->pop : r->forward_to != NULL;
                 if (!needed)
                         continue;
-                r.paths[i] = find_program(roles[i].program);
-                if (!r.paths[i]) {
+                r->paths[i] = find_program(roles[i].program);
+                if (!r->paths[i]) {
                         log_error("cannot find %s beside %s or on $PATH", roles[i].program, PROGRAM);
                         return EXIT_ERROR;
                 }
@@ -450,7 +435,7 @@ static int run(Options *o, int argc, char **argv) {
         if (access(spool, W_OK) < 0)
                 log_warning("the spool directory %s is not writable: %s", spool, g_strerror(errno));
 
-        if (!r.dont_serve && (k = open_sockets(&r)) < 0)
+        if (!r->dont_serve && (k = open_sockets(r)) < 0)
                 return k == -EINVAL ? EXIT_ERROR : EXIT_BIND;
 
         /* Opened before the user switch (it may be in /run), written after daemonising. */
@@ -469,7 +454,7 @@ static int run(Options *o, int argc, char **argv) {
         if (drop_privileges(options_get_default(o, "user", "daemon"), spool, options_get(o, "log-file")) < 0)
                 return EXIT_ERROR;
 
-        if (!r.no_daemon) {
+        if (!r->no_daemon) {
                 pid_t pid = fork();
                 if (pid < 0) {
                         log_error_errno(-errno, "cannot fork: %m");
@@ -496,13 +481,13 @@ static int run(Options *o, int argc, char **argv) {
         }
 
         /* The wake-up file of --forward-on-disconnect: private to this relay. */
-        if (r.on_commit) {
-                r.rundir = g_dir_make_tmp("emailrelay-XXXXXX", NULL);
-                if (!r.rundir) {
+        if (r->on_commit) {
+                r->rundir = g_dir_make_tmp("emailrelay-XXXXXX", NULL);
+                if (!r->rundir) {
                         log_error("cannot make a runtime directory in %s", g_get_tmp_dir());
                         return EXIT_ERROR;
                 }
-                r.wakeup = g_build_filename(r.rundir, "forward-wanted", NULL);
+                r->wakeup = g_build_filename(r->rundir, "forward-wanted", NULL);
         }
 
         sigset_t mask;
@@ -512,63 +497,95 @@ static int run(Options *o, int argc, char **argv) {
         sigaddset(&mask, SIGINT);
         sigaddset(&mask, SIGHUP);
         sigprocmask(SIG_BLOCK, &mask, NULL);
-        if ((k = sd_event_new(&r.event)) < 0 ||
-            (k = sd_event_add_signal(r.event, NULL, SIGTERM, on_signal, &r)) < 0 ||
-            (k = sd_event_add_signal(r.event, NULL, SIGINT, on_signal, &r)) < 0 ||
-            (k = sd_event_add_signal(r.event, NULL, SIGHUP, on_signal, &r)) < 0) {
+        if ((k = sd_event_new(&r->event)) < 0 ||
+            (k = sd_event_add_signal(r->event, NULL, SIGTERM, on_signal, r)) < 0 ||
+            (k = sd_event_add_signal(r->event, NULL, SIGINT, on_signal, r)) < 0 ||
+            (k = sd_event_add_signal(r->event, NULL, SIGHUP, on_signal, r)) < 0) {
                 log_error_errno(k, "cannot set up the event loop: %m");
                 return EXIT_ERROR;
         }
-        if (r.on_commit && (k = sd_event_add_inotify(r.event, NULL, r.rundir, IN_CREATE | IN_MOVED_TO | IN_ONLYDIR,
-                                                       on_wakeup, &r)) < 0) {
-                log_error_errno(k, "cannot watch %s: %m", r.rundir);
+        if (r->on_commit && (k = sd_event_add_inotify(r->event, &r->wakeup_source, r->rundir, IN_CREATE | IN_MOVED_TO | IN_ONLYDIR,
+                                                       on_wakeup, r)) < 0) {
+                log_error_errno(k, "cannot watch %s: %m", r->rundir);
                 return EXIT_ERROR;
         }
-        if (r.poll && (k = sd_event_add_time_relative(r.event, NULL, CLOCK_MONOTONIC, (uint64_t) r.poll * 1000000u,
-                                                       100000u, on_poll, &r)) < 0) {
+        if (r->poll && (k = sd_event_add_time_relative(r->event, NULL, CLOCK_MONOTONIC, (uint64_t) r->poll * 1000000u,
+                                                       100000u, on_poll, r)) < 0) {
                 log_error_errno(k, "cannot set the poll timer: %m");
                 return EXIT_ERROR;
         }
 
         /* --close-stderr: from here on the log goes to syslog or --log-file, ours and the
          * children's alike. */
-        if (r.close_stderr) {
+        if (r->close_stderr) {
                 int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
                 if (null >= 0) {
                         dup2(null, STDERR_FILENO);
                         close(null);
                 }
         }
-        r.exit_status = EXIT_OK;
+        r->exit_status = EXIT_OK;
         for (Role i = ROLE_SMTPD; i <= ROLE_POP3D; i++)
-                if (r.sockets[i].n > 0 && start_child(&r, i) < 0) {
-                        stop_all(&r, EXIT_ERROR);
+                if (r->sockets[i].n > 0 && start_child(r, i) < 0) {
+                        stop_all(r, EXIT_ERROR);
                         break;
                 }
         /* The daemons have their sockets; ours would only keep ports open after they exit. */
         for (Role i = 0; i < _ROLE_MAX; i++)
-                listener_set_done(&r.sockets[i]);
-        if (r.forward_at_start)
-                start_forwarder(&r);
-        if (!r.stopping && r.pids[ROLE_SMTPD] == 0 && r.pids[ROLE_POP3D] == 0 && r.pids[ROLE_FORWARD] == 0)
-                stop_all(&r, EXIT_OK);
+                listener_set_done(&r->sockets[i]);
+        if (r->forward_at_start)
+                start_forwarder(r);
+        if (!r->stopping && r->pids[ROLE_SMTPD] == 0 && r->pids[ROLE_POP3D] == 0 && r->pids[ROLE_FORWARD] == 0)
+                stop_all(r, EXIT_OK);
 
-        k = sd_event_loop(r.event);
-        int status = k < 0 ? EXIT_ERROR : r.exit_status;
+        k = sd_event_loop(r->event);
+        int status = k < 0 ? EXIT_ERROR : r->exit_status;
 
-        if (r.wakeup)
-                (void) unlink(r.wakeup);
-        if (r.rundir)
-                (void) rmdir(r.rundir);
+        if (r->wakeup)
+                (void) unlink(r->wakeup);
+        if (r->rundir)
+                (void) rmdir(r->rundir);
         if (pid_file)
                 (void) unlink(pid_file);
+        return status;
+}
+
+static void relay_done(Relay *r) {
         for (Role i = 0; i < _ROLE_MAX; i++) {
-                sd_event_source_unref(r.child_sources[i]);
-                g_free(r.paths[i]);
+                g_free(r->paths[i]);
+                listener_set_done(&r->sockets[i]);
         }
-        g_free(r.wakeup);
-        g_free(r.rundir);
-        sd_event_unref(r.event);
+        g_free(r->wakeup);
+        g_free(r->rundir);
+        sd_event_source_unref(r->wakeup_source);
+        sd_event_unref(r->event);
+}
+
+static int run(Options *o, int argc, char **argv) {
+        Relay r = { .o = o };
+
+        /* As E-MailRelay: a config file only when one is named (the last argument); the units'
+         * /etc/emailrelay.conf may hold forward-to, which --as-client and --as-proxy refuse. */
+        g_autofree char **args = g_new0(char *, argc + 2);
+        memcpy(args, argv, sizeof(char *) * argc);
+        int nargs = argc;
+        {
+                Options first;
+                g_autofree char *error = NULL;
+                options_init(&first, o->table, o->program);
+                if (options_parse_argv(&first, argc, argv, &error) >= 0 && first.n_args == 0)
+                        args[nargs++] = (char *) "/dev/null";
+                options_done(&first);
+        }
+        if (daemon_parse_options(o, nargs, args) < 0)
+                return EXIT_ERROR;
+        if (daemon_help_version(o, PROGRAM, "[<option> ...] [<config-file>]"))
+                return EXIT_OK;
+        (void) daemon_open_log(o, PROGRAM);
+        if (check_options(&r) < 0)
+                return EXIT_ERROR;
+        int status = serve(&r);
+        relay_done(&r);
         return status;
 }
 

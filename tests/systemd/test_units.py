@@ -159,6 +159,10 @@ class UnitsTest(unittest.TestCase):
             self.c.run("systemctl status --no-pager emailrelay-forward.path emailrelay-forward.service").stdout,
             self.c.run("journalctl --no-pager -q -n 30 -u emailrelay-forward.service").stdout))
 
+    def journal_cursor(self):
+        out = self.sh(["journalctl", "-n", "0", "--show-cursor", "--no-pager"])
+        return out.strip().split("-- cursor: ", 1)[1]
+
     def assert_nothing_failed(self):
         failed = self.sh("systemctl list-units --failed --no-legend --plain 'emailrelay*' sink*")
         self.assertEqual(failed.strip(), "", "failed units")
@@ -461,10 +465,12 @@ class UnitsTest(unittest.TestCase):
             for i in range(3):
                 self.assertEqual(self.swaks("--header", "Subject: rate %d" % i).returncode, 0)
             starts0 = self.forward_starts()
+            cursor = self.journal_cursor()
             self.sh("systemctl start emailrelay-forward.timer")
             self.wait_for(lambda: self.sink_count() == 3, 60, "three messages, one a run")
             self.assertGreaterEqual(self.forward_starts() - starts0, 3)
-            runs = self.journal("-u", "emailrelay-forward.service", "-o", "cat")
+            runs = self.journal("-u", "emailrelay-forward.service", "-o", "cat", "--after-cursor", cursor)
+            self.assertEqual(runs.count("forwarded 1,"), 3, runs)
             self.assertNotIn("forwarded 2", runs)
             self.assertNotIn("forwarded 3", runs)
         finally:
@@ -530,6 +536,39 @@ class UnitsTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertEqual(self.sink_count(), 1)
         self.assertEqual(self.sh("ls -A /var/tmp/fe-spool").split(), [])
+
+    def test_17_tls_key_and_secrets_as_credentials(self):
+        """The TLS key and the SMTP AUTH secrets stay root's (0600) and reach the unprivileged
+        daemon only as LoadCredential= copies; STARTTLS and AUTH then work through the units."""
+        if not shutil.which("certtool"):
+            self.skipTest("certtool is not installed (gnutls-bin, scripts/deps --test)")
+        self.sh("cd /etc/emailrelay && certtool --generate-privkey --key-type=ecdsa --outfile key.pem 2>/dev/null && "
+                "printf 'cn = relay.test\\ndns_name = relay.test\\nexpiration_days = 30\\ntls_www_server\\n"
+                "signing_key\\nencryption_key\\n' > cert.tmpl && "
+                "certtool --generate-self-signed --load-privkey key.pem --template cert.tmpl --outfile cert.pem 2>/dev/null && "
+                "cat key.pem cert.pem > tls.pem && rm key.pem cert.tmpl && chmod 600 tls.pem cert.pem && "
+                "printf 'server plain alice s3cret\\n' > server.auth && chmod 600 server.auth")
+        self.sh("mkdir -p /etc/systemd/system/emailrelay-smtpd.service.d && printf '[Service]\\n"
+                "LoadCredential=tls.pem:/etc/emailrelay/tls.pem\\nLoadCredential=server.auth:/etc/emailrelay/server.auth\\n"
+                "ExecStart=\\nExecStart=/usr/sbin/emailrelay-smtpd --server-tls --server-tls-certificate=tls.pem "
+                "--server-auth=%%d/server.auth\\n' > /etc/systemd/system/emailrelay-smtpd.service.d/tls.conf && "
+                "systemctl daemon-reload && systemctl restart emailrelay-smtpd.service")
+        try:
+            self.sink_clear()
+            p = self.swaks("--tls", "--auth", "PLAIN", "--auth-user", "alice", "--auth-password", "s3cret",
+                           "--header", "Subject: over tls")
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            self.assertIn("TLS started", p.stdout)
+            self.assertIn("235 ", p.stdout)
+            self.wait_for(lambda: self.sink_count() == 1, 30, "the message sent over TLS")
+            # The daemon's user cannot read the originals: only the credential copies.
+            p = self.c.run(["setpriv", "--reuid=emailrelay", "--regid=emailrelay", "--clear-groups",
+                            "cat", "/etc/emailrelay/tls.pem"])
+            self.assertNotEqual(p.returncode, 0)
+        finally:
+            self.c.run("rm -r /etc/systemd/system/emailrelay-smtpd.service.d; systemctl daemon-reload; "
+                       "systemctl restart emailrelay-smtpd.service")
+        self.assert_nothing_failed()
 
 
 if __name__ == "__main__":
