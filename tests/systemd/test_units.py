@@ -570,6 +570,43 @@ class UnitsTest(unittest.TestCase):
                        "systemctl restart emailrelay-smtpd.service")
         self.assert_nothing_failed()
 
+    def test_18_guide_google_mail_with_the_units(self):
+        """The guide's Google-mail recipe the systemd way: client-tls and the next hop in
+        /etc/emailrelay.conf, the client secrets as a credential of the forwarder by drop-in. The
+        provider is an emailrelay-smtpd of its own (a transient unit on 10587) that offers
+        STARTTLS and wants AUTH."""
+        if not shutil.which("certtool"):
+            self.skipTest("certtool is not installed (gnutls-bin, scripts/deps --test)")
+        self.sh("mkdir -p /var/tmp/provider/spool && cd /var/tmp/provider && "
+                "certtool --generate-privkey --key-type=ecdsa --outfile key.pem 2>/dev/null && "
+                "printf 'cn = smtp.provider.test\\nexpiration_days = 30\\ntls_www_server\\nsigning_key\\n' > t && "
+                "certtool --generate-self-signed --load-privkey key.pem --template t --outfile cert.pem 2>/dev/null && "
+                "cat key.pem cert.pem > tls.pem && printf 'server plain myname@provider.test my+20password\\n' > server.auth")
+        self.sh("systemd-run --unit=provider /usr/sbin/emailrelay-smtpd --port 10587 --interface 127.0.0.1 "
+                "--spool-dir /var/tmp/provider/spool --server-tls --server-tls-certificate /var/tmp/provider/tls.pem "
+                "--server-auth /var/tmp/provider/server.auth --wakeup-file none /dev/null")
+        self.sh("install -m 0600 /dev/null /etc/emailrelay/client.auth && "
+                "printf 'client plain myname@provider.test my+20password\\n' > /etc/emailrelay/client.auth")
+        self.sh("sed -i 's/^forward-to .*/forward-to 127.0.0.1:10587\\nclient-tls/' " + CONF)
+        self.sh("mkdir -p /etc/systemd/system/emailrelay-forward.service.d && printf '[Service]\\n"
+                "LoadCredential=client.auth:/etc/emailrelay/client.auth\\nExecStart=\\n"
+                "ExecStart=/usr/sbin/emailrelay-forward --wakeup-linger 5 --client-auth=%%d/client.auth\\n' > "
+                "/etc/systemd/system/emailrelay-forward.service.d/client-auth.conf && systemctl daemon-reload")
+        try:
+            self.assertTrue(self.wait_inside("ss -ltn | grep -q ':10587 '", 30), "the provider did not start")
+            self.assertEqual(self.swaks("--header", "Subject: via the provider").returncode, 0)
+            self.wait_for(lambda: "via the provider" in self.c.run("cat /var/tmp/provider/spool/*.content").stdout,
+                          30, "the message at the provider")
+            env = self.sh("cat /var/tmp/provider/spool/*.envelope")
+            self.assertIn("X-MailRelay-Authentication: myname@provider.test", env)   # authenticated there
+            self.assertIn("ESMTPSA", self.sh("cat /var/tmp/provider/spool/*.content"))   # over TLS, with AUTH
+            self.wait_for_empty_spool()
+        finally:
+            self.c.run("rm -r /etc/systemd/system/emailrelay-forward.service.d; sed -i '/^client-tls$/d; "
+                       "s/^forward-to .*/forward-to 127.0.0.1:10025/' %s; systemctl daemon-reload; "
+                       "systemctl stop provider" % CONF)
+        self.assert_nothing_failed()
+
 
 if __name__ == "__main__":
     harness.main()
