@@ -55,6 +55,7 @@ static int configure(Server *server, const Options *o) {
         c->no_delete = options_has(o, "pop-no-delete");
         c->by_name = options_has(o, "pop-by-name");
         if ((r = daemon_get_uint(o, "idle-timeout", 1, 86400, &c->idle_timeout)) < 0 ||
+            (r = daemon_get_uint(o, "max-connections-per-address", 0, 1000000, &c->max_per_address)) < 0 ||
             (r = daemon_get_uint(o, "connection-timeout", 1, 3600, &c->handshake_timeout)) < 0)
                 return r;
         DaemonServerTls t;

@@ -225,7 +225,7 @@ const OptionDef emailrelay_options[] = {
                          "(not in E-MailRelay)")),
         VALUE("max-recipients", 0, "<count>", SMTPD | FRONTEND, .verbose_help = true,
               .help = N_("maximum number of recipients of one message (not in E-MailRelay)")),
-        VALUE("max-connections-per-address", 0, "<count>", SMTPD | FRONTEND,
+        VALUE("max-connections-per-address", 0, "<count>", SMTPD | POP3D | FRONTEND,
               .verbose_help = true,
               .help = N_("maximum number of concurrent connections from one client address "
                          "(not in E-MailRelay)")),

@@ -287,7 +287,7 @@ static void test_table_programs(void) {
                 { "retry-schedule", PROG_FORWARD | PROG_FRONTEND },
                 { "retry-give-up", PROG_FORWARD | PROG_FRONTEND },
                 { "max-recipients", PROG_SMTPD | PROG_FRONTEND },
-                { "max-connections-per-address", PROG_SMTPD | PROG_FRONTEND },
+                { "max-connections-per-address", PROG_SMTPD | PROG_POP3D | PROG_FRONTEND },
                 { "session-timeout", PROG_SMTPD | PROG_FRONTEND },
         };
 
