@@ -47,9 +47,19 @@ static int wait_fd(int fd, short events, long long deadline_ms) {
         }
 }
 
-static int connect_one(const struct sockaddr *sa, socklen_t len, unsigned timeout, int *ret_fd) {
+static bool is_wildcard(const struct sockaddr *sa) {
+        if (sa->sa_family == AF_INET)
+                return ((const struct sockaddr_in *) sa)->sin_addr.s_addr == htonl(INADDR_ANY);
+        return sa->sa_family == AF_INET6 &&
+               IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *) sa)->sin6_addr);
+}
+
+static int connect_one(const struct sockaddr *sa, socklen_t len, unsigned timeout, const struct sockaddr *local,
+                       socklen_t local_len, int *ret_fd) {
         _cleanup_close_ int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0)
+                return negative_errno();
+        if (local && !is_wildcard(local) && bind(fd, local, local_len) < 0)
                 return negative_errno();
         if (connect(fd, sa, len) < 0) {
                 if (errno != EINPROGRESS)
@@ -74,13 +84,14 @@ static int connect_one(const struct sockaddr *sa, socklen_t len, unsigned timeou
         return 0;
 }
 
-static int connect_address(const char *address, unsigned timeout, int *ret_fd) {
+static int connect_address(const char *address, unsigned timeout, const struct sockaddr *local, socklen_t local_len,
+                           int *ret_fd) {
         if (address[0] == '/') {
                 struct sockaddr_un sun = { .sun_family = AF_UNIX };
                 if (strlen(address) >= sizeof sun.sun_path)
                         return -ENAMETOOLONG;
                 strcpy(sun.sun_path, address);
-                return connect_one((struct sockaddr *) &sun, sizeof sun, timeout, ret_fd);
+                return connect_one((struct sockaddr *) &sun, sizeof sun, timeout, NULL, 0, ret_fd);
         }
 
         g_autofree char *host = NULL;
@@ -104,14 +115,14 @@ static int connect_address(const char *address, unsigned timeout, int *ret_fd) {
         /* The forwarder is a one-shot program, not a daemon serving sessions: a blocking name
          * look-up only delays its own pass. AF_UNSPEC without AI_ADDRCONFIG so that names work
          * in a network namespace with only loopback. */
-        struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+        struct addrinfo hints = { .ai_family = local ? local->sa_family : AF_UNSPEC, .ai_socktype = SOCK_STREAM };
         struct addrinfo *res = NULL;
         int gr = getaddrinfo(host, port, &hints, &res);
         if (gr != 0)
                 return gr == EAI_SYSTEM ? negative_errno() : -EHOSTUNREACH;
         int r = -EHOSTUNREACH;
         for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-                r = connect_one(ai->ai_addr, ai->ai_addrlen, timeout, ret_fd);
+                r = connect_one(ai->ai_addr, ai->ai_addrlen, timeout, local, local_len, ret_fd);
                 if (r >= 0)
                         break;
         }
@@ -236,7 +247,8 @@ static const char *socks4_reply_text(uint8_t code) {
 /* Connect to the SOCKS server and ask it for the far host (RFC-less SOCKS 4 and 4A,
  * openssh.com/txt/socks4.protocol and socks4a.protocol). Leaves c->fd connected through the
  * proxy, anything the far side already sent kept in c->buf; or a reason in why. */
-static int socks4a_connect(SmtpClient *c, const char *address, unsigned timeout, char *why, size_t why_size) {
+static int socks4a_connect(SmtpClient *c, const char *address, unsigned timeout, const SmtpClientOptions *o,
+                           char *why, size_t why_size) {
         SocksSpec s = {};
         const char *error = NULL;
         uint8_t req[8 + 1 + 256 + 1];
@@ -250,7 +262,7 @@ static int socks4a_connect(SmtpClient *c, const char *address, unsigned timeout,
                 return r;
         }
 
-        r = connect_address(s.proxy, timeout, &c->fd);
+        r = connect_address(s.proxy, timeout, o->client_interface, o->client_interface_len, &c->fd);
         if (r < 0) {
                 snprintf(why, why_size, "SOCKS server %s: %s", s.proxy, g_strerror(-r));
                 goto done;
@@ -612,11 +624,11 @@ int smtp_client_connect(const char *address, const char *ehlo_name, const SmtpCl
         c->peer = g_strdup(address);
         c->response_timeout = o->response_timeout;
         if (strchr(address, '@')) {
-                r = socks4a_connect(c, address, connect_timeout, reply.text, sizeof reply.text);
+                r = socks4a_connect(c, address, connect_timeout, o, reply.text, sizeof reply.text);
                 if (r < 0)
                         goto fail;
         } else {
-                r = connect_address(address, connect_timeout, &c->fd);
+                r = connect_address(address, connect_timeout, o->client_interface, o->client_interface_len, &c->fd);
                 if (r < 0)
                         goto fail;
         }

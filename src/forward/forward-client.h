@@ -34,6 +34,10 @@ typedef struct SmtpClientOptions {
         bool starttls;              /* --client-tls: STARTTLS when offered */
         bool tls_required;          /* --client-tls-required: fail without TLS */
         bool tls_connection;        /* --client-tls-connection: implicit TLS */
+        /* --client-interface: bind outgoing connections to this address (port 0), and look up
+         * only its family; the wildcard 0.0.0.0 or :: only selects the family. NULL: any. */
+        const struct sockaddr *client_interface;
+        socklen_t client_interface_len;
 } SmtpClientOptions;
 
 /* A reply: code and its text (lines joined by "; ", the code and its separator removed). */

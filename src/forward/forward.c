@@ -10,6 +10,7 @@
 #include <glib/gi18n.h>
 #include <limits.h>
 #include <locale.h>
+#include <netdb.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -59,6 +60,8 @@ typedef struct Config {
         bool anonymous_client;          /* --anonymous=client: AUTH=<> on MAIL */
         TlsContext *tls;                /* client TLS settings, or NULL */
         bool starttls, tls_required, tls_connection;
+        struct sockaddr_storage client_interface;   /* --client-interface; family AF_UNSPEC: none */
+        socklen_t client_interface_len;
 } Config;
 
 typedef struct Pass {
@@ -325,6 +328,8 @@ static int ensure_connected(Pass *p, const char *address, const char *selector, 
                 .starttls = c->starttls,
                 .tls_required = c->tls_required,
                 .tls_connection = c->tls_connection,
+                .client_interface = c->client_interface_len ? (const struct sockaddr *) &c->client_interface : NULL,
+                .client_interface_len = c->client_interface_len,
         };
         r = smtp_client_connect(address, c->ehlo_name, &opts, &p->client, &reply);
         if (r < 0) {
@@ -898,7 +903,7 @@ static int forward_until_idle(Pass *p, const char *wakeup, unsigned linger, cons
 /* ---- configuration ---- */
 
 static const char *const unimplemented[] = {
-        "client-interface", "log-format", "debug",
+        "log-format", "debug",
 };
 
 static int configure_auth(Config *c, const Options *o) {
@@ -1017,6 +1022,23 @@ static int configure(Config *c, const Options *o) {
                 return -EINVAL;
         }
         c->forward_to_some = options_has(o, "forward-to-some");
+        const char *iface = options_get(o, "client-interface");
+        if (!isempty(iface)) {
+                /* An address, as E-MailRelay: 0.0.0.0 or :: only choose the family. */
+                struct addrinfo hints = { .ai_flags = AI_NUMERICHOST | AI_PASSIVE, .ai_socktype = SOCK_STREAM };
+                struct addrinfo *res = NULL;
+                if (c->forward_to[0] == '/') {
+                        log_error("--client-interface cannot be used with a unix socket next hop (%s)", c->forward_to);
+                        return -EINVAL;
+                }
+                if (getaddrinfo(iface, NULL, &hints, &res) != 0 || !res) {
+                        log_error("--client-interface %s: not an IP address", iface);
+                        return -EINVAL;
+                }
+                memcpy(&c->client_interface, res->ai_addr, res->ai_addrlen);
+                c->client_interface_len = res->ai_addrlen;
+                freeaddrinfo(res);
+        }
         if ((r = daemon_get_uint(o, "connection-timeout", 1, 3600, &c->connection_timeout)) < 0 ||
             (r = daemon_get_uint(o, "response-timeout", 1, 86400, &c->response_timeout)) < 0 ||
             (r = daemon_get_uint(o, "prompt-timeout", 1, 3600, &c->prompt_timeout)) < 0 ||

@@ -257,6 +257,72 @@ class ForwardTest(unittest.TestCase):
         p = self.forward("--retry-schedule", "10,x", expect=EXIT_CONFIG)
         self.assertIn('--retry-schedule: "x" is not a number of seconds', p.stderr)
 
+    def second_sink(self, name):
+        sock = os.path.join(self.work, name + ".sock")
+        dump = os.path.join(self.work, name)
+        os.mkdir(dump)
+        os.chmod(dump, 0o777)
+        p = subprocess.Popen([SINK, "-u", "nobody", "-d", dump + "/", "unix:" + sock, "10"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: (p.terminate(), p.wait()))
+        self.assertTrue(harness.wait_for(lambda: os.path.exists(sock)))
+        return sock, dump
+
+    def test_routing_by_forward_to_address(self):
+        """A client filter that writes ForwardToAddress into the envelope routes that message
+        to another next hop over a connection of its own; the others go to --forward-to. A
+        routed address that is down leaves its message queued and costs one attempt a pass."""
+        self.start_sink()
+        other, other_dump = self.second_sink("other")
+        route = os.path.join(self.work, "route.sh")
+        with open(route, "w") as f:
+            f.write("#!/bin/sh\n"
+                    "case \"$(cat \"$1\")\" in *route-me*) "
+                    "sed -i \"s|^X-MailRelay-ForwardToAddress: .*|X-MailRelay-ForwardToAddress: %s\\r|\" \"$2\" ;; esac\n"
+                    "case \"$(cat \"$1\")\" in *nowhere*) "
+                    "sed -i \"s|^X-MailRelay-ForwardToAddress: .*|X-MailRelay-ForwardToAddress: %s\\r|\" \"$2\" ;; esac\n"
+                    "exit 0\n" % (other, os.path.join(self.work, "nowhere.sock")))
+        os.chmod(route, 0o755)
+        self.submit("a@example.com", content=b"Subject: plain\n\nbody\n")
+        self.submit("b@example.com", content=b"Subject: routed\n\nroute-me\n")
+        self.submit("c@example.com", content=b"Subject: lost\n\nnowhere\n")
+        self.submit("d@example.com", content=b"Subject: lost too\n\nnowhere\n")
+        p = self.forward("--client-filter", route)
+        self.assertEqual(p.returncode, EXIT_UNREACHABLE, p.stderr)
+        self.assertEqual(sorted(r[1][0] for r in self.received()), ["<a@example.com>"])
+        self.assertEqual(len(os.listdir(other_dump)), 1)
+        with open(os.path.join(other_dump, os.listdir(other_dump)[0]), "rb") as f:
+            self.assertIn(b"route-me", f.read())
+        left = harness.spool_messages(self.spool)
+        self.assertEqual(sorted(m.recipients()[0] for m in left), ["c@example.com", "d@example.com"])
+        self.assertEqual(p.stderr.count("cannot forward to %s" % os.path.join(self.work, "nowhere.sock")), 1)
+
+    def test_client_interface(self):
+        probe = harness.listening_socket()
+        port = probe.getsockname()[1]   # a free port, for the sink to bind
+        probe.close()
+        dump = os.path.join(self.work, "tcp")
+        os.mkdir(dump)
+        os.chmod(dump, 0o777)
+        sink = subprocess.Popen([SINK, "-u", "nobody", "-d", dump + "/", "127.0.0.1:%d" % port, "10"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: (sink.terminate(), sink.wait()))
+        self.assertTrue(harness.wait_for(lambda: subprocess.run(["ss", "-ltnH", "sport = :%d" % port],
+                                                                capture_output=True, text=True).stdout.strip() != ""))
+        self.submit("a@example.com")
+        p = subprocess.run([FORWARD, "--spool-dir", self.spool, "--forward-to", "127.0.0.1:%d" % port,
+                            "--client-interface", "127.0.0.2", self.config], capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, EXIT_OK, p.stderr)
+        (name,) = os.listdir(dump)
+        with open(os.path.join(dump, name), "rb") as f:
+            self.assertIn(b"X-Client-Addr: 127.0.0.2\n", f.read())
+        for iface, text in (("bogus", "not an IP address"), ("127.0.0.2", "unix socket next hop")):
+            fwd = self.sock if text.startswith("unix") else "127.0.0.1:%d" % port
+            p = subprocess.run([FORWARD, "--spool-dir", self.spool, "--forward-to", fwd, "--client-interface", iface,
+                                self.config], capture_output=True, text=True, timeout=60)
+            self.assertEqual(p.returncode, EXIT_CONFIG)
+            self.assertIn(text, p.stderr)
+
     def test_stale_busy_recovered(self):
         self.start_sink()
         self.submit("a@example.com")
