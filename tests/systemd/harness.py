@@ -269,6 +269,26 @@ class Container:
             return ""
 
 
+def installed_container(test_class):
+    """A booted container with this build installed as a package would leave it: `meson
+    install` into a staging directory, copied over the container's root, then sysusers,
+    tmpfiles, the journal catalog and daemon-reload. Cleanups are registered on test_class."""
+    stage = tempfile.mkdtemp(prefix="emailrelay-stage.")
+    test_class.addClassCleanup(shutil.rmtree, stage, True)
+    p = subprocess.run(["meson", "install", "-C", BUILD_ROOT, "--destdir", stage, "--no-rebuild", "--quiet"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    if p.returncode != 0:
+        raise RuntimeError("meson install failed:\n" + p.stdout)
+    c = Container(shared_dir=stage)
+    test_class.addClassCleanup(c.stop)
+    c.start()
+    sys.stderr.write("container booted in %.2f s\n" % c.boot_seconds)
+    c.run("tar -C %s -cf - . | tar -C / -xf - --keep-directory-symlink --no-overwrite-dir" % INSIDE_SHARED, check=True)
+    c.run("systemd-sysusers && systemd-tmpfiles --create && journalctl --update-catalog && systemctl daemon-reload",
+          check=True)
+    return c
+
+
 def main():
     """unittest.main, with an exit status meson reads (77 when everything was skipped)."""
     prog = unittest.main(exit=False, verbosity=2)

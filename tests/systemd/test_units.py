@@ -10,9 +10,7 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import unittest
 
@@ -66,23 +64,7 @@ class UnitsTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.stage = tempfile.mkdtemp(prefix="emailrelay-stage.")
-        cls.addClassCleanup(shutil.rmtree, cls.stage, True)
-        p = subprocess.run(["meson", "install", "-C", harness.BUILD_ROOT, "--destdir", cls.stage,
-                            "--no-rebuild", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           text=True, timeout=300)
-        if p.returncode != 0:
-            raise RuntimeError("meson install failed:\n" + p.stdout)
-        cls.c = harness.Container(shared_dir=cls.stage)
-        cls.addClassCleanup(cls.c.stop)
-        cls.c.start()
-        sys.stderr.write("container booted in %.2f s\n" % cls.c.boot_seconds)
-        c = cls.c
-        # What a package's maintainer scripts do after unpacking.
-        c.run("tar -C %s -cf - . | tar -C / -xf - --keep-directory-symlink --no-overwrite-dir"
-              % harness.INSIDE_SHARED, check=True)
-        c.run("systemd-sysusers && systemd-tmpfiles --create && journalctl --update-catalog && "
-              "systemctl daemon-reload", check=True)
+        cls.c = c = harness.installed_container(cls)
         c.run(["sh", "-c", "cat > %s" % CONF], input=CONFIG_TEXT, check=True)
         c.run("install -m 0600 /dev/null /etc/emailrelay/pop.auth && "
               "echo 'server plain alice s3cret' > /etc/emailrelay/pop.auth", check=True)
