@@ -21,6 +21,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+import postfix  # noqa: E402
 
 SMTPD = harness.program("emailrelay-smtpd")
 FORWARD = harness.program("emailrelay-forward")
@@ -625,55 +626,9 @@ class Pop3Test(TlsTestCase):
         self.assertIn(b"+OK 1 ", p.stdout)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+free_port = postfix.free_port
 
-
-@unittest.skipUnless(os.geteuid() == 0 and shutil.which("postfix") and shutil.which("saslpasswd2")
-                     and os.path.exists("/etc/postfix/master.cf"),
-                     "needs root, postfix and saslpasswd2 (sasl2-bin) for a private Postfix instance")
-class PostfixTest(TlsTestCase):
-    """emailrelay-forward against a private Postfix with Cyrus SASL (sasldb: PLAIN, LOGIN,
-    CRAM-MD5) that wants STARTTLS before AUTH and AUTH before any recipient."""
-
-    def setUp(self):
-        super().setUp()
-        os.chmod(self.work, 0o755)
-        self.pf = os.path.join(self.work, "pf")
-        etc = os.path.join(self.pf, "etc")
-        for d in ("etc/sasl", "spool", "data", "mail"):
-            os.makedirs(os.path.join(self.pf, d))
-        shutil.chown(os.path.join(self.pf, "data"), "postfix")
-        os.chown(os.path.join(self.pf, "mail"), 65534, 65534)
-        shutil.copy(self.cert("srv.pem"), os.path.join(etc, "server.crt"))
-        shutil.copy(self.cert("srv.key"), os.path.join(etc, "server.key"))
-        self.port = free_port()
-        with open(os.path.join(etc, "main.cf"), "w") as f:
-            f.write("""compatibility_level = 3.6
-queue_directory = {pf}/spool
-data_directory = {pf}/data
-command_directory = /usr/sbin
-daemon_directory = /usr/lib/postfix/sbin
-shlib_directory = /usr/lib/postfix
-meta_directory = /etc/postfix
-mail_owner = postfix
-setgid_group = postdrop
-maillog_file = /dev/stdout
-myhostname = mx.test
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-alias_maps =
-alias_database =
-virtual_mailbox_domains = example.net
-virtual_mailbox_base = {pf}/mail
-virtual_mailbox_maps = static:example.net/Maildir/
-virtual_uid_maps = static:65534
-virtual_gid_maps = static:65534
-smtpd_tls_cert_file = {pf}/etc/server.crt
+POSTFIX_TLS_SASL = """smtpd_tls_cert_file = {pf}/etc/server.crt
 smtpd_tls_key_file = {pf}/etc/server.key
 smtpd_tls_security_level = may
 smtpd_tls_auth_only = yes
@@ -684,74 +639,46 @@ smtpd_sasl_local_domain = mx.test
 cyrus_sasl_config_path = {pf}/etc/sasl
 smtpd_recipient_restrictions = permit_sasl_authenticated, reject
 smtpd_relay_restrictions = permit_sasl_authenticated, reject
-""".format(pf=self.pf))
+"""
+
+
+@unittest.skipUnless(postfix.AVAILABLE and shutil.which("saslpasswd2"),
+                     "needs root, postfix and saslpasswd2 (sasl2-bin) for a private Postfix instance")
+class PostfixTest(TlsTestCase):
+    """emailrelay-forward against a private Postfix with Cyrus SASL (sasldb: PLAIN, LOGIN,
+    CRAM-MD5) that wants STARTTLS before AUTH and AUTH before any recipient."""
+
+    def setUp(self):
+        super().setUp()
+        os.chmod(self.work, 0o755)
+        self.postfix = postfix.PrivatePostfix(self.work, POSTFIX_TLS_SASL)
+        self.pf = self.postfix.pf
+        etc = self.postfix.etc
+        os.makedirs(os.path.join(etc, "sasl"))
+        shutil.copy(self.cert("srv.pem"), os.path.join(etc, "server.crt"))
+        shutil.copy(self.cert("srv.key"), os.path.join(etc, "server.key"))
         with open(os.path.join(etc, "sasl", "smtpd.conf"), "w") as f:
             f.write("pwcheck_method: auxprop\nauxprop_plugin: sasldb\nmech_list: PLAIN LOGIN CRAM-MD5\n"
                     "sasldb_path: %s/sasldb2\n" % self.pf)
         subprocess.run(["saslpasswd2", "-p", "-f", os.path.join(self.pf, "sasldb2"), "-c", "-u", "mx.test", "alice"],
                        input=b"secret123", check=True, timeout=30)
         shutil.chown(os.path.join(self.pf, "sasldb2"), "postfix")
-        out = []
-        with open("/etc/postfix/master.cf") as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) >= 8 and not line[0].isspace() and not line.startswith("#"):
-                    fields[4] = "n"   # no chroot
-                    if fields[0] == "smtp" and fields[1] == "inet":
-                        fields[0] = "127.0.0.1:%d" % self.port
-                    elif fields[1] == "inet":
-                        continue
-                    line = " ".join(fields) + "\n"
-                out.append(line)
-        with open(os.path.join(etc, "master.cf"), "w") as f:
-            f.writelines(out)
-        self.log = open(os.path.join(self.work, "postfix.log"), "wb")
-        self.etc = etc
-        self.proc = subprocess.Popen(["postfix", "-c", etc, "start-fg"], stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        self.postfix_running = True
-
-        def up():
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-        if not harness.wait_for(up, timeout=30):
-            log = self.postfix_log()
-            self.stop_postfix()
-            self.postfix_running = False
+        try:
+            self.postfix.start()
+        except RuntimeError as e:
             super().tearDown()
-            self.fail("postfix did not start:\n" + log)
+            self.fail(str(e))
+        self.port = self.postfix.port
 
     def tearDown(self):
-        if getattr(self, "postfix_running", False):
-            self.stop_postfix()
+        self.postfix.stop()
         super().tearDown()
 
-    def stop_postfix(self):
-        # start-fg runs the master as a child of postfix-script: stop the master by its pid file.
-        try:
-            with open(os.path.join(self.pf, "spool", "pid", "master.pid")) as f:
-                master = int(f.read().split()[0])
-            os.kill(master, signal.SIGTERM)
-        except (OSError, ValueError, IndexError):
-            self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.postfix_running = False
-        self.log.close()
-
     def postfix_log(self):
-        with open(os.path.join(self.work, "postfix.log"), "rb") as f:
-            return f.read().decode("utf-8", "replace")
+        return self.postfix.log_text()
 
     def delivered(self):
-        d = os.path.join(self.pf, "mail", "example.net", "Maildir", "new")
-        return len(os.listdir(d)) if os.path.isdir(d) else 0
+        return len(self.postfix.delivered())
 
     def submit(self):
         subprocess.run([SUBMIT, "--spool-dir", self.spool, "--from", "alice@mx.test", "bob@example.net"],
