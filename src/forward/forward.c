@@ -72,6 +72,8 @@ typedef struct Pass {
         char *client_address;          /* what client is connected to */
         char *client_selector;         /* ... and with which account selector */
         GHashTable *unreachable;       /* addresses that failed to connect this pass */
+        GHashTable *deferred_ids;      /* ids deferred by this run: not tried again by it, even
+                                        * when their retry time is already due (a schedule of 0) */
         unsigned forwarded, failed, deferred, skipped;
         bool stop;
         bool hop_down;
@@ -119,6 +121,7 @@ static time_t content_mtime(Pass *p, const char *id) {
  * give-up time it goes to .bad instead. */
 static int defer_message(Pass *p, SpoolLock *l, const Envelope *e, const char *reason, int code) {
         const char *id = spool_lock_id(l);
+        g_hash_table_add(p->deferred_ids, g_strdup(id));
         unsigned attempts = envelope_count_reasons(e) + 1;
         time_t now = time(NULL);
 
@@ -663,6 +666,12 @@ static void forward_one(Pass *p, const char *id) {
         Outcome o = {};
         int r;
 
+        /* Deferred by this very run: the next run (the timer's) retries it. Without this, a
+         * retry schedule of 0 would have the passes of one run loop on it forever. */
+        if (g_hash_table_contains(p->deferred_ids, id)) {
+                p->skipped++;
+                return;
+        }
         /* Not due yet: skip without taking the lock (cheap for a long queue). */
         {
                 g_auto(Envelope) peek = {};
@@ -1122,6 +1131,7 @@ static int run(Options *o, int argc, char **argv) {
         }
         p.config = &config;
         p.unreachable = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        p.deferred_ids = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
 
         /* Locks of forwarders that died are free: put their messages back first. */
         SpoolRecoverStats rs;
@@ -1149,6 +1159,8 @@ static int run(Options *o, int argc, char **argv) {
 out:
         if (p.unreachable)
                 g_hash_table_unref(p.unreachable);
+        if (p.deferred_ids)
+                g_hash_table_unref(p.deferred_ids);
         spool_free(p.spool);
         sd_event_unref(p.event);
         filter_chain_free(config.client_filters);

@@ -323,6 +323,34 @@ class ForwardTest(unittest.TestCase):
             self.assertEqual(p.returncode, EXIT_CONFIG)
             self.assertIn(text, p.stderr)
 
+    def test_next_hop_stalls_after_the_data(self):
+        """The next hop takes the whole message and then says nothing (smtp-sink -W .:5): after
+        --response-timeout the message is kept for a retry with the reason, never lost and
+        never failed. The stalled copy may still arrive there (RFC 1047's duplicate), so the
+        retry can deliver it twice; both copies are counted."""
+        self.start_sink("-W", ".:5")
+        self.submit("a@example.com")
+        p = self.forward("--response-timeout", "2", "--retry-schedule", "0", expect=EXIT_FAILURES)
+        (m,) = harness.spool_messages(self.spool)
+        self.assertEqual(m.state, "envelope")
+        self.assertIn(b"X-MailRelay-Reason: timeout waiting for the next hop", m.envelope)
+        self.assertIn("deferred", p.stderr)
+        self.stop_sink()
+        self.start_sink()
+        self.forward("--retry-schedule", "0", expect=EXIT_OK)
+        self.assertEqual(os.listdir(self.spool), [])
+        self.assertGreaterEqual(len(self.received()), 1)
+
+    def test_retry_schedule_zero_does_not_loop(self):
+        """A 4xx with a retry schedule of 0 is due again at once; the run still tries it once
+        (the next run, the timer's, retries it) instead of looping on it."""
+        self.start_sink("-r", "MAIL")
+        self.submit("a@example.com")
+        t0 = time.monotonic()
+        p = self.forward("--retry-schedule", "0", expect=EXIT_FAILURES)
+        self.assertLess(time.monotonic() - t0, 30)
+        self.assertEqual(p.stderr.count("deferred (attempt"), 1, p.stderr)
+
     def test_stale_busy_recovered(self):
         self.start_sink()
         self.submit("a@example.com")
