@@ -411,6 +411,12 @@ static int drop_privileges(const char *user, const char *spool, const char *log_
         return 0;
 }
 
+static int write_pid(int fd, pid_t pid) {
+        char text[32];
+        int n = snprintf(text, sizeof text, "%d\n", (int) pid);
+        return write(fd, text, (size_t) n) == n ? 0 : -1;
+}
+
 /* Everything after the option checks; run() frees what it leaves, whichever way it returns. */
 static int serve(Relay *r) {
         Options *o = r->o;
@@ -460,8 +466,18 @@ static int serve(Relay *r) {
                         log_error_errno(-errno, "cannot fork: %m");
                         return EXIT_ERROR;
                 }
-                if (pid > 0)
-                        _exit(EXIT_OK);
+                if (pid > 0) {
+                        /* The parent writes the daemon's pid: the file is complete when the
+                         * command returns, never seen empty. */
+                        int status = EXIT_OK;
+                        if (pid_fd >= 0 && write_pid(pid_fd, pid) < 0) {
+                                log_error_errno(-errno, "cannot write the pid file %s: %m", pid_file);
+                                kill(pid, SIGTERM);
+                                status = EXIT_ERROR;
+                        }
+                        _exit(status);
+                }
+                pid_fd = safe_close(pid_fd);
                 (void) setsid();
                 int null = open("/dev/null", O_RDWR | O_CLOEXEC);
                 if (null >= 0) {
@@ -471,9 +487,7 @@ static int serve(Relay *r) {
                 }
         }
         if (pid_fd >= 0) {
-                char text[32];
-                int n = snprintf(text, sizeof text, "%d\n", (int) getpid());
-                if (write(pid_fd, text, (size_t) n) != n) {
+                if (write_pid(pid_fd, getpid()) < 0) {
                         log_error_errno(-errno, "cannot write the pid file %s: %m", pid_file);
                         return EXIT_ERROR;
                 }
