@@ -254,6 +254,24 @@ class Container:
             raise ContainerError("%r exited %d inside the container:\n%s%s" % (cmd, p.returncode, p.stdout, p.stderr))
         return p
 
+    def wait_until(self, shell, timeout=30):
+        """True once the shell command succeeds inside, False if it never did within timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.run(shell).returncode == 0:
+                return True
+            time.sleep(0.2)
+        return False
+
+    def start_sink(self, unit, port, dump_dir, smtp_sink="/usr/sbin/smtp-sink"):
+        """Postfix's smtp-sink as a transient unit on 127.0.0.1:port (the container's own
+        network: fixed ports are private to it), dumping each message into dump_dir."""
+        self.run("mkdir -p %s && chmod 777 %s" % (dump_dir, dump_dir), check=True)
+        self.run(["systemd-run", "--unit=" + unit, "--property=Restart=no", smtp_sink, "-u", "nobody",
+                  "-d", dump_dir.rstrip("/") + "/", "127.0.0.1:%d" % port, "1000"], check=True)
+        if not self.wait_until("ss -ltn | grep -q ':%d '" % port):
+            raise ContainerError("smtp-sink did not start on port %d" % port)
+
     def python(self, code, timeout=60, check=False):
         """Run a Python snippet inside with /usr/bin/python3."""
         return self.run(["/usr/bin/python3", "-c", code], timeout=timeout, check=check)

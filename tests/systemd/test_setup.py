@@ -51,19 +51,11 @@ class SetupUnitsTest(unittest.TestCase):
         c.run("cd /root && openssl req -x509 -newkey rsa:2048 -nodes -keyout k.pem -out c.pem -subj /CN=relay.test "
               "-days 2 2>/dev/null && cat k.pem c.pem > %s && chmod 600 %s && rm k.pem c.pem" % (CERT, CERT), check=True)
         c.run(["sh", "-c", "cat > %s" % ANSWERS], input=ANSWERS_TEXT, check=True)
-        c.run("mkdir -p %s && chmod 777 %s" % (SINK_DIR, SINK_DIR), check=True)
-        c.run(["systemd-run", "--unit=sink", "--property=Restart=no", SINK, "-u", "nobody", "-d", SINK_DIR + "/",
-               "127.0.0.1:10025", "100"], check=True)
-        assert cls.wait_inside("ss -ltn | grep -q ':10025 '"), "smtp-sink did not start"
+        c.start_sink("sink", 10025, SINK_DIR, SINK)   # the container's private network: 10025 is ours
 
     @classmethod
     def wait_inside(cls, shell, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if cls.c.run(shell).returncode == 0:
-                return True
-            time.sleep(0.2)
-        return False
+        return cls.c.wait_until(shell, timeout)
 
     def sh(self, cmd, timeout=60):
         p = self.c.run(cmd, timeout=timeout)

@@ -76,19 +76,11 @@ class UnitsTest(unittest.TestCase):
 
     @classmethod
     def start_sink(cls, port=10025, unit="sink"):
-        cls.c.run("mkdir -p %s/%d && chmod 777 %s/%d" % (SINK_DIR, port, SINK_DIR, port), check=True)
-        cls.c.run(["systemd-run", "--unit=" + unit, "--property=Restart=no", SINK, "-u", "nobody",
-                   "-d", "%s/%d/" % (SINK_DIR, port), "127.0.0.1:%d" % port, "1000"], check=True)
-        assert cls.wait_inside("ss -ltn | grep -q ':%d '" % port), "smtp-sink did not start"
+        cls.c.start_sink(unit, port, "%s/%d" % (SINK_DIR, port), SINK)
 
     @classmethod
     def wait_inside(cls, shell, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if cls.c.run(shell).returncode == 0:
-                return True
-            time.sleep(0.2)
-        return False
+        return cls.c.wait_until(shell, timeout)
 
     def sh(self, cmd, timeout=60):
         p = self.c.run(cmd, timeout=timeout)
