@@ -48,10 +48,13 @@ int server_start(Server *server) {
                 .start = start,
                 .shutdown = shutdown_session,
                 .status = status,
-                .refusal = "-ERR too many connections from your address\r\n",
+                .temp_refusal = "-ERR ",
+                .perm_refusal = "-ERR ",
         };
         a->max_sessions = server->config.max_sessions;
-        a->max_per_address = server->config.max_per_address;
+        a->limits = server->config.limits;
+        server->config.limits.exempt = NULL;   /* the acceptor's now */
+        server->config.limits.n_exempt = 0;
         a->drain_timeout = server->config.drain_timeout;
         return acceptor_start(a);
 }

@@ -68,6 +68,7 @@ struct Session {
         sd_event_source *auth_delay;
         sd_event_source *idle_timer;
         unsigned bad_commands;
+        const char *over_limit;     /* a per-address limit was passed: what */
         bool shutting_down;
         /* the maildrop */
         int lock_fd;                /* the maildrop directory, flock'ed */
@@ -122,6 +123,25 @@ static void close_with(Session *s, const char *text) {
                 reply(s, "%s", text);
         session_set_state(s, STATE_CLOSING);
         (void) lineio_close_after_flush(s->io);
+}
+
+/* Over a per-address limit (see acceptor.h): say so, log it and close. */
+static bool end_if_over_limit(Session *s) {
+        if (!s->over_limit || s->state == STATE_CLOSING)
+                return false;
+        const AcceptorLimits *l = &s->server->acceptor.limits;
+        bool auth = streq(s->over_limit, "too many failed logins");
+        log_event(s, LOG_WARNING, auth ? LOG_MESSAGE_AUTH_FAIL : LOG_MESSAGE_REJECTED,
+                  "session closed: %s from %s (limit %u a minute)", s->over_limit, s->host,
+                  auth ? l->max_auth_failures : l->max_rejected);
+        close_with(s, "-ERR too many errors from your address, try later");
+        return true;
+}
+
+static void rejected(Session *s) {
+        s->bad_commands++;
+        if (!s->over_limit && acceptor_note(&s->server->acceptor, s->host, ACCEPTOR_REJECTED_COMMAND))
+                s->over_limit = "too many rejected commands";
 }
 
 /* ---- the maildrop ---- */
@@ -364,6 +384,8 @@ static int on_auth_delay(sd_event_source *source, uint64_t usec, void *userdata)
         Session *s = userdata;
         s->auth_delay = sd_event_source_disable_unref(s->auth_delay);
         reply(s, "-ERR authentication failed");
+        if (end_if_over_limit(s))
+                return 0;
         if (s->auth_failures >= POP3_MAX_AUTH_FAILURES) {
                 log_event(s, LOG_WARNING, LOG_MESSAGE_AUTH_FAIL, "too many authentication failures: disconnecting");
                 close_with(s, NULL);
@@ -377,6 +399,8 @@ static int on_auth_delay(sd_event_source *source, uint64_t usec, void *userdata)
 static void auth_failed(Session *s, const char *user, const char *mechanism) {
         s->auth_failures++;
         s->server->n_auth_failures++;
+        if (!s->over_limit && acceptor_note(&s->server->acceptor, s->host, ACCEPTOR_AUTH_FAILURE))
+                s->over_limit = "too many failed logins";
         _cleanup_free_ char *quoted = log_quotable(user, 64);
         log_event(s, LOG_WARNING, LOG_MESSAGE_AUTH_FAIL, "pop authentication failed for \"%s\" from %s (%s)",
                   quoted, s->host, mechanism);
@@ -818,7 +842,7 @@ static void handle_command(Session *s, char *line, size_t len) {
                 { "CAPA", CMD_ANY }, { "QUIT", CMD_ANY }, { "STLS", CMD_AUTHORIZATION },
         };
         if (memchr(line, '\0', len)) {
-                s->bad_commands++;
+                rejected(s);
                 reply(s, "-ERR unknown command");
                 return;
         }
@@ -832,7 +856,7 @@ static void handle_command(Session *s, char *line, size_t len) {
                 if (g_ascii_strcasecmp(verb, verbs[i].verb) == 0)
                         break;
         if (i == ELEMENTSOF(verbs)) {
-                s->bad_commands++;
+                rejected(s);
                 log_event(s, LOG_INFO, NULL, "unknown command: \"%.40s\"", verb);
                 if (s->bad_commands > MAX_BAD_COMMANDS) {
                         log_event(s, LOG_WARNING, LOG_MESSAGE_REJECTED, "too many bad commands: disconnecting");
@@ -844,7 +868,7 @@ static void handle_command(Session *s, char *line, size_t len) {
         }
         if ((verbs[i].class == CMD_AUTHORIZATION && s->state != STATE_AUTHORIZATION) ||
             (verbs[i].class == CMD_TRANSACTION && s->state != STATE_TRANSACTION)) {
-                s->bad_commands++;
+                rejected(s);
                 reply(s, "-ERR invalid command in %s state", state_names[s->state]);
                 return;
         }
@@ -893,10 +917,12 @@ static int on_io(LineIo *io, LineIoEvent event, char *data, size_t len, int erro
                         auth_response(s, data);
                 else
                         handle_command(s, data, len);
+                if (!s->auth_delay)
+                        (void) end_if_over_limit(s);
                 return 0;
         case LINEIO_OVERFLOW:
                 (void) arm_idle_timer(s);
-                s->bad_commands++;
+                rejected(s);
                 if (s->sasl)
                         auth_end(s);
                 reply(s, "-ERR line too long");

@@ -39,7 +39,8 @@ static int configure(Server *server, const Options *o) {
 
         *c = (Pop3dConfig){
                 .idle_timeout = 1800,     /* E-MailRelay's code default */
-                .max_per_address = 64,
+                .limits = { .max_connections = 20, .max_connection_rate = 60, .max_auth_failures = 10,
+                            .max_rejected = 50 },
                 .max_sessions = 1000,
                 .drain_timeout = 20,
                 .auth_delay_ms = 1000,
@@ -54,8 +55,9 @@ static int configure(Server *server, const Options *o) {
         c->remote_clients = options_has(o, "remote-clients");
         c->no_delete = options_has(o, "pop-no-delete");
         c->by_name = options_has(o, "pop-by-name");
+        if ((r = daemon_acceptor_limits(o, &c->limits)) < 0)
+                return r;
         if ((r = daemon_get_uint(o, "idle-timeout", 1, 86400, &c->idle_timeout)) < 0 ||
-            (r = daemon_get_uint(o, "max-connections-per-address", 0, 1000000, &c->max_per_address)) < 0 ||
             (r = daemon_get_uint(o, "connection-timeout", 1, 3600, &c->handshake_timeout)) < 0)
                 return r;
         DaemonServerTls t;
@@ -132,6 +134,10 @@ static int run(Options *op, int argc, char **argv) {
                 r = 2;   /* E-MailRelay: exit 2 when a listening socket cannot be bound */
                 goto out;
         }
+        if (daemon_proxy_listeners(op, &server.acceptor.listeners) < 0) {
+                r = 1;
+                goto out;
+        }
         if (server_start(&server) < 0) {
                 r = 1;
                 goto out;
@@ -143,6 +149,7 @@ static int run(Options *op, int argc, char **argv) {
                  server.n_logins == 1 ? "" : "s", server.n_deleted, server.n_deleted == 1 ? "" : "s");
 out:
         server_done(&server);
+        acceptor_limits_done(&server.config.limits);
         secrets_free(server.secrets);
         tls_context_free(server.config.tls);
         sasl_config_done(&server.config.auth_config);

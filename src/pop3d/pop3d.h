@@ -26,7 +26,7 @@ typedef struct Pop3dConfig {
         bool no_delete;             /* --pop-no-delete */
         bool by_name;               /* --pop-by-name */
         unsigned idle_timeout;      /* seconds */
-        unsigned max_per_address;   /* concurrent connections per client address; 0: no limit */
+        AcceptorLimits limits;      /* per client address */
         unsigned max_sessions;
         unsigned drain_timeout;
         unsigned auth_delay_ms;     /* after a failed authentication */

@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
 /* The daemons' accept loop, limits and shutdown (see acceptor.h). */
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -11,10 +14,15 @@
 #include "acceptor.h"
 #include "log.h"
 #include "macro.h"
+#include "proxyproto.h"
+
+static void address_gc(Acceptor *a);
 
 static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Acceptor *a = userdata;
         a->hooks.status(a->userdata);
+        if (++a->gc_ticks % 60 == 0)
+                address_gc(a);
         return sd_event_source_set_time_relative(s, 1000000u);
 }
 
@@ -25,7 +33,7 @@ static void accepting(Acceptor *a, bool on) {
 }
 
 static bool may_accept(const Acceptor *a) {
-        return !a->draining && !a->single_session && a->n_sessions < a->max_sessions;
+        return !a->draining && !a->single_session && a->n_sessions + a->n_pending < a->max_sessions;
 }
 
 /* Out of file descriptors: the listener would stay readable and the loop spin, so stop
@@ -57,18 +65,11 @@ static void pause_accepting(Acceptor *a, int error) {
 }
 
 static void maybe_exit(Acceptor *a) {
-        if ((a->draining || a->single_session) && a->n_sessions == 0)
+        if ((a->draining || a->single_session) && a->n_sessions == 0 && a->n_pending == 0)
                 (void) sd_event_exit(a->event, 0);
 }
 
-void acceptor_session_ended(Acceptor *a, void *session, const char *host) {
-        a->sessions = g_list_remove(a->sessions, session);
-        a->n_sessions--;
-        unsigned count = GPOINTER_TO_UINT(g_hash_table_lookup(a->per_address, host));
-        if (count <= 1)
-                g_hash_table_remove(a->per_address, host);
-        else
-                g_hash_table_insert(a->per_address, g_strdup(host), GUINT_TO_POINTER(count - 1));
+static void capacity_freed(Acceptor *a) {
         if (may_accept(a)) {
                 a->accept_paused = false;
                 accepting(a, true);
@@ -76,32 +77,406 @@ void acceptor_session_ended(Acceptor *a, void *session, const char *host) {
         maybe_exit(a);
 }
 
-static int serve_fd(Acceptor *a, int fd, const struct sockaddr *peer, socklen_t len) {
-        char host[64] = "unknown";
-        uint16_t port = 0;
-        void *session = NULL;
-        int r;
+/* ---- per-address records ---- */
 
-        (void) sockaddr_to_host(peer, len, host, sizeof host, &port);
-        unsigned count = GPOINTER_TO_UINT(g_hash_table_lookup(a->per_address, host));
-        if (a->max_per_address > 0 && count >= a->max_per_address) {
-                LogField f[] = { { "REMOTE_ADDR", host }, { "MESSAGE_ID", LOG_MESSAGE_REJECTED } };
-                log_fields(LOG_WARNING, 0, f, ELEMENTSOF(f), "too many connections from %s (limit %u): refused",
-                           host, a->max_per_address);
-                a->n_refused++;
-                (void) !send(fd, a->hooks.refusal, strlen(a->hooks.refusal), MSG_NOSIGNAL | MSG_DONTWAIT);
-                safe_close(fd);
-                return 0;
+#define WINDOW_USEC (60u * 1000000u)
+
+typedef struct Address {
+        unsigned connections;         /* open now, pending ones admitted included */
+        bool exempt;
+        uint64_t window_start;        /* CLOCK_MONOTONIC usec */
+        unsigned new_connections, auth_failures, rejected;   /* in this window */
+        uint64_t blocked_until;       /* refused until then; 0: not */
+        const char *blocked_for;      /* what it did */
+} Address;
+
+static uint64_t now_usec(const Acceptor *a) {
+        uint64_t now = 0;
+        (void) sd_event_now(a->event, CLOCK_MONOTONIC, &now);
+        return now;
+}
+
+static bool net_contains(const struct AcceptorNet *n, int family, const uint8_t *addr) {
+        if (n->family != family)
+                return false;
+        unsigned bits = n->prefix;
+        for (size_t i = 0; bits > 0; i++, bits = bits >= 8 ? bits - 8 : 0) {
+                uint8_t mask = bits >= 8 ? 0xff : (uint8_t) (0xff << (8 - bits));
+                if ((addr[i] & mask) != (n->addr[i] & mask))
+                        return false;
         }
-        r = a->hooks.start(a->userdata, fd, peer, len, &session);
-        if (r < 0)
-                return log_error_errno(r, "cannot start a session for %s: %m", host);
+        return true;
+}
+
+static bool is_exempt(const AcceptorLimits *l, const struct sockaddr *sa, socklen_t len) {
+        uint8_t v4[4];
+        switch (sa->sa_family) {
+        case AF_UNIX:
+                return true;
+        case AF_INET:
+                if (len < (socklen_t) sizeof(struct sockaddr_in))
+                        return false;
+                memcpy(v4, &((const struct sockaddr_in *) sa)->sin_addr, 4);
+                break;
+        case AF_INET6: {
+                if (len < (socklen_t) sizeof(struct sockaddr_in6))
+                        return false;
+                const struct in6_addr *a6 = &((const struct sockaddr_in6 *) sa)->sin6_addr;
+                if (IN6_IS_ADDR_V4MAPPED(a6)) {
+                        memcpy(v4, a6->s6_addr + 12, 4);
+                        break;
+                }
+                for (size_t i = 0; i < l->n_exempt; i++)
+                        if (net_contains(&l->exempt[i], AF_INET6, a6->s6_addr))
+                                return true;
+                return false;
+        }
+        default:
+                return false;
+        }
+        for (size_t i = 0; i < l->n_exempt; i++)
+                if (net_contains(&l->exempt[i], AF_INET, v4))
+                        return true;
+        return false;
+}
+
+int acceptor_limits_parse_exempt(AcceptorLimits *l, const char *list, char **error) {
+        g_auto(GStrv) items = g_strsplit(list, ",", -1);
+        g_free(l->exempt);
+        l->exempt = NULL;
+        l->n_exempt = 0;
+        if (g_strv_length(items) == 1 && streq(g_strstrip(items[0]), "none"))
+                return 0;
+        l->exempt = g_new0(struct AcceptorNet, g_strv_length(items));
+        for (char **i = items; *i; i++) {
+                char *item = g_strstrip(*i);
+                if (!*item)
+                        continue;
+                struct AcceptorNet n = {};
+                char *slash = strchr(item, '/');
+                if (slash)
+                        *slash = '\0';
+                if (inet_pton(AF_INET, item, n.addr) == 1) {
+                        n.family = AF_INET;
+                        n.prefix = 32;
+                } else if (inet_pton(AF_INET6, item, n.addr) == 1) {
+                        n.family = AF_INET6;
+                        n.prefix = 128;
+                } else {
+                        *error = g_strdup_printf("\"%s\" is not an IP address or network", item);
+                        return -EINVAL;
+                }
+                if (slash) {
+                        char *end = NULL;
+                        unsigned long p = strtoul(slash + 1, &end, 10);
+                        if (!g_ascii_isdigit(slash[1]) || *end || p > n.prefix) {
+                                *error = g_strdup_printf("\"%s/%s\" has a bad prefix length", item, slash + 1);
+                                return -EINVAL;
+                        }
+                        n.prefix = (unsigned) p;
+                }
+                l->exempt[l->n_exempt++] = n;
+        }
+        return 0;
+}
+
+void acceptor_limits_done(AcceptorLimits *l) {
+        g_free(l->exempt);
+        l->exempt = NULL;
+        l->n_exempt = 0;
+}
+
+static Address *address_get(Acceptor *a, const char *host, const struct sockaddr *peer, socklen_t len) {
+        Address *r = g_hash_table_lookup(a->per_address, host);
+        uint64_t now = now_usec(a);
+        if (!r) {
+                r = g_new0(Address, 1);
+                r->exempt = peer ? is_exempt(&a->limits, peer, len) : true;
+                r->window_start = now;
+                g_hash_table_insert(a->per_address, g_strdup(host), r);
+        }
+        if (now >= r->window_start + WINDOW_USEC) {
+                r->window_start = now;
+                r->new_connections = r->auth_failures = r->rejected = 0;
+        }
+        return r;
+}
+
+static void address_block(Acceptor *a, Address *r, const char *what) {
+        r->blocked_until = r->window_start + WINDOW_USEC;
+        r->blocked_for = what;
+}
+
+/* Forget addresses with nothing open and nothing to remember, once a minute. */
+static void address_gc(Acceptor *a) {
+        GHashTableIter i;
+        gpointer value;
+        uint64_t now = now_usec(a);
+
+        g_hash_table_iter_init(&i, a->per_address);
+        while (g_hash_table_iter_next(&i, NULL, &value)) {
+                Address *r = value;
+                if (r->connections == 0 && now >= r->window_start + WINDOW_USEC && now >= r->blocked_until)
+                        g_hash_table_iter_remove(&i);
+        }
+}
+
+bool acceptor_note(Acceptor *a, const char *host, AcceptorEvent event) {
+        Address *r = g_hash_table_lookup(a->per_address, host);
+        if (!r || r->exempt)
+                return false;
+        r = address_get(a, host, NULL, 0);      /* rolls the window */
+        switch (event) {
+        case ACCEPTOR_AUTH_FAILURE:
+                if (a->limits.max_auth_failures > 0 && ++r->auth_failures > a->limits.max_auth_failures) {
+                        address_block(a, r, "too many failed AUTH attempts");
+                        return true;
+                }
+                return false;
+        case ACCEPTOR_REJECTED_COMMAND:
+                if (a->limits.max_rejected > 0 && ++r->rejected > a->limits.max_rejected) {
+                        address_block(a, r, "too many rejected commands");
+                        return true;
+                }
+                return false;
+        }
+        return false;
+}
+
+void acceptor_session_ended(Acceptor *a, void *session, const char *host) {
+        a->sessions = g_list_remove(a->sessions, session);
+        a->n_sessions--;
+        Address *r = g_hash_table_lookup(a->per_address, host);
+        if (r && r->connections > 0)
+                r->connections--;
+        capacity_freed(a);
+}
+
+/* ---- pending connections: PROXY header, limits, DNSBL ---- */
+
+#define PROXY_HEADER_TIMEOUT_USEC (10u * 1000000u)
+
+typedef struct Pending {
+        Acceptor *a;
+        int fd;
+        const char *listener;         /* its name, owned by the listener set */
+        struct sockaddr_storage peer;
+        socklen_t len;
+        char host[64];
+        sd_event_source *io, *timer;
+        DnsblCheck *dnsbl;
+        bool counted;                 /* in its Address's connections */
+} Pending;
+
+static void pending_free(Pending *p, bool close_fd) {
+        Acceptor *a = p->a;
+        a->pending = g_list_remove(a->pending, p);
+        a->n_pending--;
+        sd_event_source_disable_unref(p->io);
+        sd_event_source_disable_unref(p->timer);
+        dnsbl_cancel(p->dnsbl);
+        if (p->counted) {
+                Address *r = g_hash_table_lookup(a->per_address, p->host);
+                if (r && r->connections > 0)
+                        r->connections--;
+        }
+        if (close_fd)
+                safe_close(p->fd);
+        g_free(p);
+}
+
+/* Log, tell the client (prefix + reason) and close. */
+static void refuse(Pending *p, const char *prefix, const char *reason, const char *format, ...) _printf_(4, 5);
+static void refuse(Pending *p, const char *prefix, const char *reason, const char *format, ...) {
+        Acceptor *a = p->a;
+        char text[512];
+        va_list ap;
+
+        va_start(ap, format);
+        vsnprintf(text, sizeof text, format, ap);
+        va_end(ap);
+        LogField f[] = { { "REMOTE_ADDR", p->host }, { "MESSAGE_ID", LOG_MESSAGE_REJECTED } };
+        log_fields(LOG_WARNING, 0, f, ELEMENTSOF(f), "%s", text);
+        a->n_refused++;
+        if (prefix) {
+                g_autofree char *line = g_strdup_printf("%s%s\r\n", prefix, reason);
+                (void) !send(p->fd, line, strlen(line), MSG_NOSIGNAL | MSG_DONTWAIT);
+        }
+        pending_free(p, true);
+        capacity_freed(a);
+}
+
+static void start_session(Pending *p) {
+        Acceptor *a = p->a;
+        void *session = NULL;
+        int fd = p->fd;
+        bool counted = p->counted;
+
+        a->serving = p->listener;
+        p->counted = false;                 /* the session's now */
+        p->fd = -EBADF;
+        struct sockaddr_storage peer = p->peer;
+        socklen_t len = p->len;
+        char host[64];
+        memcpy(host, p->host, sizeof host);
+        pending_free(p, false);
+        int r = a->hooks.start(a->userdata, fd, (struct sockaddr *) &peer, len, &session);
+        a->serving = NULL;
+        if (r < 0) {
+                log_error_errno(r, "cannot start a session for %s: %m", host);
+                Address *rec = g_hash_table_lookup(a->per_address, host);
+                if (counted && rec && rec->connections > 0)
+                        rec->connections--;
+                capacity_freed(a);
+                return;
+        }
         a->sessions = g_list_prepend(a->sessions, session);
         a->n_sessions++;
         a->n_connections++;
-        g_hash_table_insert(a->per_address, g_strdup(host), GUINT_TO_POINTER(count + 1));
-        if (a->n_sessions >= a->max_sessions)
+}
+
+static void on_dnsbl(void *userdata, const DnsblResult *result) {
+        Pending *p = userdata;
+        const DnsblConfig *c = p->a->dnsbl;
+
+        p->dnsbl = NULL;
+        if (result->blocked) {
+                if (result->listed > 0)
+                        refuse(p, p->a->hooks.perm_refusal, "client address listed by a DNS block list",
+                               "connection refused: listed by DNS block lists from %s (%s)", p->host, result->listed_by);
+                else
+                        refuse(p, p->a->hooks.temp_refusal, "DNS block lists did not answer",
+                               "connection refused: DNS block lists did not answer in time from %s (%u of %u)",
+                               p->host, result->timed_out, g_strv_length(c->zones));
+                return;
+        }
+        if (result->listed > 0) {
+                LogField f[] = { { "REMOTE_ADDR", p->host } };
+                log_fields(LOG_NOTICE, 0, f, ELEMENTSOF(f), "connection allowed: listed by %u DNS block list%s (%s), threshold %u, from %s",
+                           result->listed, result->listed == 1 ? "" : "s", result->listed_by, c->threshold, p->host);
+        } else if (result->timed_out > 0)
+                log_info("DNS block lists did not answer in time for %s (%u of %u): allowed", p->host,
+                         result->timed_out, g_strv_length(c->zones));
+        start_session(p);
+}
+
+/* The client's address is known: apply the per-address limits, then DNSBL. */
+static void admit(Pending *p) {
+        Acceptor *a = p->a;
+        const AcceptorLimits *l = &a->limits;
+
+        if (sockaddr_to_host((struct sockaddr *) &p->peer, p->len, p->host, sizeof p->host, NULL) < 0)
+                g_strlcpy(p->host, "unknown", sizeof p->host);
+        Address *r = address_get(a, p->host, (struct sockaddr *) &p->peer, p->len);
+        uint64_t now = now_usec(a);
+        if (!r->exempt) {
+                if (r->blocked_until > now) {
+                        unsigned left = (unsigned) ((r->blocked_until - now + 999999u) / 1000000u);
+                        refuse(p, a->hooks.temp_refusal, "too many errors from your address, try later",
+                               "connection refused: address blocked for %u s more from %s (%s)", left, p->host, r->blocked_for);
+                        return;
+                }
+                if (l->max_connections > 0 && r->connections >= l->max_connections) {
+                        refuse(p, a->hooks.temp_refusal, "too many connections from your address",
+                               "connection refused: too many concurrent connections from %s (limit %u)", p->host, l->max_connections);
+                        return;
+                }
+                if (l->max_connection_rate > 0 && ++r->new_connections > l->max_connection_rate) {
+                        address_block(a, r, "too many connections in a minute");
+                        refuse(p, a->hooks.temp_refusal, "too many connections from your address, try later",
+                               "connection refused: too many connections in a minute from %s (limit %u)", p->host, l->max_connection_rate);
+                        return;
+                }
+        }
+        r->connections++;
+        p->counted = true;
+        if (a->dnsbl && dnsbl_applies((struct sockaddr *) &p->peer, p->len)) {
+                int k = dnsbl_check(a->event, a->dnsbl, (struct sockaddr *) &p->peer, p->len, on_dnsbl, p, &p->dnsbl);
+                if (k >= 0)
+                        return;
+                log_warning_errno(k, "cannot check DNS block lists for %s: %m; allowed", p->host);
+        }
+        start_session(p);
+}
+
+static int on_proxy_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Pending *p = userdata;
+        refuse(p, NULL, NULL, "connection closed: no PROXY protocol header in time on listener %s from %s",
+               p->listener ? p->listener : "unknown", p->host);
+        return 0;
+}
+
+static int on_proxy_readable(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Pending *p = userdata;
+        uint8_t buf[PROXY_HEADER_MAX];
+        ProxyHeader h = {};
+        const char *error = NULL;
+
+        /* Edge-triggered: look at everything there is, take only the header. What follows
+         * (a TLS ClientHello, a pipelined command) stays in the socket for the session. */
+        ssize_t n = recv(fd, buf, sizeof buf, MSG_PEEK);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                return 0;
+        if (n <= 0) {
+                Acceptor *a = p->a;
+                log_debug("connection from %s closed before its PROXY protocol header", p->host);
+                pending_free(p, true);
+                capacity_freed(a);
+                return 0;
+        }
+        int r = proxy_header_parse(buf, (size_t) n, &h, &error);
+        if (r == 0 && (size_t) n < sizeof buf)
+                return 0;
+        if (r <= 0) {
+                refuse(p, NULL, NULL, "connection closed: bad PROXY protocol header on listener %s from %s: %s",
+                       p->listener ? p->listener : "unknown", p->host, error ? error : "too long");
+                return 0;
+        }
+        if (recv(fd, buf, (size_t) r, 0) != r) {
+                refuse(p, NULL, NULL, "connection closed: cannot read the PROXY protocol header from %s: %s",
+                       p->host, errno ? g_strerror(errno) : "short read");
+                return 0;
+        }
+        p->io = sd_event_source_disable_unref(p->io);
+        p->timer = sd_event_source_disable_unref(p->timer);
+        if (!h.local) {
+                memcpy(&p->peer, &h.source, h.source_len);
+                p->len = h.source_len;
+        }
+        admit(p);
+        return 0;
+}
+
+static int serve_fd(Acceptor *a, int fd, const struct sockaddr *peer, socklen_t len, const Listener *l) {
+        Pending *p = g_new0(Pending, 1);
+        int r;
+
+        p->a = a;
+        p->fd = fd;
+        p->listener = l ? l->name : NULL;
+        if (len > (socklen_t) sizeof p->peer)
+                len = sizeof p->peer;
+        memcpy(&p->peer, peer, len);
+        p->len = len;
+        if (sockaddr_to_host(peer, len, p->host, sizeof p->host, NULL) < 0)
+                g_strlcpy(p->host, "unknown", sizeof p->host);
+        a->pending = g_list_prepend(a->pending, p);
+        a->n_pending++;
+        if (a->n_sessions + a->n_pending >= a->max_sessions)
                 accepting(a, false);
+        if (!l || !l->proxy) {
+                admit(p);
+                return 0;
+        }
+        r = sd_event_add_io(a->event, &p->io, fd, EPOLLIN | EPOLLET, on_proxy_readable, p);
+        if (r >= 0)
+                r = sd_event_add_time_relative(a->event, &p->timer, CLOCK_MONOTONIC, PROXY_HEADER_TIMEOUT_USEC, 100000u,
+                                               on_proxy_timeout, p);
+        if (r < 0) {
+                log_error_errno(r, "cannot wait for the PROXY header from %s: %m", p->host);
+                pending_free(p, true);
+                return r;
+        }
         return 0;
 }
 
@@ -131,19 +506,21 @@ static int on_accept(sd_event_source *source, int fd, uint32_t revents, void *us
                         log_info("accepting connections again (%u open)", a->n_sessions);
                         a->accept_warned = false;
                 }
-                a->serving = NULL;
+                const Listener *l = NULL;
                 for (size_t k = 0; k < a->listeners.n; k++)
                         if (a->listeners.items[k].fd == fd)
-                                a->serving = a->listeners.items[k].name;
-                (void) serve_fd(a, cfd, (struct sockaddr *) &peer, len);
-                a->serving = NULL;
-                if (a->n_sessions >= a->max_sessions)
+                                l = &a->listeners.items[k];
+                (void) serve_fd(a, cfd, (struct sockaddr *) &peer, len, l);
+                if (a->n_sessions + a->n_pending >= a->max_sessions || a->draining)
                         return 0;
         }
         return 0;
 }
 
 static void shutdown_all(Acceptor *a, bool abort) {
+        /* Connections not yet served are simply closed: they were told nothing. */
+        while (a->pending)
+                pending_free(a->pending->data, true);
         GList *copy = g_list_copy(a->sessions);
         for (GList *l = copy; l; l = l->next)
                 a->hooks.shutdown(a->userdata, l->data, abort);
@@ -177,7 +554,7 @@ static int on_terminate(sd_event_source *s, const struct signalfd_siginfo *si, v
 int acceptor_start(Acceptor *a) {
         int r;
 
-        a->per_address = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        a->per_address = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
         r = sd_event_add_signal(a->event, NULL, SIGTERM, on_terminate, a);
         if (r >= 0)
                 r = sd_event_add_signal(a->event, NULL, SIGINT, on_terminate, a);
@@ -196,9 +573,7 @@ int acceptor_start(Acceptor *a) {
                         a->single_session = true;
                         int fd = l->fd;
                         l->fd = -EBADF;
-                        a->serving = l->name;
-                        r = serve_fd(a, fd, (struct sockaddr *) &peer, len);
-                        a->serving = NULL;
+                        r = serve_fd(a, fd, (struct sockaddr *) &peer, len, l);
                         if (r < 0)
                                 return r;
                         continue;
@@ -228,7 +603,10 @@ void acceptor_done(Acceptor *a) {
         if (a->per_address)
                 g_hash_table_unref(a->per_address);
         a->per_address = NULL;
+        while (a->pending)
+                pending_free(a->pending->data, true);
         g_list_free(a->sessions);
         a->sessions = NULL;
+        acceptor_limits_done(&a->limits);
         listener_set_done(&a->listeners);
 }

@@ -1,8 +1,12 @@
 /* SPDX-License-Identifier: GPL-3.0-or-later */
-/* What every daemon of the suite does with its listeners: accept until EAGAIN, refuse past the
- * per-address and total limits, pause when out of file descriptors, serve an inherited
+/* What every daemon of the suite does with its listeners: accept until EAGAIN, read the PROXY
+ * protocol header on the listeners that expect one, refuse past the per-address and total
+ * limits, check DNS block lists, pause when out of file descriptors, serve an inherited
  * connection (Accept=yes) and exit, keep STATUS= fresh, and drain on SIGTERM/SIGINT. The
- * protocol is supplied as hooks. */
+ * protocol is supplied as hooks.
+ *
+ * A connection is "pending" from accept until the session starts: while its PROXY header is
+ * read and its DNSBL lookups run. Pending connections count against max_sessions. */
 #pragma once
 
 #include <stdbool.h>
@@ -11,6 +15,7 @@
 #include <glib.h>
 #include <systemd/sd-event.h>
 
+#include "dnsbl.h"
 #include "listen.h"
 
 typedef struct AcceptorHooks {
@@ -20,20 +25,48 @@ typedef struct AcceptorHooks {
         void (*shutdown)(void *userdata, void *session, bool abort);
         /* Send STATUS= (called every second and on shutdown). */
         void (*status)(void *userdata);
-        /* One line sent before closing a connection over the per-address limit. */
-        const char *refusal;
+        /* What a refused connection is told before it is closed, followed by the reason and
+         * CRLF: for a temporary refusal (limits) "421 4.7.0 " or "-ERR [SYS/TEMP] ", for a
+         * permanent one (DNSBL) "554 5.7.1 "; NULL to close without a word. */
+        const char *temp_refusal, *perm_refusal;
 } AcceptorHooks;
+
+/* Per client address. Counts run over one-minute windows, as Postfix's anvil does; going over
+ * a rate refuses the address with 421 until its minute is over. Addresses in the exempt list
+ * (loopback by default) are never limited. */
+typedef struct AcceptorLimits {
+        unsigned max_connections;     /* concurrent; 0: no limit */
+        unsigned max_connection_rate; /* new connections a minute */
+        unsigned max_auth_failures;   /* failed AUTH a minute */
+        unsigned max_rejected;        /* rejected commands a minute */
+        struct AcceptorNet {
+                int family;
+                uint8_t addr[16];
+                unsigned prefix;
+        } *exempt;
+        size_t n_exempt;
+} AcceptorLimits;
+
+/* Parse "--limits-exempt": a comma list of addresses and CIDR networks, or "none". */
+int acceptor_limits_parse_exempt(AcceptorLimits *l, const char *list, char **error);
+
+typedef enum AcceptorEvent {
+        ACCEPTOR_AUTH_FAILURE,
+        ACCEPTOR_REJECTED_COMMAND,
+} AcceptorEvent;
 
 typedef struct Acceptor {
         sd_event *event;
         ListenerSet listeners;
         AcceptorHooks hooks;
         void *userdata;
-        unsigned max_sessions;        /* all connections */
-        unsigned max_per_address;     /* 0: no limit */
+        unsigned max_sessions;        /* all connections, pending ones included */
+        AcceptorLimits limits;
+        const DnsblConfig *dnsbl;     /* NULL: no DNSBL checks */
         unsigned drain_timeout;       /* seconds sessions may finish after SIGTERM */
 
         unsigned n_sessions;
+        unsigned n_pending;
         uint64_t n_connections;
         uint64_t n_refused;
         bool draining;
@@ -42,14 +75,21 @@ typedef struct Acceptor {
 
         /* private */
         GList *sessions;
+        GList *pending;
         GHashTable *per_address;
         sd_event_source **accept_sources;
         sd_event_source *status_timer, *drain_timer, *accept_timer;
         bool accept_paused, accept_warned;
+        unsigned gc_ticks;
 } Acceptor;
 
 /* Watch the listeners (already in a->listeners), SIGTERM and SIGINT, and the status timer. */
 int acceptor_start(Acceptor *a);
 /* A session has ended and freed itself. */
 void acceptor_session_ended(Acceptor *a, void *session, const char *host);
+/* Count an event against a client address (host as the session was started with). Returns
+ * true when the address is now over its limit: the session should log it, answer 421 and
+ * close; the address is refused until its minute is over. */
+bool acceptor_note(Acceptor *a, const char *host, AcceptorEvent event);
+void acceptor_limits_done(AcceptorLimits *l);
 void acceptor_done(Acceptor *a);

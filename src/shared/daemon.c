@@ -235,3 +235,68 @@ void daemon_refresh_secrets(Secrets *secrets, uint64_t now_usec, uint64_t *check
                         log_warning("%s", *w);
         }
 }
+
+int daemon_acceptor_limits(const Options *o, AcceptorLimits *l) {
+        int r;
+
+        if ((r = daemon_get_uint(o, "max-connections-per-address", 0, 1000000, &l->max_connections)) < 0 ||
+            (r = daemon_get_uint(o, "max-connection-rate-per-address", 0, 1000000, &l->max_connection_rate)) < 0 ||
+            (r = daemon_get_uint(o, "max-auth-failures-per-address", 0, 1000000, &l->max_auth_failures)) < 0 ||
+            (r = daemon_get_uint(o, "max-rejected-commands-per-address", 0, 1000000, &l->max_rejected)) < 0)
+                return r;
+        g_autofree char *error = NULL;
+        r = acceptor_limits_parse_exempt(l, options_get_default(o, "limits-exempt", "127.0.0.0/8,::1"), &error);
+        if (r < 0)
+                log_error("--limits-exempt: %s", error);
+        return r;
+}
+
+int daemon_proxy_listeners(const Options *o, ListenerSet *set) {
+        const char *value = options_get(o, "proxy-protocol");
+        if (!value)
+                return 0;
+        g_auto(GStrv) names = g_strsplit(value, ",", -1);
+        for (char **n = names; *n; n++) {
+                const char *name = g_strstrip(*n);
+                bool found = false;
+                if (!*name) {
+                        log_error("--proxy-protocol: an empty listener name");
+                        return -EINVAL;
+                }
+                for (size_t i = 0; i < set->n; i++)
+                        if (streq(name, "all") || streq(name, set->items[i].name)) {
+                                set->items[i].proxy = true;
+                                found = true;
+                        }
+                static const char *const known[] = { "smtp", "submission", "smtps", "pop3", "pop3s", "all" };
+                bool is_known = false;
+                for (size_t i = 0; i < ELEMENTSOF(known); i++)
+                        is_known = is_known || streq(name, known[i]);
+                /* The front-end hands the option to smtpd and pop3d alike: the other daemon's
+                 * names are not worth a warning. */
+                if (!found)
+                        log_full_errno(is_known ? LOG_DEBUG : LOG_WARNING, 0,
+                                       "--proxy-protocol: no listener named \"%s\" here", name);
+        }
+        for (size_t i = 0; i < set->n; i++)
+                if (set->items[i].proxy)
+                        log_info("listener %s expects a PROXY protocol header on each connection", set->items[i].name);
+        return 0;
+}
+
+int daemon_dnsbl(const Options *o, DnsblConfig **ret) {
+        const char *spec = options_get(o, "dnsbl");
+        *ret = NULL;
+        if (!spec)
+                return 0;
+        if (!options_has(o, "remote-clients")) {
+                log_error("--dnsbl needs --remote-clients: without it only local and private "
+                          "addresses connect, and those are never checked");
+                return -EINVAL;
+        }
+        g_autofree char *error = NULL;
+        int r = dnsbl_config_parse(spec, "/etc/resolv.conf", ret, &error);
+        if (r < 0)
+                log_error("%s", error ? error : g_strerror(-r));   /* it names --dnsbl */
+        return r;
+}

@@ -7,6 +7,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "acceptor.h"
+#include "dnsbl.h"
 #include "listen.h"
 #include "options.h"
 #include "secrets.h"
@@ -61,3 +63,17 @@ bool daemon_switch_item(const char *item, const char **ret_name);
  * (*checked_usec keeps the time of the last look; 0 at first). A bad new file is logged and the
  * previous secrets stay in force. */
 void daemon_refresh_secrets(Secrets *secrets, uint64_t now_usec, uint64_t *checked_usec);
+
+/* The per-address limits smtpd and pop3d share: --max-connections-per-address,
+ * --max-connection-rate-per-address, --max-auth-failures-per-address,
+ * --max-rejected-commands-per-address and --limits-exempt (default: loopback). *l holds the
+ * program's defaults on entry. Errors are logged. */
+int daemon_acceptor_limits(const Options *o, AcceptorLimits *l);
+
+/* --proxy-protocol: mark the named listeners (comma list; "all") as expecting a PROXY protocol
+ * header. A name no listener has is warned about, not an error: the socket unit may not pass
+ * that socket. */
+int daemon_proxy_listeners(const Options *o, ListenerSet *set);
+
+/* --dnsbl (and --remote-clients, which it needs): *ret stays NULL without it. */
+int daemon_dnsbl(const Options *o, DnsblConfig **ret);

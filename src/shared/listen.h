@@ -12,6 +12,7 @@ typedef struct Listener {
         int fd;
         char *name;       /* "smtp", "submission", "smtps", "pop3", "pop3s"; "unknown" if unnamed */
         bool connected;   /* a connected stream socket (Accept=yes): serve it, do not accept */
+        bool proxy;       /* connections start with a PROXY protocol header (--proxy-protocol) */
 } Listener;
 
 typedef struct ListenerSet {

@@ -229,6 +229,25 @@ const OptionDef emailrelay_options[] = {
               .verbose_help = true,
               .help = N_("maximum number of concurrent connections from one client address "
                          "(not in E-MailRelay)")),
+        VALUE("max-connection-rate-per-address", 0, "<count>", SMTPD | POP3D | FRONTEND,
+              .verbose_help = true,
+              .help = N_("maximum number of new connections from one client address in a minute; "
+                         "more are refused until the minute is over (not in E-MailRelay)")),
+        VALUE("max-auth-failures-per-address", 0, "<count>", SMTPD | POP3D | FRONTEND,
+              .verbose_help = true,
+              .help = N_("maximum number of failed authentications from one client address in a "
+                         "minute (not in E-MailRelay)")),
+        VALUE("max-rejected-commands-per-address", 0, "<count>", SMTPD | POP3D | FRONTEND,
+              .verbose_help = true,
+              .help = N_("maximum number of rejected commands from one client address in a minute "
+                         "(not in E-MailRelay)")),
+        VALUE("limits-exempt", 0, "<addr-list>", SMTPD | POP3D | FRONTEND, .verbose_help = true,
+              .help = N_("addresses and networks the per-address limits never apply to, or none "
+                         "(default 127.0.0.0/8,::1; not in E-MailRelay)")),
+        VALUE("proxy-protocol", 0, "<listener-list>", SMTPD | POP3D | FRONTEND, .verbose_help = true,
+              .help = N_("listeners (smtp, submission, smtps, pop3, pop3s or all) whose connections "
+                         "start with a PROXY protocol v1 or v2 header from a load balancer "
+                         "(not in E-MailRelay)")),
         VALUE("session-timeout", 0, "<seconds>", SMTPD | FRONTEND, .verbose_help = true,
               .help = N_("maximum duration of one SMTP session (not in E-MailRelay)")),
         VALUE("wakeup-file", 0, "<path>", SMTPD | FORWARD | FRONTEND | PROG_QUEUE, .verbose_help = true,

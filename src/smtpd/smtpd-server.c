@@ -55,10 +55,14 @@ int server_start(Server *server) {
                 .start = start,
                 .shutdown = shutdown_session,
                 .status = status,
-                .refusal = "421 4.7.0 too many connections from your address\r\n",
+                .temp_refusal = "421 4.7.0 ",
+                .perm_refusal = "554 5.7.1 ",
         };
         a->max_sessions = server->config.max_sessions;
-        a->max_per_address = server->config.max_per_address;
+        a->limits = server->config.limits;
+        server->config.limits.exempt = NULL;   /* the acceptor's now */
+        server->config.limits.n_exempt = 0;
+        a->dnsbl = server->config.dnsbl;
         a->drain_timeout = server->config.drain_timeout;
         return acceptor_start(a);
 }

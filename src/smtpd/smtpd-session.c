@@ -88,6 +88,7 @@ struct Session {
         char *auth_mech;            /* its mechanism, lower-case */
         unsigned auth_failures;
         sd_event_source *auth_delay;
+        const char *over_limit;     /* a per-address limit was passed: what; 421 at the next flush */
         bool tls;                   /* the connection is encrypted */
         Tls *tls_session;
         bool greeted;               /* implicit TLS: the greeting waits for the handshake */
@@ -140,6 +141,11 @@ _printf_(4, 5) static void reply(Session *s, int code, const char *enhanced, con
                 (void) lineio_printf(s->io, "%d %s %s\r\n", code, enhanced, text);
         else
                 (void) lineio_printf(s->io, "%d %s\r\n", code, text);
+        /* Rejected commands count against the client's address (failed AUTH counts apart;
+         * 554 ends a connection or a message rather than refusing a command). */
+        if (code >= 500 && code <= 553 && code != 535 && s->state != STATE_CLOSING && !s->over_limit &&
+            acceptor_note(&s->server->acceptor, s->host, ACCEPTOR_REJECTED_COMMAND))
+                s->over_limit = "too many rejected commands";
         schedule_flush(s);
 }
 
@@ -645,6 +651,8 @@ static int on_auth_delay(sd_event_source *source, uint64_t usec, void *userdata)
 static void auth_failed(Session *s, const char *mech, const char *id) {
         s->auth_failures++;
         s->server->n_auth_failures++;
+        if (!s->over_limit && acceptor_note(&s->server->acceptor, s->host, ACCEPTOR_AUTH_FAILURE))
+                s->over_limit = "too many failed AUTH attempts";
         _cleanup_free_ char *quoted = log_quotable(id, 64);
         log_event(s, LOG_WARNING, LOG_MESSAGE_AUTH_FAIL, 535, "authentication failed for \"%s\" from %s (%s)",
                   quoted, s->host, mech);
@@ -1220,7 +1228,20 @@ static int on_io(LineIo *io, LineIoEvent event, char *data, size_t len, int erro
 }
 
 static int on_flush(sd_event_source *source, void *userdata) {
-        flush_now(userdata);
+        Session *s = userdata;
+        /* Over a per-address limit: end the session once nothing of ours is in flight. */
+        if (s->over_limit && s->state <= STATE_RCPT && !s->auth_delay && !s->verify_run) {
+                const AcceptorLimits *l = &s->server->acceptor.limits;
+                bool auth = streq(s->over_limit, "too many failed AUTH attempts");
+                log_event(s, LOG_WARNING, auth ? LOG_MESSAGE_AUTH_FAIL : LOG_MESSAGE_REJECTED, 421,
+                          "session closed: %s from %s (limit %u a minute)", s->over_limit, s->host,
+                          auth ? l->max_auth_failures : l->max_rejected);
+                s->server->n_rejected++;
+                transaction_reset(s);
+                close_with(s, 421, "4.7.0", "too many errors from your address, try later");
+                return 0;
+        }
+        flush_now(s);
         return 0;
 }
 

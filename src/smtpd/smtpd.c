@@ -25,7 +25,6 @@
 /* Options of the table that concern smtpd but that this version does not implement yet: an
  * error rather than silently running without them (most are security settings). */
 static const char *const unimplemented[] = {
-        "dnsbl",
         "delivery-dir", "admin", "admin-terminate", "pop", "immediate", "log-format", "debug",
 };
 
@@ -122,7 +121,8 @@ static int configure(Server *server, const Options *o) {
                 .idle_timeout = 1800,         /* E-MailRelay's code default */
                 .session_timeout = 3600,
                 .max_recipients = 1000,
-                .max_per_address = 256,
+                .limits = { .max_connections = 50, .max_connection_rate = 60, .max_auth_failures = 10,
+                            .max_rejected = 50 },
                 .max_sessions = 10000,
                 .drain_timeout = 20,
                 .min_free_bytes = 16u * 1024u * 1024u,
@@ -148,6 +148,8 @@ static int configure(Server *server, const Options *o) {
         if (!c->domain)
                 c->domain = default_domain();
         c->remote_clients = options_has(o, "remote-clients");
+        if ((r = daemon_acceptor_limits(o, &c->limits)) < 0 || (r = daemon_dnsbl(o, &c->dnsbl)) < 0)
+                return r;
         if ((r = parse_anonymous(c, o)) < 0)
                 return r;
         if ((r = daemon_get_uint(o, "size", 0, UINT32_MAX, &size)) < 0)
@@ -156,7 +158,6 @@ static int configure(Server *server, const Options *o) {
         if ((r = daemon_get_uint(o, "idle-timeout", 1, 86400, &c->idle_timeout)) < 0 ||
             (r = daemon_get_uint(o, "session-timeout", 1, 7 * 86400, &c->session_timeout)) < 0 ||
             (r = daemon_get_uint(o, "max-recipients", 1, 100000, &c->max_recipients)) < 0 ||
-            (r = daemon_get_uint(o, "max-connections-per-address", 0, 1000000, &c->max_per_address)) < 0 ||
             (r = daemon_get_uint(o, "filter-timeout", 1, 86400, &c->filter_timeout)) < 0 ||
             (r = daemon_get_uint(o, "connection-timeout", 1, 3600, &c->handshake_timeout)) < 0)
                 return r;
@@ -248,6 +249,10 @@ static int run(Options *op, int argc, char **argv) {
                 r = 2;   /* E-MailRelay: exit 2 when a listening socket cannot be bound */
                 goto out;
         }
+        if (daemon_proxy_listeners(op, &server.acceptor.listeners) < 0) {
+                r = 1;
+                goto out;
+        }
         if (server_start(&server) < 0) {
                 r = 1;
                 goto out;
@@ -258,8 +263,10 @@ static int run(Options *op, int argc, char **argv) {
         log_info("stopped: %" PRIu64 " message%s accepted", server.n_accepted, server.n_accepted == 1 ? "" : "s");
 out:
         server_done(&server);
+        acceptor_limits_done(&server.config.limits);
         filter_chain_free(server.config.filters);
         verifier_free(server.config.verifier);
+        dnsbl_config_free(server.config.dnsbl);
         sasl_config_done(&server.config.auth_config);
         secrets_free(server.secrets);
         tls_context_free(server.config.tls);

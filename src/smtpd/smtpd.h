@@ -32,7 +32,8 @@ typedef struct SmtpdConfig {
         unsigned idle_timeout;      /* seconds */
         unsigned session_timeout;   /* seconds, whole session */
         unsigned max_recipients;
-        unsigned max_per_address;   /* concurrent connections per client address; 0: no limit */
+        AcceptorLimits limits;      /* per client address */
+        DnsblConfig *dnsbl;         /* --dnsbl, or NULL */
         unsigned max_sessions;      /* all connections */
         unsigned drain_timeout;     /* on SIGTERM, how long sessions may finish */
         uint64_t min_free_bytes;    /* temp-fail MAIL below this much free spool space */

@@ -286,7 +286,8 @@ class LimitsTest(SmtpdTestCase):
         self.assertEqual(m.content, b"Subject: anon\r\n\r\nx\r\n")   # no Received line
 
     def test_connections_per_address(self):
-        self.start("--max-connections-per-address", "2")
+        # Loopback is exempt from the per-address limits unless told otherwise.
+        self.start("--max-connections-per-address", "2", "--limits-exempt", "none")
         a, b = self.greeted(), self.greeted()
         third = self.client()
         self.assertEqual(third.reply(), ["421 4.7.0 too many connections from your address"])
@@ -720,10 +721,14 @@ class ProcessTest(SmtpdTestCase):
         self.assertIn("cannot listen on 127.0.0.1 port %d: Address already in use" % port, p.stderr)
 
     def test_unsupported_options_refused(self):
+        p = subprocess.run([SMTPD, "--spool-dir", self.spool, "--delivery-dir", self.spool, self.config],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("option --delivery-dir is not supported by this version", p.stderr)
         p = subprocess.run([SMTPD, "--spool-dir", self.spool, "--dnsbl", "zen.example", self.config],
                            capture_output=True, text=True, timeout=20)
         self.assertEqual(p.returncode, 1)
-        self.assertIn("option --dnsbl is not supported by this version", p.stderr)
+        self.assertIn("--dnsbl needs --remote-clients", p.stderr)
         p = subprocess.run([SMTPD, "--spool-dir", self.spool, "--server-tls", self.config],
                            capture_output=True, text=True, timeout=20)
         self.assertEqual(p.returncode, 1)
