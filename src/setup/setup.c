@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "dnsbl.h"
 #include "macro.h"
 #include "options.h"
 #include "sasl.h"
@@ -37,6 +38,11 @@
 #define MARKER "# --- written by emailrelay-setup:"
 #define CHECK_TIMEOUT_MS 5000
 #define MAX_ANSWER 4096
+#define DNSBL_THRESHOLD 1U
+#define DNSBL_TIMEOUT_MS 5000U
+#define DNSBL_TIMEOUT_MS_MAX 3600000U
+#define DNSBL_ZONES_MAX 64U
+#define DNSBL_ZONE_MAX 189U   /* so that a reversed IPv6 address and the zone make a DNS name */
 
 typedef enum Role {
         ROLE_STORE_AND_FORWARD,
@@ -92,7 +98,7 @@ static const char *const answer_keys[] = {
         "next-hop-password", "next-hop-oauth-helper", "forward-immediately", "poll",
         "retry-schedule", "retry-give-up", "server-tls", "server-certificate", "server-account",
         "server-account-remove", "server-hash", "pop-account", "pop-account-remove", "filter",
-        "verbose", "on-warning", "trusted-networks", "server-tls-required", NULL,
+        "verbose", "on-warning", "trusted-networks", "server-tls-required", "dnsbl", NULL,
 };
 static const char *const repeatable_keys[] = {
         "server-account", "server-account-remove", "pop-account", "pop-account-remove", "filter", NULL,
@@ -103,7 +109,8 @@ static const char *const repeatable_keys[] = {
 static const char *const managed_options[] = {
         "port", "pop-port", "interface", "remote-clients", "forward-to", "client-tls",
         "client-tls-connection", "client-tls-required", "server-tls", "server-tls-connection",
-        "server-tls-certificate", "server-tls-required", "filter", "retry-schedule", "retry-give-up", "verbose", NULL,
+        "server-tls-certificate", "server-tls-required", "filter", "dnsbl", "retry-schedule", "retry-give-up",
+        "verbose", NULL,
 };
 
 /* The units setup enables or disables; it leaves the others (submission, smtps ...) alone. */
@@ -162,6 +169,11 @@ typedef struct Setup {
         bool server_tls_required;
         char *trusted;            /* comma list of networks that need no login, or NULL */
         GPtrArray *filters;
+        char *dnsbl_zones;        /* comma list of block lists; NULL: no DNSBL checks */
+        unsigned dnsbl_threshold; /* listings that refuse a client; 0: log only */
+        unsigned dnsbl_timeout_ms;
+        bool dnsbl_block_on_timeout;
+        char *dnsbl_server;       /* address[:port]; NULL: the system's resolver */
         bool verbose;
 
         /* what is installed now */
@@ -188,6 +200,8 @@ static void setup_done(Setup *s) {
         g_ptr_array_unref(s->server_accounts);
         g_ptr_array_unref(s->pop_accounts);
         g_ptr_array_unref(s->filters);
+        g_free(s->dnsbl_zones);
+        g_free(s->dnsbl_server);
         g_ptr_array_unref(s->conf_kept);
         g_free(s->cur_interface);
 }
@@ -618,6 +632,150 @@ bad:
                                spec);
 }
 
+/* ---- DNS block lists ---- */
+
+/* A list's zone: a domain name such as zen.spamhaus.org, two labels or more of letters, digits,
+ * '-' and '_', the last not all digits (that would be an address). */
+static bool valid_zone(const char *z) {
+        size_t n = strlen(z), label = 0;
+        const char *last = strrchr(z, '.');
+
+        if (n == 0 || n > DNSBL_ZONE_MAX || !last)
+                return false;
+        for (size_t i = 0; i <= n; i++) {
+                if (i == n || z[i] == '.') {
+                        if (label == 0 || label > 63 || z[i - 1] == '-' || z[i - label] == '-')
+                                return false;
+                        label = 0;
+                } else if (g_ascii_isalnum(z[i]) || z[i] == '-' || z[i] == '_')
+                        label++;
+                else
+                        return false;
+        }
+        return strspn(last + 1, "0123456789") != strlen(last + 1);
+}
+
+/* The daemon's test for a zone field of a dnsbl spec, so that a spec reads back as it parses:
+ * not a number, no ':' or brackets, and the last label not a number. */
+static bool looks_like_zone(const char *f) {
+        const char *digits = f[0] == '-' || f[0] == '+' ? f + 1 : f;
+        const char *dot = strrchr(f, '.');
+        const char *last = dot ? dot + 1 : f;
+
+        if (strpbrk(f, ":[]") || (*digits && strspn(digits, "0123456789") == strlen(digits)))
+                return false;
+        return *last == '\0' || strspn(last, "0123456789") != strlen(last);
+}
+
+/* A comma list of zones with the blanks around the commas dropped; NULL if one is not a domain
+ * name, with *ret_bad that one ("" when the list is empty). */
+static char *zones_parse(const char *list, char **ret_bad) {
+        g_auto(GStrv) zones = g_strsplit(list, ",", -1);
+
+        for (size_t i = 0; zones[i]; i++)
+                if (!valid_zone(g_strstrip(zones[i]))) {
+                        *ret_bad = g_strdup(zones[i]);
+                        return NULL;
+                }
+        if (!zones[0]) {
+                *ret_bad = g_strdup("");
+                return NULL;
+        }
+        return g_strjoinv(",", zones);
+}
+
+static unsigned zones_count(const char *list) {
+        unsigned n = 1;
+        for (const char *p = list; *p; p++)
+                n += *p == ',';
+        return n;
+}
+
+/* A DNS server as --dnsbl takes it: a numeric address and an optional port, "192.0.2.53",
+ * "192.0.2.53:53", "[2001:db8::53]:53", "[::1]" or "::1". */
+static bool valid_dns_server(const char *a) {
+        g_autofree char *host = NULL;
+        const char *port = NULL, *colon = strchr(a, ':');
+        struct in6_addr addr;
+        unsigned p;
+
+        if (a[0] == '[') {
+                const char *e = strchr(a, ']');
+                if (!e || (e[1] && e[1] != ':'))
+                        return false;
+                host = g_strndup(a + 1, (size_t) (e - a - 1));
+                port = e[1] ? e + 2 : NULL;
+                if (inet_pton(AF_INET6, host, &addr) != 1)
+                        return false;
+        } else if (colon && strchr(colon + 1, ':'))
+                return inet_pton(AF_INET6, a, &addr) == 1;
+        else {
+                host = colon ? g_strndup(a, (size_t) (colon - a)) : g_strdup(a);
+                port = colon ? colon + 1 : NULL;
+                if (inet_pton(AF_INET, host, &addr) != 1)
+                        return false;
+        }
+        return !port || parse_uint(port, 1, 65535, &p);
+}
+
+/* Takes a dnsbl spec into the page's answers, all or nothing: "zone,...[,threshold[,timeout_ms
+ * [,server]]]", or E-MailRelay's older "server,timeout_ms,threshold,zone,...". A negative
+ * timeout refuses clients when the lists do not answer. NULL, or what is wrong with it. */
+static char *dnsbl_spec_read(Setup *s, const char *spec) {
+        g_auto(GStrv) f = g_strsplit(spec, ",", -1);
+        g_autoptr(GString) zones = g_string_new(NULL);
+        const char *threshold = NULL, *timeout = NULL, *server = NULL;
+        size_t n = g_strv_length(f), i = 0;
+        unsigned th = DNSBL_THRESHOLD, ms = DNSBL_TIMEOUT_MS;
+        bool block = false;
+
+        for (size_t k = 0; k < n; k++)
+                g_strstrip(f[k]);
+        if (n > 0 && !looks_like_zone(f[0])) {
+                if (n < 4)
+                        return g_strdup_printf(_("\"%s\" does not start with a list, e.g. zen.spamhaus.org,1,5000"), spec);
+                server = f[0];
+                timeout = f[1];
+                threshold = f[2];
+                i = 3;
+        }
+        for (; i < n && (server || looks_like_zone(f[i])); i++) {
+                if (!valid_zone(f[i]))
+                        return g_strdup_printf(_("\"%s\" is not a domain name such as zen.spamhaus.org"), f[i]);
+                g_string_append_printf(zones, "%s%s", zones->len ? "," : "", f[i]);
+        }
+        if (!server) {
+                threshold = i < n ? f[i++] : NULL;
+                timeout = i < n ? f[i++] : NULL;
+                server = i < n ? f[i++] : NULL;
+        }
+        if (zones->len == 0 || i < n)
+                return g_strdup_printf(_("\"%s\" is not lists[,threshold[,timeout[,DNS server]]], e.g. zen.spamhaus.org,1,5000"),
+                                       spec);
+        if (threshold && !parse_uint(threshold, 0, DNSBL_ZONES_MAX, &th))
+                return g_strdup_printf(_("\"%s\" is not a number of lists"), threshold);
+        if (timeout) {
+                block = timeout[0] == '-';
+                if (!parse_uint(timeout + block, 1, DNSBL_TIMEOUT_MS_MAX, &ms))
+                        return g_strdup_printf(_("\"%s\" is not a timeout in milliseconds from 1 to %u (or negative)"), timeout,
+                                               DNSBL_TIMEOUT_MS_MAX);
+        }
+        if (server && !valid_dns_server(server))
+                return g_strdup_printf(_("\"%s\" is not the address of a DNS server, such as 192.0.2.53:53"), server);
+        g_free(s->dnsbl_zones);
+        s->dnsbl_zones = g_string_free(TAKE_PTR(zones), false);
+        s->dnsbl_threshold = th;
+        s->dnsbl_timeout_ms = ms;
+        s->dnsbl_block_on_timeout = block;
+        g_free(s->dnsbl_server);
+        s->dnsbl_server = g_strdup(server);
+        return NULL;
+}
+
+static void dnsbl_off(Setup *s) {
+        g_clear_pointer(&s->dnsbl_zones, g_free);
+}
+
 /* ---- reading what is there ---- */
 
 static char *read_file(const Setup *s, const char *path) {
@@ -704,6 +862,16 @@ static void read_accounts(const Setup *s, const char *path, GPtrArray *into, cha
         explicit_bzero(text, strlen(text));
 }
 
+/* A dnsbl line of the config file into the page's defaults. One that does not read is kept as
+ * it is; the daemons take the last dnsbl line, so one the page writes after it wins. */
+static void dnsbl_read_line(Setup *s, const char *value, const char *line) {
+        g_autofree char *problem = value ? dnsbl_spec_read(s, value) : g_strdup(_("no lists given"));
+        if (!problem)
+                return;
+        fprintf(stderr, _("%s: warning: dnsbl: %s (the line is kept as it is)\n"), PROGRAM, problem);
+        g_ptr_array_add(s->conf_kept, g_strdup(line));
+}
+
 static void read_current(Setup *s) {
         bool client_tls = false, client_implicit = false, server_tls = false, server_implicit = false;
         g_autofree char *conf = read_file(s, CONFIG_FILE);
@@ -753,6 +921,8 @@ static void read_current(Setup *s) {
                                 s->server_tls_required = true;
                         else if (strcmp(name, "filter") == 0 && value)
                                 g_ptr_array_add(s->filters, g_strdup(value));
+                        else if (strcmp(name, "dnsbl") == 0)
+                                dnsbl_read_line(s, value, lines[i]);
                         else if (strcmp(name, "retry-schedule") == 0 && value)
                                 g_free(s->retry_schedule), s->retry_schedule = g_strdup(value);
                         else if (strcmp(name, "retry-give-up") == 0 && value)
@@ -1384,6 +1554,116 @@ static int page_filters(Setup *s) {
         }
 }
 
+static int page_dnsbl(Setup *s) {
+        /* emailrelay-smtpd refuses --dnsbl without --remote-clients: it never checks local and
+         * private addresses, and without remote clients there are no others. */
+        const char *needs_remote = _("DNSBL only checks remote clients, and this relay accepts none (the answer to "
+                                     "remote clients was no): emailrelay-smtpd would not start with it. Going on "
+                                     "leaves DNSBL off.");
+        int r;
+
+        page(s, _("DNS block lists"));
+        if (s->batch) {
+                const char *a = answer(s, "dnsbl");
+                if (a && (!*a || strcmp(a, "-") == 0))
+                        dnsbl_off(s);
+                else if (a) {
+                        g_autofree char *problem = dnsbl_spec_read(s, a);
+                        if (problem)
+                                return bad_answer(s, "dnsbl", "%s", problem);
+                        unsigned n = zones_count(s->dnsbl_zones);
+                        if (s->dnsbl_threshold > n)
+                                return bad_answer(s, "dnsbl",
+                                                  ngettext("a threshold of %u never refuses anyone: there is only %u list",
+                                                           "a threshold of %u never refuses anyone: there are only %u lists", n),
+                                                  s->dnsbl_threshold, n);
+                }
+                if (s->dnsbl_zones && !s->remote_clients) {
+                        r = warn(s, "dnsbl", needs_remote);
+                        if (r < 0)
+                                return r;
+                        dnsbl_off(s);
+                }
+                return 0;
+        }
+
+        printf("%s\n", _("A DNS block list (DNSBL) names addresses that send spam. Clients from public addresses are\n"
+                         "looked up before the greeting, and refused when enough lists name them."));
+        for (;;) {
+                bool on = s->dnsbl_zones != NULL;
+                r = ask_yes_no(s, "dnsbl", _("Check clients against DNS block lists?"), on, &on);
+                if (r < 0)
+                        return r;
+                if (!on) {
+                        dnsbl_off(s);
+                        return 0;
+                }
+                if (s->remote_clients)
+                        break;
+                r = warn(s, "dnsbl", needs_remote);
+                if (r < 0)
+                        return r;
+                if (r > 0) {
+                        dnsbl_off(s);
+                        return 0;
+                }
+        }
+        for (;;) {
+                g_autofree char *a = NULL, *bad = NULL, *zones = NULL;
+                r = ask(s, "dnsbl", _("Block lists (comma list, e.g. zen.spamhaus.org)"), s->dnsbl_zones, false, &a);
+                if (r < 0)
+                        return r;
+                zones = zones_parse(a, &bad);
+                if (zones) {
+                        g_free(s->dnsbl_zones);
+                        s->dnsbl_zones = TAKE_PTR(zones);
+                        break;
+                }
+                if (*bad)
+                        r = bad_answer(s, "dnsbl", _("\"%s\" is not a domain name such as zen.spamhaus.org"), bad);
+                else
+                        r = bad_answer(s, "dnsbl", _("give at least one list, e.g. zen.spamhaus.org"));
+                if (r < 0)
+                        return r;
+        }
+        unsigned n = zones_count(s->dnsbl_zones);
+        r = ask_number(s, "dnsbl", _("Refuse a client named by how many lists (0: only log)"),
+                       MIN(s->dnsbl_threshold, n), 0, n, &s->dnsbl_threshold);
+        if (r < 0)
+                return r;
+        r = ask_number(s, "dnsbl", _("Wait how many milliseconds for the lists to answer"), s->dnsbl_timeout_ms, 1,
+                       DNSBL_TIMEOUT_MS_MAX, &s->dnsbl_timeout_ms);
+        if (r < 0)
+                return r;
+        if (s->dnsbl_threshold == 0)
+                s->dnsbl_block_on_timeout = false;
+        else {
+                r = ask_yes_no(s, "dnsbl", _("Refuse clients when the lists do not answer in time?"),
+                               s->dnsbl_block_on_timeout, &s->dnsbl_block_on_timeout);
+                if (r < 0)
+                        return r;
+        }
+        for (;;) {
+                g_autofree char *a = NULL;
+                r = ask(s, "dnsbl", _("DNS server to ask, address:port (-: the one in /etc/resolv.conf)"), s->dnsbl_server,
+                        false, &a);
+                if (r < 0)
+                        return r;
+                if (!*a || strcmp(a, "-") == 0) {
+                        g_clear_pointer(&s->dnsbl_server, g_free);
+                        return 0;
+                }
+                if (valid_dns_server(a)) {
+                        g_free(s->dnsbl_server);
+                        s->dnsbl_server = TAKE_PTR(a);
+                        return 0;
+                }
+                r = bad_answer(s, "dnsbl", _("\"%s\" is not the address of a DNS server, such as 192.0.2.53:53"), a);
+                if (r < 0)
+                        return r;
+        }
+}
+
 static bool valid_schedule(const char *a) {
         if (!*a)
                 return true;
@@ -1551,6 +1831,13 @@ static char *conf_text(const Setup *s) {
         if (smtp_role(s)) {
                 for (size_t i = 0; i < s->filters->len; i++)
                         g_string_append_printf(t, "filter %s\n", (const char *) s->filters->pdata[i]);
+                if (s->dnsbl_zones) {
+                        g_string_append_printf(t, "dnsbl %s,%u,%s%u", s->dnsbl_zones, s->dnsbl_threshold,
+                                               s->dnsbl_block_on_timeout ? "-" : "", s->dnsbl_timeout_ms);
+                        if (s->dnsbl_server)
+                                g_string_append_printf(t, ",%s", s->dnsbl_server);
+                        g_string_append_c(t, '\n');
+                }
                 if (s->retry_schedule)
                         g_string_append_printf(t, "retry-schedule %s\n", s->retry_schedule);
                 if (s->retry_give_up)
@@ -1800,6 +2087,16 @@ static int validate_conf(const Plan *p) {
                         r = options_get_uint(&o, "port", 1, 65535, &v, &error);
                 if (r >= 0)
                         r = options_get_uint(&o, "pop-port", 1, 65535, &v, &error);
+                /* As emailrelay-smtpd reads it: the DNS server is not looked up here. */
+                const char *dnsbl = r >= 0 ? options_get(&o, "dnsbl") : NULL;
+                if (dnsbl && !options_has(&o, "remote-clients")) {
+                        error = g_strdup(_("dnsbl needs remote-clients"));
+                        r = -EINVAL;
+                } else if (dnsbl) {
+                        DnsblConfig *c = NULL;
+                        r = dnsbl_config_parse(dnsbl, "/dev/null", &c, &error);
+                        dnsbl_config_free(c);
+                }
                 options_done(&o);
                 if (r < 0) {
                         fprintf(stderr, _("%s: the new configuration would not work, nothing was written: %s\n"), PROGRAM,
@@ -1842,6 +2139,8 @@ static int run(Setup *s) {
                 r = page_accounts(s);
         if (r >= 0 && smtp_role(s))
                 r = page_filters(s);
+        if (r >= 0 && smtp_role(s))
+                r = page_dnsbl(s);
         if (r >= 0 && smtp_role(s))
                 r = page_schedule(s);
         if (r >= 0)
@@ -1894,6 +2193,8 @@ int main(int argc, char **argv) {
                 .poll = 60,
                 .server_md5 = true,
                 .immediate = true,
+                .dnsbl_threshold = DNSBL_THRESHOLD,
+                .dnsbl_timeout_ms = DNSBL_TIMEOUT_MS,
         };
         int r;
 

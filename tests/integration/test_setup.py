@@ -8,6 +8,7 @@ second run changes only what changed, and that a failure half-way leaves the old
 import json
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -226,6 +227,7 @@ class SetupTest(unittest.TestCase):
         t.answer("User name to add or change (-name removes it; empty: done):", "")
         t.answer("Filter to add (-spec removes it; empty: done):", "exit:0")
         t.answer("Filter to add (-spec removes it; empty: done):", "")
+        t.answer("Check clients against DNS block lists? [no]:", "")
         t.answer("Forward each message as soon as it is stored? [yes]:", "")
         t.answer("Look for mail to forward or retry every how many seconds [60]:", "30")
         t.answer("Seconds between retries after a temporary failure", "60,300")
@@ -314,6 +316,7 @@ class SetupTest(unittest.TestCase):
                   "[192.168.0.0/24,10.1.2.3]:", "")
         t2.answer("Accounts: bob", "")
         t2.answer("Filters: exit:0", "")
+        t2.answer("Check clients against DNS block lists? [no]:", "")
         t2.answer("Forward each message as soon as it is stored? [yes]:", "")
         t2.answer("every how many seconds [30]:", "")
         t2.answer("[60,300]:", "")
@@ -479,6 +482,204 @@ class SetupTest(unittest.TestCase):
         leftovers = [n for _, _, names in os.walk(self.root) for n in names if ".setup-" in n]
         self.assertEqual(leftovers, [])
 
+    def test_answers_dnsbl(self):
+        base = ("role=proxy\nsmtp-port=%d\nnext-hop=127.0.0.1:%d\nremote-clients=yes\nserver-account=alice:pw1\n"
+                "filter=exit:0\n" % (free_port(), self.hop.port))
+        # Bad specs stop with status 2 and write nothing.
+        for spec, said in (("zen..org", '"zen..org" is not a domain name such as zen.spamhaus.org'),
+                           ("zen.spamhaus.org,2", "a threshold of 2 never refuses anyone: there is only 1 list"),
+                           ("zen.spamhaus.org,1,0", '"0" is not a timeout in milliseconds from 1 to 3600000'),
+                           ("zen.spamhaus.org,1,5000,dns.example",
+                            '"dns.example" is not the address of a DNS server, such as 192.0.2.53:53'),
+                           ("192.0.2.53:53,5000", '"192.0.2.53:53,5000" does not start with a list'),
+                           ("zen.spamhaus.org,1,5000,192.0.2.53,x",
+                            '"zen.spamhaus.org,1,5000,192.0.2.53,x" is not lists[,threshold[,timeout[,DNS server]]]')):
+            p = self.answers(base + "dnsbl=%s\n" % spec, expect=2)
+            self.assertIn("emailrelay-setup: dnsbl: " + said, p.stderr)
+        self.assertEqual(os.listdir(self.root), [])
+        # Without remote clients the daemon would refuse the option: a problem, which going on
+        # resolves by leaving DNSBL off.
+        no_remote = base.replace("remote-clients=yes", "remote-clients=no") + "dnsbl=zen.spamhaus.org\n"
+        p = self.answers(no_remote, expect=1)
+        self.assertIn("emailrelay-setup: dnsbl: DNSBL only checks remote clients, and this relay accepts none", p.stderr)
+        self.assertEqual(os.listdir(self.root), [])
+        self.answers(no_remote + "on-warning=continue\n")
+        self.assertNotIn("dnsbl", self.read(CONF))
+
+        # The spec as a user types it, blanks and all; written in the daemon's order after the filters.
+        p = self.answers(base + "dnsbl=zen.spamhaus.org, bl.example.net ,2,-3000,[2001:db8::53]:5353\n")
+        conf = self.read(CONF)
+        self.assertTrue(conf.endswith("remote-clients\nforward-to 127.0.0.1:%d\nfilter exit:0\n"
+                                      "dnsbl zen.spamhaus.org,bl.example.net,2,-3000,[2001:db8::53]:5353\n" % self.hop.port),
+                        conf)
+        # The real emailrelay-smtpd takes it (it refuses a dnsbl it cannot use) and serves.
+        spool = tempfile.mkdtemp(prefix="emailrelay-setup-spool.")
+        self.addCleanup(shutil.rmtree, spool, True)
+        d = harness.Daemon([harness.program("emailrelay-smtpd"), "--spool-dir", spool, os.path.join(self.root, CONF)],
+                           [harness.listening_socket()])
+        self.addCleanup(d.stop, signal.SIGKILL)
+        c = harness.SmtpClient(d.port)
+        self.addCleanup(c.close)
+        self.assertEqual(c.reply()[0][:4], "220 ", d.output())
+        # Read back: without the key the line stays as it is, the file untouched.
+        before = self.files()
+        p = self.answers(base)
+        self.assertIn("Unchanged: %s/emailrelay.conf" % SYSCONFDIR, p.stdout)
+        self.assertEqual(self.files(), before)
+        # Partly given: the rest are the defaults (threshold 1, 5000 ms, the system's resolver).
+        self.answers(base + "dnsbl=zen.spamhaus.org\n")
+        self.assertIn("\ndnsbl zen.spamhaus.org,1,5000\n", self.read(CONF))
+        # "-" removes it.
+        self.answers(base + "dnsbl=-\n")
+        self.assertNotIn("dnsbl", self.read(CONF))
+
+        # E-MailRelay's older order, written by an administrator, reads back into the new one.
+        with open(os.path.join(self.root, CONF), "a") as f:
+            f.write("dnsbl 192.0.2.53:53,-2000,1,zen.spamhaus.org,bl.example.net\n")
+        self.answers(base)
+        self.assertIn("\nfilter exit:0\ndnsbl zen.spamhaus.org,bl.example.net,1,-2000,192.0.2.53:53\n", self.read(CONF))
+        self.assertEqual(self.read(CONF).count("dnsbl"), 1)
+
+        # One it cannot read is kept, and stops the setup (as it would stop emailrelay-smtpd) until
+        # an answer writes a dnsbl line after it, which is the one that counts.
+        conf = self.read(CONF).replace("dnsbl zen.spamhaus.org,bl.example.net,1,-2000,192.0.2.53:53", "dnsbl zen..org")
+        with open(os.path.join(self.root, CONF), "w") as f:
+            f.write(conf)
+        p = self.answers(base, expect=2)
+        self.assertIn('emailrelay-setup: warning: dnsbl: "zen..org" is not a domain name such as zen.spamhaus.org '
+                      "(the line is kept as it is)", p.stderr)
+        self.assertIn("the new configuration would not work, nothing was written", p.stderr)
+        self.assertEqual(self.read(CONF), conf)
+        self.answers(base + "dnsbl=zen.spamhaus.org\n")
+        lines = self.read(CONF).splitlines()
+        self.assertEqual([l for l in lines if l.startswith("dnsbl")], ["dnsbl zen..org", "dnsbl zen.spamhaus.org,1,5000"])
+
+    def dnsbl_pages_before(self, t, smtp, defaults=False):
+        """The proxy pages up to the DNSBL page: remote clients, one account."""
+        if not defaults:
+            t.answer("What should this relay do? [store-and-forward]:", "proxy")
+            t.answer("Listen on which address (empty: all addresses):", "")
+            t.answer("SMTP port [25]:", str(smtp))
+            t.answer("Accept clients from any address? [no]:", "yes")
+            t.answer("Preset [none]:", "")
+            t.answer("Next hop, host:port (the server that takes all mail from here):", "127.0.0.1:%d" % self.hop.port)
+            t.answer("TLS to the next hop [none]:", "")
+            t.answer("Login at the next hop [none]:", "")
+            t.answer("TLS for clients connecting here [none]:", "")
+            t.answer("Store new passwords as md5 hashes? [yes]:", "")
+            t.answer("User name to add or change (-name removes it; empty: done):", "alice")
+            t.answer("Password:", "Sm-9qz")
+            t.answer("User name to add or change (-name removes it; empty: done):", "")
+            t.answer("Networks whose clients need no login", "")
+            t.answer("Filter to add (-spec removes it; empty: done):", "")
+            return
+        t.answer("What should this relay do? [proxy]:", "")
+        t.answer("Listen on which address (empty: all addresses):", "")
+        t.answer("SMTP port [%d]:" % smtp, "")
+        t.answer("Accept clients from any address? [yes]:", "")
+        t.answer("Preset [none]:", "")
+        t.answer("Next hop, host:port (the server that takes all mail from here) [127.0.0.1:%d]:" % self.hop.port, "")
+        t.answer("TLS to the next hop [none]:", "")
+        t.answer("Login at the next hop [none]:", "")
+        t.answer("TLS for clients connecting here [none]:", "")
+        t.answer("Store new passwords as md5 hashes? [yes]:", "")
+        t.answer("Accounts: alice", "")
+        t.answer("Networks whose clients need no login", "")
+        t.answer("Filter to add (-spec removes it; empty: done):", "")
+
+    def dnsbl_pages_after(self, t):
+        t.answer("Look for mail to forward or retry every how many seconds [60]:", "")
+        t.answer("Seconds between retries after a temporary failure", "")
+        t.answer("Give up on a message after how many seconds", "")
+        t.answer("Verbose logging? [no]:", "")
+
+    def test_terminal_dnsbl(self):
+        smtp = free_port()
+        t = self.terminal()
+        self.dnsbl_pages_before(t, smtp)
+        t.expect("== DNS block lists ==")
+        t.answer("Check clients against DNS block lists? [no]:", "yes")
+        t.answer("Block lists (comma list, e.g. zen.spamhaus.org):", "zen.spamhaus.org, not a domain")
+        t.expect('"not a domain" is not a domain name such as zen.spamhaus.org')
+        t.answer("Block lists (comma list, e.g. zen.spamhaus.org):", "zen.spamhaus.org, bl.example.net")
+        t.answer("Refuse a client named by how many lists (0: only log) [1]:", "3")
+        t.expect('"3" is not a number from 0 to 2')
+        t.answer("Refuse a client named by how many lists (0: only log) [1]:", "2")
+        t.answer("Wait how many milliseconds for the lists to answer [5000]:", "3000")
+        t.answer("Refuse clients when the lists do not answer in time? [no]:", "yes")
+        t.answer("DNS server to ask, address:port (-: the one in /etc/resolv.conf):", "dns.example:53")
+        t.expect('"dns.example:53" is not the address of a DNS server, such as 192.0.2.53:53')
+        t.answer("DNS server to ask, address:port (-: the one in /etc/resolv.conf):", "192.0.2.53:5353")
+        self.dnsbl_pages_after(t)
+        shown = t.expect("Write these files? [no]:")
+        self.assertIn("    dnsbl zen.spamhaus.org,bl.example.net,2,-3000,192.0.2.53:5353\n", shown)
+        t.answer("", "yes")
+        self.assertEqual(t.exit_status(), 0, t.screen())
+        self.assertEqual(self.read(CONF),
+                         "# --- written by emailrelay-setup: role=proxy forward-immediately=yes ---\n"
+                         "port %d\nremote-clients\nforward-to 127.0.0.1:%d\n"
+                         "dnsbl zen.spamhaus.org,bl.example.net,2,-3000,192.0.2.53:5353\n" % (smtp, self.hop.port))
+
+        # Again: the page starts from the line, and Enter everywhere changes nothing.
+        before = self.files()
+        t2 = self.terminal()
+        self.dnsbl_pages_before(t2, smtp, defaults=True)
+        t2.answer("Check clients against DNS block lists? [yes]:", "")
+        t2.answer("Block lists (comma list, e.g. zen.spamhaus.org) [zen.spamhaus.org,bl.example.net]:", "")
+        t2.answer("Refuse a client named by how many lists (0: only log) [2]:", "")
+        t2.answer("Wait how many milliseconds for the lists to answer [3000]:", "")
+        t2.answer("Refuse clients when the lists do not answer in time? [yes]:", "")
+        t2.answer("DNS server to ask, address:port (-: the one in /etc/resolv.conf) [192.0.2.53:5353]:", "")
+        self.dnsbl_pages_after(t2)
+        shown = t2.expect("Write these files? [no]:")
+        self.assertIn("no file changes", shown)
+        t2.answer("", "y")
+        self.assertEqual(t2.exit_status(), 0, t2.screen())
+        self.assertEqual(self.files(), before)
+
+        # Log only, the system's resolver; then without remote clients the page says DNSBL
+        # cannot work, and going on leaves it off.
+        t3 = self.terminal()
+        self.dnsbl_pages_before(t3, smtp, defaults=True)
+        t3.answer("Check clients against DNS block lists? [yes]:", "")
+        t3.answer("Block lists (comma list, e.g. zen.spamhaus.org) [zen.spamhaus.org,bl.example.net]:", "zen.spamhaus.org")
+        t3.answer("Refuse a client named by how many lists (0: only log) [1]:", "0")
+        t3.answer("Wait how many milliseconds for the lists to answer [3000]:", "")
+        t3.answer("DNS server to ask, address:port (-: the one in /etc/resolv.conf) [192.0.2.53:5353]:", "-")
+        self.dnsbl_pages_after(t3)
+        t3.answer("Write these files? [no]:", "yes")
+        self.assertEqual(t3.exit_status(), 0, t3.screen())
+        self.assertIn("\ndnsbl zen.spamhaus.org,0,3000\n", self.read(CONF))
+        self.assertNotIn("Refuse clients when the lists do not answer in time?", t3.screen())
+
+        t4 = self.terminal()
+        t4.answer("What should this relay do? [proxy]:", "")
+        t4.answer("Listen on which address (empty: all addresses):", "")
+        t4.answer("SMTP port [%d]:" % smtp, "")
+        t4.answer("Accept clients from any address? [yes]:", "no")
+        t4.answer("Preset [none]:", "")
+        t4.answer("Next hop, host:port", "")
+        t4.answer("TLS to the next hop [none]:", "")
+        t4.answer("Login at the next hop [none]:", "")
+        t4.answer("TLS for clients connecting here [none]:", "")
+        t4.answer("Store new passwords as md5 hashes? [yes]:", "")
+        t4.answer("Accounts: alice", "")
+        t4.answer("Networks whose clients need no login", "")
+        t4.answer("Filter to add (-spec removes it; empty: done):", "")
+        t4.answer("Check clients against DNS block lists? [yes]:", "")
+        t4.expect("Problem: DNSBL only checks remote clients, and this relay accepts none (the answer to remote clients "
+                  "was no): emailrelay-smtpd would not start with it. Going on leaves DNSBL off.")
+        t4.answer("Go on anyway? [no]:", "")
+        t4.answer("Check clients against DNS block lists? [yes]:", "yes")
+        t4.expect("Problem: DNSBL only checks remote clients")
+        t4.answer("Go on anyway? [no]:", "yes")
+        self.dnsbl_pages_after(t4)
+        t4.answer("Write these files? [no]:", "yes")
+        self.assertEqual(t4.exit_status(), 0, t4.screen())
+        conf = self.read(CONF)
+        self.assertNotIn("dnsbl", conf)
+        self.assertNotIn("remote-clients", conf)
+
     def fake_systemctl(self, status=0):
         """A systemctl first in PATH that records its arguments (and fails with status)."""
         bindir = tempfile.mkdtemp(prefix="emailrelay-setup-bin.")
@@ -523,6 +724,17 @@ class SetupTest(unittest.TestCase):
         self.assertIn("== Rolle ==", p.stdout)
         self.assertIn("Was soll dieses Relay tun? [store-and-forward]:", p.stdout)
         self.assertIn("keine Antwort (Ende der Eingabe): nichts wurde geschrieben", p.stderr)
+        # The DNSBL page's messages too.
+        fd, answers = tempfile.mkstemp(prefix="emailrelay-setup-answers.")
+        with os.fdopen(fd, "w") as f:
+            f.write("role=proxy\nsmtp-port=%d\nnext-hop=127.0.0.1:%d\nremote-clients=yes\nserver-account=a:b\n"
+                    "dnsbl=zen.spamhaus.org,2\n" % (free_port(), self.hop.port))
+        self.addCleanup(os.unlink, answers)
+        p = subprocess.run([SETUP, "--dry-run", self.root, "--localedir", os.path.join(harness.BUILD_ROOT, "po"),
+                            "--answers", answers], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=30, env=env)
+        self.assertEqual(p.returncode, 2, p.stdout + p.stderr)
+        self.assertIn("emailrelay-setup: dnsbl: eine Schwelle von 2 weist nie jemanden ab: es gibt nur 1 Liste", p.stderr)
 
 
 if __name__ == "__main__":
