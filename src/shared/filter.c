@@ -991,6 +991,18 @@ static int spam_parse_reply(const char *in, size_t len, bool eof, bool process, 
         return 1;
 }
 
+int filter_spamd_reply_parse(const char *in, size_t len, bool eof, bool process, char **ret_spam,
+                             size_t *ret_body_offset, size_t *ret_body_len, char **ret_error) {
+        SpamReply reply = {};
+        int r = spam_parse_reply(in, len, eof, process, &reply, ret_error);
+        if (r <= 0)
+                return r;
+        *ret_spam = reply.spam;
+        *ret_body_offset = reply.body ? (size_t) (reply.body - in) : 0;
+        *ret_body_len = reply.body_len;
+        return 1;
+}
+
 /* ---- local file work: spam-edit:, copy:, msgid: ---- */
 
 /* A piece of a file being written: bytes in memory, or a range of another file. */

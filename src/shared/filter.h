@@ -140,3 +140,10 @@ int filter_copy_to_subdirs(const char *content_path, const char *envelope_path, 
                            bool nodelete, char **ret_error);
 
 int filter_parse_address(const char *s, struct sockaddr_storage *ret, socklen_t *ret_len, const char **ret_error);
+
+/* The spam: filter's reading of spamd's reply to CHECK (process false) or PROCESS, for the
+ * fuzzer: 1 when complete, with the Spam: header's value (*ret_spam, to free; NULL if none)
+ * and, for PROCESS, where the rewritten message lies in `in`; 0 when more is needed (eof
+ * false); -EBADMSG with *ret_error (to free). */
+int filter_spamd_reply_parse(const char *in, size_t len, bool eof, bool process, char **ret_spam,
+                             size_t *ret_body_offset, size_t *ret_body_len, char **ret_error);
