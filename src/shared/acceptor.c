@@ -340,6 +340,10 @@ static void on_dnsbl(void *userdata, const DnsblResult *result) {
         const DnsblConfig *c = p->a->dnsbl;
 
         p->dnsbl = NULL;
+        if (result->refused > 0)
+                log_warning("DNS block list%s %s refused the query for %s (an answer in 127.255.255.0/24: "
+                            "a public resolver, or over the list's quota?): not counted as a listing",
+                            result->refused == 1 ? "" : "s", result->refused_by, p->host);
         if (result->blocked) {
                 if (result->listed > 0)
                         refuse(p, p->a->hooks.perm_refusal, "client address listed by a DNS block list",

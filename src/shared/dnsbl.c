@@ -501,7 +501,7 @@ int dnsbl_parse_reply(const uint8_t *buf, size_t len, uint16_t id, const char *n
         uint8_t want[WIRE_NAME_MAX], got[WIRE_NAME_MAX], target[WIRE_NAME_MAX];
         size_t want_len, got_len, target_len, off = DNS_HEADER_SIZE;
         unsigned flags, n_answers, n_cnames = 0;
-        bool listed = false;
+        bool listed = false, refused = false;
 
         assert(buf || len == 0);
         assert(name);
@@ -554,7 +554,9 @@ int dnsbl_parse_reply(const uint8_t *buf, size_t len, uint16_t id, const char *n
                         if (type == DNS_TYPE_A) {
                                 if (rdlength != 4)
                                         return -EBADMSG;
-                                if (buf[off] == 127)
+                                if (buf[off] == 127 && buf[off + 1] == 255 && buf[off + 2] == 255)
+                                        refused = true;
+                                else if (buf[off] == 127)
                                         listed = true;
                         } else if (type == DNS_TYPE_CNAME) {
                                 size_t end = off;
@@ -567,7 +569,7 @@ int dnsbl_parse_reply(const uint8_t *buf, size_t len, uint16_t id, const char *n
                 off += rdlength;
         }
 
-        return listed ? 1 : 0;
+        return listed ? 1 : refused ? 2 : 0;
 }
 
 /* ---- checks ---- */
@@ -578,6 +580,7 @@ typedef struct DnsblQuery {
         uint16_t id;
         bool done;       /* answered, or given up */
         bool listed;
+        bool refused;    /* answered with an error code, counted as not listed */
         bool timed_out;  /* no answer in time, or the query could not be sent */
 } DnsblQuery;
 
@@ -646,7 +649,7 @@ static bool outcome_known(const DnsblCheck *check) {
 
 /* Report and free the check: the caller must return without touching it. */
 static void check_finish(DnsblCheck *check) {
-        g_autoptr(GString) listed_by = g_string_new(NULL);
+        g_autoptr(GString) listed_by = g_string_new(NULL), refused_by = g_string_new(NULL);
         DnsblResult result = {};
 
         for (size_t i = 0; i < check->n_queries; i++) {
@@ -658,9 +661,16 @@ static void check_finish(DnsblCheck *check) {
                         g_string_append(listed_by, q->zone);
                         result.listed++;
                 }
+                if (q->refused) {
+                        if (refused_by->len > 0)
+                                g_string_append_c(refused_by, ',');
+                        g_string_append(refused_by, q->zone);
+                        result.refused++;
+                }
                 result.timed_out += q->timed_out;
         }
         result.listed_by = listed_by->str;
+        result.refused_by = refused_by->str;
         result.blocked = check->threshold > 0 &&
                          (result.listed >= check->threshold ||
                           (check->block_on_timeout && result.listed + result.timed_out >= check->threshold));
@@ -734,7 +744,8 @@ static void reply_received(DnsblCheck *check, const uint8_t *buf, size_t len) {
                 if (r < 0)
                         continue;
                 q->done = true;
-                q->listed = r > 0;
+                q->listed = r == 1;
+                q->refused = r == 2;
                 return;
         }
 }

@@ -43,6 +43,8 @@ typedef struct DnsblResult {
         unsigned listed;             /* how many lists list the address */
         unsigned timed_out;          /* how many lists did not answer in time */
         const char *listed_by;       /* "zone1,zone2" of those that list it, "" if none */
+        unsigned refused;            /* how many answered with an error code (see below) */
+        const char *refused_by;      /* "zone1,zone2" of those, "" if none */
 } DnsblResult;
 
 /* result and its strings are valid during the call only. The check is freed when the callback
@@ -78,6 +80,8 @@ int dnsbl_reversed_name(const struct sockaddr *peer, socklen_t len, const char *
  * (also for an empty label), or -ENOBUFS when buf is too small. */
 int dnsbl_build_query(uint8_t *buf, size_t size, uint16_t id, const char *name);
 /* Read a reply to the query above: 1 if it has an A record in 127.0.0.0/8 (listed), 0 if it
- * says the name does not exist or has no such record, -EBADMSG if it is malformed, not a
- * reply to that id and name, or a server failure. */
+ * says the name does not exist or has no such record, 2 if its only 127/8 records are in
+ * 127.255.255.0/24, which lists such as Spamhaus answer with to refuse the query (asked
+ * through a public resolver, over quota): not a listing, or every client would be refused;
+ * -EBADMSG if it is malformed, not a reply to that id and name, or a server failure. */
 int dnsbl_parse_reply(const uint8_t *buf, size_t len, uint16_t id, const char *name);

@@ -139,6 +139,8 @@ class DnsblTest(unittest.TestCase):
             "a4": ":127.0.0.2:Listed by a.test\n%s\n%s\n" % (LISTED_A, LISTED_AB),
             "a6": ":127.0.0.3:Listed by a.test (IPv6)\n%s\n" % LISTED_A6,
             "b4": ":127.0.0.4:Listed by b.test\n%s\n" % LISTED_AB,
+            # c.test answers as Spamhaus does to queries it refuses (via a public resolver).
+            "c4": ":127.255.255.254:Query refused\n%s\n" % UNLISTED,
         }
         for name, text in files.items():
             with open(os.path.join(data, name), "w") as f:
@@ -150,7 +152,8 @@ class DnsblTest(unittest.TestCase):
         self.rbldnsd_log = open(os.path.join(self.work, "rbldnsd.log"), "w+")
         self.addCleanup(self.rbldnsd_log.close)
         self.rbldnsd = subprocess.Popen([RBLDNSD, "-n", "-r", data, "-b", "127.0.0.1/53",
-                                         "a.test:ip4set:a4", "a.test:ip6trie:a6", "b.test:ip4set:b4"],
+                                         "a.test:ip4set:a4", "a.test:ip6trie:a6", "b.test:ip4set:b4",
+                                         "c.test:ip4set:c4"],
                                         stdin=subprocess.DEVNULL, stdout=self.rbldnsd_log, stderr=subprocess.STDOUT)
         # Ready when it answers; and it answers as this test expects.
         ok = harness.wait_for(lambda: self.rbldnsd.poll() is not None or dns_ask("10.2.0.192.a.test") is not None,
@@ -245,6 +248,14 @@ class DnsblTest(unittest.TestCase):
         # Listed by both: that is two.
         self.assert_blocked(LISTED_AB)
         self.log_line(LISTED_AB, "a.test,b.test")
+
+    def test_refusal_code_is_not_a_listing(self):
+        self.start_rbldnsd()
+        self.start("c.test,a.test,1,5000,127.0.0.1:53")
+        self.assert_allowed(UNLISTED)
+        line = self.log_line(UNLISTED, "c.test", "refused the query")
+        self.assertIn("127.255.255.0/24", line)
+        self.assert_blocked(LISTED_A)
 
     def test_old_form_spec(self):
         self.start_rbldnsd()

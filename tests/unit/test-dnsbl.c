@@ -397,6 +397,19 @@ static void test_parse_reply(void) {
         reply_add_a(&r, 127, 0, 0, 4);
         g_assert_cmpint(parse(&r), ==, 1);
 
+        /* Spamhaus's refusals (127.255.255.252/254/255) are not listings, unless a real code
+         * comes with them. */
+        reply_start(&r, 0x8180, 1);
+        reply_add_a(&r, 127, 255, 255, 254);
+        g_assert_cmpint(parse(&r), ==, 2);
+        reply_start(&r, 0x8180, 2);
+        reply_add_a(&r, 127, 255, 255, 255);
+        reply_add_a(&r, 127, 0, 0, 2);
+        g_assert_cmpint(parse(&r), ==, 1);
+        reply_start(&r, 0x8180, 1);
+        reply_add_a(&r, 127, 255, 254, 1);             /* outside the /24: a listing */
+        g_assert_cmpint(parse(&r), ==, 1);
+
         /* Answers, but none in 127/8. */
         reply_start(&r, 0x8180, 2);
         reply_add_a(&r, 192, 0, 2, 1);
