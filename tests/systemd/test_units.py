@@ -226,6 +226,24 @@ class UnitsTest(unittest.TestCase):
         self.assertIn("127.0.0.1", ips)
         self.assertNotIn("6.6.6.6", ips)         # ...but the address taken is the client's
 
+        # Rejections count too: a client cut off by a per-address limit (loopback made subject
+        # to the limits in a transient smtpd; the container's network is its own).
+        self.sh("mkdir -p /var/tmp/limits-spool && systemd-run --unit=limits-test --property=Type=notify "
+                "/usr/sbin/emailrelay-smtpd --spool-dir /var/tmp/limits-spool --interface 127.0.0.1 "
+                "--port 2525 --limits-exempt none --max-rejected-commands-per-address 1 /dev/null")
+        try:
+            client = ("import socket; s = socket.create_connection(('127.0.0.1', 2525), timeout=20); "
+                      "f = s.makefile('rb'); f.readline(); "
+                      "s.sendall(b'HELO x\\r\\nRCPT TO:<a@b.test>\\r\\nRCPT TO:<a@b.test>\\r\\n'); "
+                      "print(f.read().decode())")
+            out = self.sh(["python3", "-c", client])
+            self.assertIn("421 too many errors from your address", out)
+            out = self.sh(["fail2ban-regex", "--print-all-matched", "systemd-journal",
+                           "/etc/fail2ban/filter.d/emailrelay.conf"], timeout=120)
+            self.assertIn("session closed: too many rejected commands from 127.0.0.1 (limit 1 a minute)", out)
+        finally:
+            self.c.run("systemctl stop limits-test; rm -rf /var/tmp/limits-spool")
+
     def test_06_ten_thousand_messages_through_the_path_unit(self):
         """smtp-source at full speed: every message forwarded without the timer (it is not even
         enabled), and neither the path nor the forward unit fails on a limit."""
