@@ -266,6 +266,8 @@ typedef struct Pending {
         sd_event_source *io, *timer;
         DnsblCheck *dnsbl;
         bool counted;                 /* in its Address's connections */
+        bool balancer;                /* a PROXY LOCAL/UNKNOWN header: the balancer's own
+                                       * connection (a health check), not a client's */
 } Pending;
 
 static void pending_free(Pending *p, bool close_fd) {
@@ -373,7 +375,8 @@ static void admit(Pending *p) {
                 g_strlcpy(p->host, "unknown", sizeof p->host);
         Address *r = address_get(a, p->host, (struct sockaddr *) &p->peer, p->len);
         uint64_t now = now_usec(a);
-        if (!r->exempt) {
+        /* A balancer health-checks every few seconds: never limit it for that. */
+        if (!r->exempt && !p->balancer) {
                 if (r->blocked_until > now) {
                         unsigned left = (unsigned) ((r->blocked_until - now + 999999u) / 1000000u);
                         refuse(p, a->hooks.temp_refusal, "too many errors from your address, try later",
@@ -446,7 +449,8 @@ static int on_proxy_readable(sd_event_source *s, int fd, uint32_t revents, void 
         if (!h.local) {
                 memcpy(&p->peer, &h.source, h.source_len);
                 p->len = h.source_len;
-        }
+        } else
+                p->balancer = true;
         admit(p);
         return 0;
 }

@@ -270,6 +270,17 @@ class SmtpLimitsTest(LimitsTestCase):
         c.cmd("EHLO x")
         self.assertEqual(c.cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA==")[0][:3], "235")
 
+    def test_balancer_connections_are_not_limited(self):
+        # A LOCAL header (HAProxy's version 2 health checks) is the balancer's own connection.
+        self.start("--max-connection-rate-per-address", "1", "--limits-exempt", "none")
+        for _ in range(3):
+            c = self.client(proxy_v2(None))
+            self.assertEqual(c.reply()[0][:4], "220 ")
+            c.cmd("QUIT")
+        # The same address as a client's is limited.
+        self.assertEqual(self.client(proxy_v1("127.0.0.1")).reply()[0][:4], "220 ")
+        self.assertEqual(self.client(proxy_v1("127.0.0.1")).reply()[0][:4], "421 ")
+
     def test_exempt_networks(self):
         self.start("--max-connections-per-address", "1", "--limits-exempt", "192.0.2.0/25,2001:db8::/32")
         a = self.client(proxy_v1("192.0.2.50"))
