@@ -238,8 +238,11 @@ static char *received_line(Session *s) {
         g_autofree char *date = smtp_date_now();
         /* RFC 3848: ESMTPS with TLS, ESMTPA when authenticated. */
         const char *with = !s->esmtp ? "SMTP" : s->tls && s->auth_id ? "ESMTPSA" : s->tls ? "ESMTPS" : s->auth_id ? "ESMTPA" : "ESMTP";
-        return g_strdup_printf("Received: from %s ([%s]) by %s with %s%s%s ; %s\r\n", s->helo ? s->helo : "unknown",
-                               s->host, s->server->config.domain, with, s->cipher ? " tls " : "", s->cipher ? s->cipher : "", date);
+        /* The client as an RFC 5321 address literal: [192.0.2.1], [IPv6:2001:db8::1]. */
+        bool v6 = strchr(s->host, ':') != NULL;
+        return g_strdup_printf("Received: from %s ([%s%s]) by %s with %s%s%s ; %s\r\n", s->helo ? s->helo : "unknown",
+                               v6 ? "IPv6:" : "", s->host, s->server->config.domain, with, s->cipher ? " tls " : "",
+                               s->cipher ? s->cipher : "", date);
 }
 
 /* Create the spool files when the first content arrives. */

@@ -554,7 +554,7 @@ backend relays-tlv
         self.assertEqual(len(ms), 4)
         for m in ms:
             self.assertEqual(self.client_field(m), "2001:db8::10")
-            self.assertIn(b"[2001:db8::10]", m.content.split(b"\r\n", 1)[0])
+            self.assertIn(b"([IPv6:2001:db8::10])", m.content.split(b"\r\n", 1)[0])
 
     def test_connection_without_header_is_closed(self):
         """A client that reaches a --proxy-protocol listener directly, without a header, is never

@@ -131,7 +131,8 @@ class SmtpProxyTest(LimitsTestCase):
         self.assertTrue(clients[1].startswith("2001:db8::7"), clients)
         # The Received line names the real client too.
         contents = [m.content for m in harness.spool_messages(self.spool)]
-        self.assertTrue(any(b"192.0.2.10" in x for x in contents), contents)
+        self.assertTrue(any(b"([192.0.2.10])" in x for x in contents), contents)
+        self.assertTrue(any(b"([IPv6:2001:db8::7])" in x for x in contents), contents)
 
     def test_local_and_unknown_keep_the_real_peer(self):
         # HAProxy's health checks send LOCAL (v2) or UNKNOWN (v1): the connection's own
