@@ -53,8 +53,7 @@ int server_start(Server *server) {
         };
         a->max_sessions = server->config.max_sessions;
         a->limits = server->config.limits;
-        server->config.limits.exempt = NULL;   /* the acceptor's now */
-        server->config.limits.n_exempt = 0;
+        server->config.limits.exempt = (AcceptorNets){};   /* the acceptor's now */
         a->drain_timeout = server->config.drain_timeout;
         return acceptor_start(a);
 }

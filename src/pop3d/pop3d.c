@@ -134,7 +134,7 @@ static int run(Options *op, int argc, char **argv) {
                 r = 2;   /* E-MailRelay: exit 2 when a listening socket cannot be bound */
                 goto out;
         }
-        if (daemon_proxy_listeners(op, &server.acceptor.listeners) < 0) {
+        if (daemon_proxy_listeners(op, &server.acceptor.listeners, &server.acceptor.proxy_from) < 0) {
                 r = 1;
                 goto out;
         }
@@ -149,7 +149,7 @@ static int run(Options *op, int argc, char **argv) {
                  server.n_logins == 1 ? "" : "s", server.n_deleted, server.n_deleted == 1 ? "" : "s");
 out:
         server_done(&server);
-        acceptor_limits_done(&server.config.limits);
+        acceptor_nets_done(&server.config.limits.exempt);
         secrets_free(server.secrets);
         tls_context_free(server.config.tls);
         sasl_config_done(&server.config.auth_config);

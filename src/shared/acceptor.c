@@ -108,11 +108,16 @@ static bool net_contains(const struct AcceptorNet *n, int family, const uint8_t 
         return true;
 }
 
-static bool is_exempt(const AcceptorLimits *l, const struct sockaddr *sa, socklen_t len) {
+bool acceptor_nets_contain(const AcceptorNets *nets, const struct sockaddr *sa, socklen_t len) {
         uint8_t v4[4];
+
+        if (nets->any)
+                return true;
+        if (nets->local && sockaddr_is_local(sa, len))
+                return true;
         switch (sa->sa_family) {
         case AF_UNIX:
-                return true;
+                return nets->local || nets->n > 0;
         case AF_INET:
                 if (len < (socklen_t) sizeof(struct sockaddr_in))
                         return false;
@@ -126,32 +131,38 @@ static bool is_exempt(const AcceptorLimits *l, const struct sockaddr *sa, sockle
                         memcpy(v4, a6->s6_addr + 12, 4);
                         break;
                 }
-                for (size_t i = 0; i < l->n_exempt; i++)
-                        if (net_contains(&l->exempt[i], AF_INET6, a6->s6_addr))
+                for (size_t i = 0; i < nets->n; i++)
+                        if (net_contains(&nets->items[i], AF_INET6, a6->s6_addr))
                                 return true;
                 return false;
         }
         default:
                 return false;
         }
-        for (size_t i = 0; i < l->n_exempt; i++)
-                if (net_contains(&l->exempt[i], AF_INET, v4))
+        for (size_t i = 0; i < nets->n; i++)
+                if (net_contains(&nets->items[i], AF_INET, v4))
                         return true;
         return false;
 }
 
-int acceptor_limits_parse_exempt(AcceptorLimits *l, const char *list, char **error) {
+int acceptor_nets_parse(AcceptorNets *nets, const char *list, char **error) {
         g_auto(GStrv) items = g_strsplit(list, ",", -1);
-        g_free(l->exempt);
-        l->exempt = NULL;
-        l->n_exempt = 0;
+        acceptor_nets_done(nets);
         if (g_strv_length(items) == 1 && streq(g_strstrip(items[0]), "none"))
                 return 0;
-        l->exempt = g_new0(struct AcceptorNet, g_strv_length(items));
+        if (g_strv_length(items) == 1 && streq(g_strstrip(items[0]), "any")) {
+                nets->any = true;
+                return 0;
+        }
+        nets->items = g_new0(struct AcceptorNet, g_strv_length(items));
         for (char **i = items; *i; i++) {
                 char *item = g_strstrip(*i);
                 if (!*item)
                         continue;
+                if (streq(item, "local")) {
+                        nets->local = true;
+                        continue;
+                }
                 struct AcceptorNet n = {};
                 char *slash = strchr(item, '/');
                 if (slash)
@@ -163,7 +174,7 @@ int acceptor_limits_parse_exempt(AcceptorLimits *l, const char *list, char **err
                         n.family = AF_INET6;
                         n.prefix = 128;
                 } else {
-                        *error = g_strdup_printf("\"%s\" is not an IP address or network", item);
+                        *error = g_strdup_printf("\"%s\" is not an IP address, a network, local, any or none", item);
                         return -EINVAL;
                 }
                 if (slash) {
@@ -175,15 +186,14 @@ int acceptor_limits_parse_exempt(AcceptorLimits *l, const char *list, char **err
                         }
                         n.prefix = (unsigned) p;
                 }
-                l->exempt[l->n_exempt++] = n;
+                nets->items[nets->n++] = n;
         }
         return 0;
 }
 
-void acceptor_limits_done(AcceptorLimits *l) {
-        g_free(l->exempt);
-        l->exempt = NULL;
-        l->n_exempt = 0;
+void acceptor_nets_done(AcceptorNets *nets) {
+        g_free(nets->items);
+        *nets = (AcceptorNets){};
 }
 
 static Address *address_get(Acceptor *a, const char *host, const struct sockaddr *peer, socklen_t len) {
@@ -191,7 +201,7 @@ static Address *address_get(Acceptor *a, const char *host, const struct sockaddr
         uint64_t now = now_usec(a);
         if (!r) {
                 r = g_new0(Address, 1);
-                r->exempt = peer ? is_exempt(&a->limits, peer, len) : true;
+                r->exempt = peer ? acceptor_nets_contain(&a->limits.exempt, peer, len) : true;
                 r->window_start = now;
                 g_hash_table_insert(a->per_address, g_strdup(host), r);
         }
@@ -476,6 +486,12 @@ static int serve_fd(Acceptor *a, int fd, const struct sockaddr *peer, socklen_t 
                 admit(p);
                 return 0;
         }
+        if (!acceptor_nets_contain(&a->proxy_from, peer, len)) {
+                /* Whoever can send the header chooses the client address: only the balancer. */
+                refuse(p, NULL, NULL, "connection refused: a PROXY protocol listener (%s) is not for %s "
+                       "(see --proxy-protocol-from)", l->name, p->host);
+                return 0;
+        }
         r = sd_event_add_io(a->event, &p->io, fd, EPOLLIN | EPOLLET, on_proxy_readable, p);
         if (r >= 0)
                 r = sd_event_add_time_relative(a->event, &p->timer, CLOCK_MONOTONIC, PROXY_HEADER_TIMEOUT_USEC, 100000u,
@@ -615,6 +631,7 @@ void acceptor_done(Acceptor *a) {
                 pending_free(a->pending->data, true);
         g_list_free(a->sessions);
         a->sessions = NULL;
-        acceptor_limits_done(&a->limits);
+        acceptor_nets_done(&a->limits.exempt);
+        acceptor_nets_done(&a->proxy_from);
         listener_set_done(&a->listeners);
 }

@@ -31,24 +31,33 @@ typedef struct AcceptorHooks {
         const char *temp_refusal, *perm_refusal;
 } AcceptorHooks;
 
+/* A set of addresses: "none", "any", or a comma list of addresses, CIDR networks and "local"
+ * (what sockaddr_is_local() lets in: loopback, private, link-local, ULA). Unix peers are in
+ * every set but "none". */
+typedef struct AcceptorNets {
+        struct AcceptorNet {
+                int family;
+                uint8_t addr[16];
+                unsigned prefix;
+        } *items;
+        size_t n;
+        bool any, local;
+} AcceptorNets;
+
+int acceptor_nets_parse(AcceptorNets *nets, const char *list, char **error);
+bool acceptor_nets_contain(const AcceptorNets *nets, const struct sockaddr *sa, socklen_t len);
+void acceptor_nets_done(AcceptorNets *nets);
+
 /* Per client address. Counts run over one-minute windows, as Postfix's anvil does; going over
- * a rate refuses the address with 421 until its minute is over. Addresses in the exempt list
+ * a rate refuses the address with 421 until its minute is over. Addresses in the exempt set
  * (loopback by default) are never limited. */
 typedef struct AcceptorLimits {
         unsigned max_connections;     /* concurrent; 0: no limit */
         unsigned max_connection_rate; /* new connections a minute */
         unsigned max_auth_failures;   /* failed AUTH a minute */
         unsigned max_rejected;        /* rejected commands a minute */
-        struct AcceptorNet {
-                int family;
-                uint8_t addr[16];
-                unsigned prefix;
-        } *exempt;
-        size_t n_exempt;
+        AcceptorNets exempt;
 } AcceptorLimits;
-
-/* Parse "--limits-exempt": a comma list of addresses and CIDR networks, or "none". */
-int acceptor_limits_parse_exempt(AcceptorLimits *l, const char *list, char **error);
 
 typedef enum AcceptorEvent {
         ACCEPTOR_AUTH_FAILURE,
@@ -62,6 +71,7 @@ typedef struct Acceptor {
         void *userdata;
         unsigned max_sessions;        /* all connections, pending ones included */
         AcceptorLimits limits;
+        AcceptorNets proxy_from;      /* who may send a PROXY header (--proxy-protocol-from) */
         const DnsblConfig *dnsbl;     /* NULL: no DNSBL checks */
         unsigned drain_timeout;       /* seconds sessions may finish after SIGTERM */
 
@@ -91,5 +101,4 @@ void acceptor_session_ended(Acceptor *a, void *session, const char *host);
  * true when the address is now over its limit: the session should log it, answer 421 and
  * close; the address is refused until its minute is over. */
 bool acceptor_note(Acceptor *a, const char *host, AcceptorEvent event);
-void acceptor_limits_done(AcceptorLimits *l);
 void acceptor_done(Acceptor *a);

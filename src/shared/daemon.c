@@ -245,16 +245,21 @@ int daemon_acceptor_limits(const Options *o, AcceptorLimits *l) {
             (r = daemon_get_uint(o, "max-rejected-commands-per-address", 0, 1000000, &l->max_rejected)) < 0)
                 return r;
         g_autofree char *error = NULL;
-        r = acceptor_limits_parse_exempt(l, options_get_default(o, "limits-exempt", "127.0.0.0/8,::1"), &error);
+        r = acceptor_nets_parse(&l->exempt, options_get_default(o, "limits-exempt", "127.0.0.0/8,::1"), &error);
         if (r < 0)
                 log_error("--limits-exempt: %s", error);
         return r;
 }
 
-int daemon_proxy_listeners(const Options *o, ListenerSet *set) {
+int daemon_proxy_listeners(const Options *o, ListenerSet *set, AcceptorNets *from) {
         const char *value = options_get(o, "proxy-protocol");
         if (!value)
                 return 0;
+        g_autofree char *error = NULL;
+        if (acceptor_nets_parse(from, options_get_default(o, "proxy-protocol-from", "local"), &error) < 0) {
+                log_error("--proxy-protocol-from: %s", error);
+                return -EINVAL;
+        }
         g_auto(GStrv) names = g_strsplit(value, ",", -1);
         for (char **n = names; *n; n++) {
                 const char *name = g_strstrip(*n);

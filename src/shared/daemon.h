@@ -71,9 +71,10 @@ void daemon_refresh_secrets(Secrets *secrets, uint64_t now_usec, uint64_t *check
 int daemon_acceptor_limits(const Options *o, AcceptorLimits *l);
 
 /* --proxy-protocol: mark the named listeners (comma list; "all") as expecting a PROXY protocol
- * header. A name no listener has is warned about, not an error: the socket unit may not pass
- * that socket. */
-int daemon_proxy_listeners(const Options *o, ListenerSet *set);
+ * header, from the peers in --proxy-protocol-from (default "local": loopback and private
+ * networks). A name no listener has is warned about, not an error: the socket unit may not
+ * pass that socket. */
+int daemon_proxy_listeners(const Options *o, ListenerSet *set, AcceptorNets *from);
 
 /* --dnsbl (and --remote-clients, which it needs): *ret stays NULL without it. */
 int daemon_dnsbl(const Options *o, DnsblConfig **ret);

@@ -248,6 +248,10 @@ const OptionDef emailrelay_options[] = {
               .help = N_("listeners (smtp, submission, smtps, pop3, pop3s or all) whose connections "
                          "start with a PROXY protocol v1 or v2 header from a load balancer "
                          "(not in E-MailRelay)")),
+        VALUE("proxy-protocol-from", 0, "<addr-list>", SMTPD | POP3D | FRONTEND, .verbose_help = true,
+              .help = N_("the only peers a --proxy-protocol listener takes connections from: addresses, "
+                         "networks, local or any (default local: loopback and private networks; "
+                         "not in E-MailRelay)")),
         VALUE("session-timeout", 0, "<seconds>", SMTPD | FRONTEND, .verbose_help = true,
               .help = N_("maximum duration of one SMTP session (not in E-MailRelay)")),
         VALUE("wakeup-file", 0, "<path>", SMTPD | FORWARD | FRONTEND | PROG_QUEUE, .verbose_help = true,

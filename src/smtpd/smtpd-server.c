@@ -60,8 +60,7 @@ int server_start(Server *server) {
         };
         a->max_sessions = server->config.max_sessions;
         a->limits = server->config.limits;
-        server->config.limits.exempt = NULL;   /* the acceptor's now */
-        server->config.limits.n_exempt = 0;
+        server->config.limits.exempt = (AcceptorNets){};   /* the acceptor's now */
         a->dnsbl = server->config.dnsbl;
         a->drain_timeout = server->config.drain_timeout;
         return acceptor_start(a);

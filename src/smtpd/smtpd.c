@@ -249,7 +249,7 @@ static int run(Options *op, int argc, char **argv) {
                 r = 2;   /* E-MailRelay: exit 2 when a listening socket cannot be bound */
                 goto out;
         }
-        if (daemon_proxy_listeners(op, &server.acceptor.listeners) < 0) {
+        if (daemon_proxy_listeners(op, &server.acceptor.listeners, &server.acceptor.proxy_from) < 0) {
                 r = 1;
                 goto out;
         }
@@ -263,7 +263,7 @@ static int run(Options *op, int argc, char **argv) {
         log_info("stopped: %" PRIu64 " message%s accepted", server.n_accepted, server.n_accepted == 1 ? "" : "s");
 out:
         server_done(&server);
-        acceptor_limits_done(&server.config.limits);
+        acceptor_nets_done(&server.config.limits.exempt);
         filter_chain_free(server.config.filters);
         verifier_free(server.config.verifier);
         dnsbl_config_free(server.config.dnsbl);

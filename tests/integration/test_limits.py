@@ -182,6 +182,19 @@ class SmtpProxyTest(LimitsTestCase):
         c = self.client(proxy_v1("192.0.2.10"))
         self.assertEqual(c.reply()[0][:4], "220 ")
 
+    def test_only_the_balancer_may_send_headers(self):
+        # Whoever sends the header picks the client address: by default only local and private
+        # peers may (the balancer); here only 192.0.2.0/24, so loopback is turned away.
+        self.start("--proxy-protocol", "smtp", "--remote-clients", "--proxy-protocol-from", "192.0.2.0/24")
+        c = self.client(proxy_v1("10.9.9.9"))
+        self.assertTrue(gone(c))
+        self.assertEqual(c.buf, b"")
+        self.assertTrue(self.log_has("a PROXY protocol listener (smtp) is not for 127.0.0.1 (see --proxy-protocol-from)"))
+        p = subprocess.run([SMTPD, "--spool-dir", self.spool, "--proxy-protocol", "smtp", "--proxy-protocol-from",
+                            "balancer", self.config], capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn('--proxy-protocol-from: "balancer" is not an IP address, a network, local, any or none', p.stderr)
+
     def test_listener_without_the_option_takes_no_header(self):
         self.start("--remote-clients")
         c = self.client(proxy_v1("192.0.2.10"))
@@ -300,6 +313,10 @@ class SmtpLimitsTest(LimitsTestCase):
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(p.returncode, 1)
         self.assertIn("--limits-exempt: \"192.0.2.0/33\" has a bad prefix length", p.stderr)
+        p = subprocess.run([SMTPD, "--spool-dir", self.spool, "--limits-exempt", "nobody", self.config],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("is not an IP address, a network, local, any or none", p.stderr)
 
 
 class Pop3LimitsTest(LimitsTestCase):
