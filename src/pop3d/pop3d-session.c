@@ -68,7 +68,8 @@ struct Session {
         sd_event_source *auth_delay;
         sd_event_source *idle_timer;
         unsigned bad_commands;
-        const char *over_limit;     /* a per-address limit was passed: what */
+        bool over_limit;            /* a per-address limit was passed */
+        AcceptorEvent over_limit_event;
         bool shutting_down;
         /* the maildrop */
         int lock_fd;                /* the maildrop directory, flock'ed */
@@ -129,19 +130,21 @@ static void close_with(Session *s, const char *text) {
 static bool end_if_over_limit(Session *s) {
         if (!s->over_limit || s->state == STATE_CLOSING)
                 return false;
-        const AcceptorLimits *l = &s->server->acceptor.limits;
-        bool auth = streq(s->over_limit, "too many failed logins");
+        bool auth = s->over_limit_event == ACCEPTOR_AUTH_FAILURE;
         log_event(s, LOG_WARNING, auth ? LOG_MESSAGE_AUTH_FAIL : LOG_MESSAGE_REJECTED,
-                  "session closed: %s from %s (limit %u a minute)", s->over_limit, s->host,
-                  auth ? l->max_auth_failures : l->max_rejected);
+                  "session closed: too many %s from %s (limit %u a minute)",
+                  auth ? "failed logins" : "rejected commands", s->host,
+                  acceptor_limit(&s->server->acceptor, s->over_limit_event));
         close_with(s, "-ERR too many errors from your address, try later");
         return true;
 }
 
 static void rejected(Session *s) {
         s->bad_commands++;
-        if (!s->over_limit && acceptor_note(&s->server->acceptor, s->host, ACCEPTOR_REJECTED_COMMAND))
-                s->over_limit = "too many rejected commands";
+        if (!s->over_limit && acceptor_note(&s->server->acceptor, s->host, ACCEPTOR_REJECTED_COMMAND)) {
+                s->over_limit = true;
+                s->over_limit_event = ACCEPTOR_REJECTED_COMMAND;
+        }
 }
 
 /* ---- the maildrop ---- */
@@ -399,8 +402,10 @@ static int on_auth_delay(sd_event_source *source, uint64_t usec, void *userdata)
 static void auth_failed(Session *s, const char *user, const char *mechanism) {
         s->auth_failures++;
         s->server->n_auth_failures++;
-        if (!s->over_limit && acceptor_note(&s->server->acceptor, s->host, ACCEPTOR_AUTH_FAILURE))
-                s->over_limit = "too many failed logins";
+        if (!s->over_limit && acceptor_note(&s->server->acceptor, s->host, ACCEPTOR_AUTH_FAILURE)) {
+                s->over_limit = true;
+                s->over_limit_event = ACCEPTOR_AUTH_FAILURE;
+        }
         _cleanup_free_ char *quoted = log_quotable(user, 64);
         log_event(s, LOG_WARNING, LOG_MESSAGE_AUTH_FAIL, "pop authentication failed for \"%s\" from %s (%s)",
                   quoted, s->host, mechanism);

@@ -253,6 +253,10 @@ bool acceptor_note(Acceptor *a, const char *host, AcceptorEvent event) {
         return false;
 }
 
+unsigned acceptor_limit(const Acceptor *a, AcceptorEvent event) {
+        return event == ACCEPTOR_AUTH_FAILURE ? a->limits.max_auth_failures : a->limits.max_rejected;
+}
+
 void acceptor_session_ended(Acceptor *a, void *session, const char *host) {
         a->sessions = g_list_remove(a->sessions, session);
         a->n_sessions--;
@@ -381,8 +385,6 @@ static void admit(Pending *p) {
         Acceptor *a = p->a;
         const AcceptorLimits *l = &a->limits;
 
-        if (sockaddr_to_host((struct sockaddr *) &p->peer, p->len, p->host, sizeof p->host, NULL) < 0)
-                g_strlcpy(p->host, "unknown", sizeof p->host);
         Address *r = address_get(a, p->host, (struct sockaddr *) &p->peer, p->len);
         uint64_t now = now_usec(a);
         /* A balancer health-checks every few seconds: never limit it for that. */
@@ -459,6 +461,8 @@ static int on_proxy_readable(sd_event_source *s, int fd, uint32_t revents, void 
         if (!h.local) {
                 memcpy(&p->peer, &h.source, h.source_len);
                 p->len = h.source_len;
+                if (sockaddr_to_host((struct sockaddr *) &p->peer, p->len, p->host, sizeof p->host, NULL) < 0)
+                        g_strlcpy(p->host, "unknown", sizeof p->host);
         } else
                 p->balancer = true;
         admit(p);

@@ -101,4 +101,6 @@ void acceptor_session_ended(Acceptor *a, void *session, const char *host);
  * true when the address is now over its limit: the session should log it, answer 421 and
  * close; the address is refused until its minute is over. */
 bool acceptor_note(Acceptor *a, const char *host, AcceptorEvent event);
+/* The per-minute limit of an event, for the session's log line. */
+unsigned acceptor_limit(const Acceptor *a, AcceptorEvent event);
 void acceptor_done(Acceptor *a);

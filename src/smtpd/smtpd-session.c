@@ -88,7 +88,8 @@ struct Session {
         char *auth_mech;            /* its mechanism, lower-case */
         unsigned auth_failures;
         sd_event_source *auth_delay;
-        const char *over_limit;     /* a per-address limit was passed: what; 421 at the next flush */
+        bool over_limit;            /* a per-address limit was passed: 421 at the next flush */
+        AcceptorEvent over_limit_event;
         bool tls;                   /* the connection is encrypted */
         Tls *tls_session;
         bool greeted;               /* implicit TLS: the greeting waits for the handshake */
@@ -144,8 +145,10 @@ _printf_(4, 5) static void reply(Session *s, int code, const char *enhanced, con
         /* Rejected commands count against the client's address (failed AUTH counts apart;
          * 554 ends a connection or a message rather than refusing a command). */
         if (code >= 500 && code <= 553 && code != 535 && s->state != STATE_CLOSING && !s->over_limit &&
-            acceptor_note(&s->server->acceptor, s->host, ACCEPTOR_REJECTED_COMMAND))
-                s->over_limit = "too many rejected commands";
+            acceptor_note(&s->server->acceptor, s->host, ACCEPTOR_REJECTED_COMMAND)) {
+                s->over_limit = true;
+                s->over_limit_event = ACCEPTOR_REJECTED_COMMAND;
+        }
         schedule_flush(s);
 }
 
@@ -654,8 +657,10 @@ static int on_auth_delay(sd_event_source *source, uint64_t usec, void *userdata)
 static void auth_failed(Session *s, const char *mech, const char *id) {
         s->auth_failures++;
         s->server->n_auth_failures++;
-        if (!s->over_limit && acceptor_note(&s->server->acceptor, s->host, ACCEPTOR_AUTH_FAILURE))
-                s->over_limit = "too many failed AUTH attempts";
+        if (!s->over_limit && acceptor_note(&s->server->acceptor, s->host, ACCEPTOR_AUTH_FAILURE)) {
+                s->over_limit = true;
+                s->over_limit_event = ACCEPTOR_AUTH_FAILURE;
+        }
         _cleanup_free_ char *quoted = log_quotable(id, 64);
         log_event(s, LOG_WARNING, LOG_MESSAGE_AUTH_FAIL, 535, "authentication failed for \"%s\" from %s (%s)",
                   quoted, s->host, mech);
@@ -1234,11 +1239,11 @@ static int on_flush(sd_event_source *source, void *userdata) {
         Session *s = userdata;
         /* Over a per-address limit: end the session once nothing of ours is in flight. */
         if (s->over_limit && s->state <= STATE_RCPT && !s->auth_delay && !s->verify_run) {
-                const AcceptorLimits *l = &s->server->acceptor.limits;
-                bool auth = streq(s->over_limit, "too many failed AUTH attempts");
+                bool auth = s->over_limit_event == ACCEPTOR_AUTH_FAILURE;
                 log_event(s, LOG_WARNING, auth ? LOG_MESSAGE_AUTH_FAIL : LOG_MESSAGE_REJECTED, 421,
-                          "session closed: %s from %s (limit %u a minute)", s->over_limit, s->host,
-                          auth ? l->max_auth_failures : l->max_rejected);
+                          "session closed: too many %s from %s (limit %u a minute)",
+                          auth ? "failed AUTH attempts" : "rejected commands", s->host,
+                          acceptor_limit(&s->server->acceptor, s->over_limit_event));
                 s->server->n_rejected++;
                 transaction_reset(s);
                 close_with(s, 421, "4.7.0", "too many errors from your address, try later");
