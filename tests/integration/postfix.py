@@ -120,6 +120,13 @@ class PrivatePostfix:
         with open(self.log_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
+    def wait_log(self, text, count=1, timeout=30):
+        """Wait until text appears count times in the log; return the log. Postfix's daemons log
+        through postlogd, so a line may land after the client has had its reply (a session's
+        "disconnect" line, written after QUIT, routinely does): assert on the log only after this."""
+        harness.wait_for(lambda: self.log_text().count(text) >= count, timeout=timeout)
+        return self.log_text()
+
     def delivered(self, domain="example.net"):
         """Messages in the virtual mailbox, as (recipient header Delivered-To, raw bytes)."""
         d = os.path.join(self.pf, "mail", domain, "Maildir", "new")

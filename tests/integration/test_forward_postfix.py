@@ -88,7 +88,7 @@ class ForwardToSomeTest(unittest.TestCase):
         kept = [m for m in harness.spool_messages(self.spool) if m.state == "envelope"][0]
         self.assertIn(b"X-MailRelay-NextRetry: ", kept.envelope)
         # Postfix saw one transaction with four RCPTs and one DATA for the two accepted.
-        self.assertIn("rcpt=2/4", self.pf.log_text())
+        self.assertIn("rcpt=2/4", self.pf.wait_log("rcpt=2/4"))
 
 
 if __name__ == "__main__":

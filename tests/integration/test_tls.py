@@ -705,14 +705,16 @@ class PostfixTest(TlsTestCase):
             self.forward(*tls, "--client-auth", plain, *(["--client-auth-config", cfg] if cfg else []))
             n += 1
             self.assertTrue(harness.wait_for(lambda: self.delivered() == n, timeout=30), self.postfix_log())
-            self.assertIn("sasl_method=%s, sasl_username=alice" % mech, self.postfix_log())
+            self.assertIn("sasl_method=%s, sasl_username=alice" % mech,
+                          self.postfix.wait_log("sasl_method=%s, sasl_username=alice" % mech))
         # an emailrelay-passwd hash, checked by Cyrus SASL's CRAM-MD5
         h = subprocess.run([harness.program("emailrelay-passwd"), "-p", "secret123"], capture_output=True, text=True,
                            check=True, timeout=30).stdout.strip()
         self.submit()
         self.forward(*tls, "--client-auth", self.secrets("client md5 alice %s\n" % h))
         self.assertTrue(harness.wait_for(lambda: self.delivered() == n + 1, timeout=30), self.postfix_log())
-        self.assertEqual(self.postfix_log().count("ehlo=2 starttls=1 auth=1 mail=1 rcpt=1 data=1 quit=1"), 4)
+        session = "ehlo=2 starttls=1 auth=1 mail=1 rcpt=1 data=1 quit=1"
+        self.assertEqual(self.postfix.wait_log(session, 4).count(session), 4)
 
     def test_guide_google_mail_through_the_front_end(self):
         """The user guide's "Google mail" line, as written, with this Postfix standing in for
@@ -730,8 +732,8 @@ class PostfixTest(TlsTestCase):
                 c.sendmail("carol@mx.test", ["bob@example.net"], b"Subject: via gmail\r\n\r\nbody\r\n")
             self.assertTrue(harness.wait_for(lambda: self.delivered() == 1, timeout=30),
                             self.postfix_log() + open(os.path.join(self.work, "relay.log")).read())
-            self.assertIn("sasl_username=carol", self.postfix_log())
-            self.assertIn("starttls=1", self.postfix_log())
+            self.assertIn("sasl_username=carol", self.postfix.wait_log("sasl_username=carol"))
+            self.assertIn("starttls=1", self.postfix.wait_log("starttls=1"))
         finally:
             self.assertEqual(relay.stop(), 0)
 
@@ -742,7 +744,7 @@ class PostfixTest(TlsTestCase):
         # a wrong password: one attempt, a temporary failure with Postfix's reply
         err = self.forward("--client-tls", "--client-auth", self.secrets("client plain alice wrong\n"), expect=3)
         self.assertIn("authentication with 127.0.0.1:%d failed: 535 5.7.8 Error: authentication failed" % self.port, err)
-        self.assertEqual(self.postfix_log().count("authentication failed"), 1)
+        self.assertEqual(self.postfix.wait_log("authentication failed").count("authentication failed"), 1)
         # no authentication: Postfix refuses the recipient
         err = self.forward("--client-tls", expect=1)
         self.assertIn("554", err)
