@@ -441,14 +441,20 @@ int log_fields(int level, int error, const LogField *fields, size_t n_fields, co
         }
 
         if (line) {
-                if (log_state.config.to_stderr && !log_state.journal)
-                        log_write_all(STDERR_FILENO, line, line_len);
+                bool to_file = false;
 
+                /* --log-file redirects the stderr log, as E-MailRelay's does; while the
+                 * file cannot be opened the lines go to stderr rather than nowhere. */
                 if (log_state.file) {
                         (void) log_file_update_locked(ts.tv_sec);
-                        if (log_state.file_fd >= 0)
+                        if (log_state.file_fd >= 0) {
                                 log_write_all(log_state.file_fd, line, line_len);
+                                to_file = true;
+                        }
                 }
+
+                if (log_state.config.to_stderr && !log_state.journal && !to_file)
+                        log_write_all(STDERR_FILENO, line, line_len);
         }
 
         if (log_state.syslog_open)
