@@ -128,13 +128,14 @@ static int run(Options *op, int argc, char **argv) {
         }
         (void) sd_event_set_watchdog(server.event, true);
 
-        r = daemon_open_listeners(&server.acceptor.listeners, op, "pop", "pop-port", 110, "pop3",
+        r = daemon_open_listeners(&server.acceptor.listeners, op, "pop", "pop-port", 110,
+                                  server.config.tls_connection ? "pop3s" : "pop3",
                                   server.config.tls ? NULL : "pop3s");
         if (r < 0) {
                 r = 2;   /* E-MailRelay: exit 2 when a listening socket cannot be bound */
                 goto out;
         }
-        if (daemon_proxy_listeners(op, &server.acceptor.listeners, &server.acceptor.proxy_from) < 0) {
+        if (daemon_proxy_listeners(op, &server.acceptor.listeners, "pop", &server.acceptor.proxy_from) < 0) {
                 r = 1;
                 goto out;
         }

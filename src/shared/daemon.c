@@ -251,7 +251,7 @@ int daemon_acceptor_limits(const Options *o, AcceptorLimits *l) {
         return r;
 }
 
-int daemon_proxy_listeners(const Options *o, ListenerSet *set, AcceptorNets *from) {
+int daemon_proxy_listeners(const Options *o, ListenerSet *set, const char *kind, AcceptorNets *from) {
         const char *value = options_get(o, "proxy-protocol");
         if (!value)
                 return 0;
@@ -278,10 +278,17 @@ int daemon_proxy_listeners(const Options *o, ListenerSet *set, AcceptorNets *fro
                 for (size_t i = 0; i < ELEMENTSOF(known); i++)
                         is_known = is_known || streq(name, known[i]);
                 /* The front-end hands the option to smtpd and pop3d alike: the other daemon's
-                 * names are not worth a warning. */
-                if (!found)
-                        log_full_errno(is_known ? LOG_DEBUG : LOG_WARNING, 0,
-                                       "--proxy-protocol: no listener named \"%s\" here", name);
+                 * names are not worth a warning, but one of ours that is missing is (e.g.
+                 * "smtp" when --server-tls-connection makes the listener "smtps"). */
+                bool ours = streq(kind, "pop") == g_str_has_prefix(name, "pop");
+                if (!found) {
+                        g_autoptr(GString) have = g_string_new(NULL);
+                        for (size_t i = 0; i < set->n; i++)
+                                g_string_append_printf(have, "%s%s", i ? ", " : "", set->items[i].name);
+                        log_full_errno(is_known && !ours ? LOG_DEBUG : LOG_WARNING, 0,
+                                       "--proxy-protocol: no listener named \"%s\" here (listeners: %s)",
+                                       name, have->str);
+                }
         }
         for (size_t i = 0; i < set->n; i++)
                 if (set->items[i].proxy)

@@ -72,9 +72,10 @@ int daemon_acceptor_limits(const Options *o, AcceptorLimits *l);
 
 /* --proxy-protocol: mark the named listeners (comma list; "all") as expecting a PROXY protocol
  * header, from the peers in --proxy-protocol-from (default "local": loopback and private
- * networks). A name no listener has is warned about, not an error: the socket unit may not
- * pass that socket. */
-int daemon_proxy_listeners(const Options *o, ListenerSet *set, AcceptorNets *from);
+ * networks). kind is "smtp" or "pop": a name of this kind that no listener has is warned
+ * about, not an error (the socket unit may not pass that socket); the other kind's names are
+ * the other daemon's. */
+int daemon_proxy_listeners(const Options *o, ListenerSet *set, const char *kind, AcceptorNets *from);
 
 /* --dnsbl (and --remote-clients, which it needs): *ret stays NULL without it. */
 int daemon_dnsbl(const Options *o, DnsblConfig **ret);

@@ -243,13 +243,14 @@ static int run(Options *op, int argc, char **argv) {
                 return log_error_errno(r, "cannot create the event loop: %m"), 1;
         (void) sd_event_set_watchdog(server.event, true);
 
-        r = daemon_open_listeners(&server.acceptor.listeners, op, "smtp", "port", 25, "smtp",
+        r = daemon_open_listeners(&server.acceptor.listeners, op, "smtp", "port", 25,
+                                  server.config.tls_connection ? "smtps" : "smtp",
                                   server.config.tls ? NULL : "smtps");
         if (r < 0) {
                 r = 2;   /* E-MailRelay: exit 2 when a listening socket cannot be bound */
                 goto out;
         }
-        if (daemon_proxy_listeners(op, &server.acceptor.listeners, &server.acceptor.proxy_from) < 0) {
+        if (daemon_proxy_listeners(op, &server.acceptor.listeners, "smtp", &server.acceptor.proxy_from) < 0) {
                 r = 1;
                 goto out;
         }

@@ -195,6 +195,18 @@ class SmtpProxyTest(LimitsTestCase):
         self.assertEqual(p.returncode, 1)
         self.assertIn('--proxy-protocol-from: "balancer" is not an IP address, a network, local, any or none', p.stderr)
 
+    def test_listener_names_without_systemd(self):
+        # The --port listener is "smtp", or "smtps" with --server-tls-connection: a name of
+        # smtpd's own that it has no listener for is warned about, pop3d's names are not.
+        d = harness.Daemon([SMTPD, "--spool-dir", self.spool, "--interface", "127.0.0.1", "--port", "0",
+                            "--proxy-protocol", "smtps,pop3", self.config])
+        try:
+            warning = 'warning: --proxy-protocol: no listener named "smtps" here (listeners: smtp)'
+            self.assertTrue(harness.wait_for(lambda: warning in d.output()), d.output())
+            self.assertNotIn('"pop3"', d.output())
+        finally:
+            self.assertEqual(d.stop(), 0)
+
     def test_listener_without_the_option_takes_no_header(self):
         self.start("--remote-clients")
         c = self.client(proxy_v1("192.0.2.10"))
