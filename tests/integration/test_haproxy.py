@@ -10,7 +10,9 @@ Asserted: the relays police and record the client's real address, not HAProxy's;
 without a header is never greeted; every acknowledged message is stored exactly once across the
 two spools; a relay killed mid-run loses nothing; a drained relay gets nothing and stops
 cleanly; per-address limits count the real client address while HAProxy's health checks, from
-loopback, are exempt; the guide shows the configuration tested here."""
+loopback, are exempt; the guide shows the configuration tested here; an smtps listener reads the
+header before the TLS handshake; pop3d behind a tcp-check backend polices and logs POP3 clients
+by their own address."""
 
 import json
 import os
@@ -720,6 +722,108 @@ class LimitsTest(HaproxyTestCase):
         self.assertEqual(out[1], [["421 4.7.0 too many errors from your address, try later"], ["<closed>"]])
         self.assertTrue(self.greeted(out[2]), out)
         self.assertIn("too many rejected commands from 192.0.2.10", self.logs())
+
+
+class OtherListenersTest(HaproxyTestCase):
+    """The PROXY protocol on the other listeners behind the real HAProxy: smtps (the header comes
+    before the TLS handshake) and pop3d (POP3 clients policed and logged by their own address)."""
+
+    SMTPS_PORT, POP3_PORT = 2611, 2612      # relay-side ports, on 127.0.0.1 in the relay namespace
+    EXTRA = """
+frontend smtps
+    bind {relay}:465
+    default_backend relays-smtps
+
+backend relays-smtps
+    server relay1 127.0.0.1:{smtps} send-proxy-v2
+
+frontend pop3
+    bind {relay}:110
+    default_backend pop3
+
+backend pop3
+    option tcp-check
+    tcp-check expect rstring ^\\+OK
+    server pop1 127.0.0.1:{pop3} check inter 200ms fall 2 rise 2 send-proxy-v2 check-send-proxy
+"""
+
+    def start_extra(self, argv, port):
+        d = harness.Daemon(["ip", "netns", "exec", self.relay_ns, *argv])
+        self.relays.append(d)
+        self.assertTrue(harness.wait_for(lambda: "server on port %d" % port in d.output()
+                                         or d.proc.poll() is not None), d.output())
+        self.assertIsNone(d.proc.poll(), d.output())
+        return d
+
+    def haproxy_with_extra(self):
+        self.start_haproxy(extra=self.EXTRA.format(relay=RELAY_ADDR, smtps=self.SMTPS_PORT, pop3=self.POP3_PORT))
+
+    def test_smtps_header_before_the_handshake(self):
+        """swaks --tls-on-connect from 192.0.2.10 through HAProxy to an implicit-TLS listener:
+        the relay reads the PROXY header, then the TLS handshake, and records 192.0.2.10."""
+        d = os.path.join(self.work, "tls")
+        os.mkdir(d)
+        key, cert = os.path.join(d, "key.pem"), os.path.join(d, "cert.pem")
+        subprocess.run(["certtool", "--generate-privkey", "--key-type=ecdsa", "--outfile", key],
+                       check=True, capture_output=True)
+        with open(os.path.join(d, "tmpl"), "w") as f:
+            f.write('cn = "relay.test"\ndns_name = "relay.test"\ntls_www_server\nexpiration_days = 2\n')
+        subprocess.run(["certtool", "--generate-self-signed", "--load-privkey", key, "--template",
+                        os.path.join(d, "tmpl"), "--outfile", cert], check=True, capture_output=True)
+        with open(cert, "a") as out, open(key) as k:
+            out.write(k.read())
+        relay = self.start_extra([SMTPD, "--spool-dir", self.spools[0], "--domain", DOMAIN, "--interface", "127.0.0.1",
+                                  "--port", str(self.SMTPS_PORT), "--server-tls-connection", "--server-tls-certificate",
+                                  cert, "--proxy-protocol", "smtps", "--remote-clients", self.config], self.SMTPS_PORT)
+        self.haproxy_with_extra()
+        p = subprocess.run(["ip", "netns", "exec", self.client_ns, "swaks", "--server", RELAY_ADDR, "--port", "465",
+                            "--tls-on-connect", "--local-interface", CLIENT_ADDRS[0], "--helo", "client.test",
+                            "--from", "sender@client.test", "--to", "rcpt@relay.test", "--header", "Subject: smtps",
+                            "--timeout", "20"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr + relay.output())
+        self.assertIn("TLS started", p.stdout)
+        m, = self.committed(0)
+        self.assertEqual(self.client_field(m), CLIENT_ADDRS[0])
+        self.assertIn(b"([%s])" % CLIENT_ADDRS[0].encode(), m.content.split(b"\r\n", 1)[0])
+        self.assertRegex(relay.output(), r"message emailrelay\.\S+ accepted from 192\.0\.2\.10: ")
+
+    def test_pop3_clients_by_their_own_address(self):
+        """pop3d behind HAProxy's tcp-check: 192.0.2.10 fails AUTH three times, over
+        --max-auth-failures-per-address 2, so its session is closed and its next connection
+        refused, all logged by its own address; meanwhile 192.0.2.11 logs in
+        and reads the message; HAProxy's checks (LOCAL headers) keep the server up."""
+        secrets = os.path.join(self.work, "pop.auth")
+        with open(secrets, "w") as f:
+            f.write("server plain alice secret\n")
+        subprocess.run([harness.program("emailrelay-submit"), "--spool-dir", self.spools[0], "rcpt@relay.test"],
+                       input=b"Subject: for pop\n\nbody\n", check=True, timeout=30)
+        pop = self.start_extra([harness.program("emailrelay-pop3d"), "--spool-dir", self.spools[0], "--pop-auth",
+                                secrets, "--interface", "127.0.0.1", "--pop-port", str(self.POP3_PORT),
+                                "--proxy-protocol", "pop3", "--remote-clients", "--max-auth-failures-per-address", "2",
+                                self.config], self.POP3_PORT)
+        self.haproxy_with_extra()
+        self.assertTrue(harness.wait_for(lambda: self.server_status()[("pop3", "pop1")]["status"] == "UP",
+                                         timeout=20, interval=0.1), self.haproxy_output() + pop.output())
+        a, b = CLIENT_ADDRS
+        wrong = ["USER alice", "PASS wrong"]
+        out = self.sessions([{"source": a, "port": 110, "commands": wrong},
+                             {"source": a, "port": 110, "commands": wrong + wrong, "drain": True},
+                             {"source": a, "port": 110, "drain": True},
+                             {"source": b, "port": 110, "commands": ["USER alice", "PASS secret", "STAT", "QUIT"]}])
+        self.assertTrue(out[0][0][0].startswith("+OK ") and out[0][2][0].startswith("-ERR "), out)
+        # the third failure is over the limit: its -ERR, then the session is closed
+        self.assertTrue(out[1][2][0].startswith("-ERR ") and out[1][4][0].startswith("-ERR "), out)
+        self.assertEqual(out[1][5:], [["-ERR too many errors from your address, try later"], ["<closed>"]])
+        self.assertEqual(out[2], [["-ERR too many errors from your address, try later"], ["<closed>"]])
+        self.assertTrue(out[3][0][0].startswith("+OK "), out)
+        self.assertEqual(out[3][2], ["+OK authenticated"], out)
+        self.assertTrue(out[3][3][0].startswith("+OK 1 "), out)
+        log = pop.output()
+        self.assertEqual(log.count('pop authentication failed for "alice" from 192.0.2.10'), 3, log)
+        self.assertIn('pop authentication of "alice" from 192.0.2.11', log)
+        self.assertIn("from 192.0.2.10 (limit 2", log)
+        self.assertNotIn("127.0.0.1 (limit", log)
+        self.assertEqual(self.server_status()[("pop3", "pop1")]["status"], "UP")
 
 
 if __name__ == "__main__":
