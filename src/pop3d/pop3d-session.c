@@ -131,10 +131,11 @@ static bool end_if_over_limit(Session *s) {
         if (!s->over_limit || s->state == STATE_CLOSING)
                 return false;
         bool auth = s->over_limit_event == ACCEPTOR_AUTH_FAILURE;
+        char detail[128];
         log_event(s, LOG_WARNING, auth ? LOG_MESSAGE_AUTH_FAIL : LOG_MESSAGE_REJECTED,
-                  "session closed: too many %s from %s (limit %u a minute)",
+                  "session closed: too many %s from %s (%s)",
                   auth ? "failed logins" : "rejected commands", s->host,
-                  acceptor_limit(&s->server->acceptor, s->over_limit_event));
+                  acceptor_limit_detail(&s->server->acceptor, s->host, s->over_limit_event, detail, sizeof detail));
         close_with(s, "-ERR too many errors from your address, try later");
         return true;
 }

@@ -196,14 +196,49 @@ void acceptor_nets_done(AcceptorNets *nets) {
         *nets = (AcceptorNets){};
 }
 
+#define ADDRESS_KEY_MAX (INET6_ADDRSTRLEN + 4)
+
+/* What the limits count under: the address itself, or for IPv6 its network of
+ * --limits-ipv6-prefix bits ("2001:db8:1:2::/64"), because one IPv6 host may use every
+ * address of its /64. Exempt addresses keep their own records. Returns true for a network. */
+static bool address_key(const Acceptor *a, const char *host, char key[static ADDRESS_KEY_MAX]) {
+        struct sockaddr_in6 sa6 = { .sin6_family = AF_INET6 };
+        unsigned prefix = a->limits.ipv6_prefix;
+        char text[INET6_ADDRSTRLEN];
+
+        if (prefix == 0 || prefix >= 128 || inet_pton(AF_INET6, host, &sa6.sin6_addr) != 1 ||
+            IN6_IS_ADDR_V4MAPPED(&sa6.sin6_addr) ||
+            acceptor_nets_contain(&a->limits.exempt, (const struct sockaddr *) &sa6, sizeof sa6)) {
+                g_strlcpy(key, host, ADDRESS_KEY_MAX);
+                return false;
+        }
+        uint8_t *b = sa6.sin6_addr.s6_addr;
+        for (unsigned i = prefix; i < 128; i++)
+                b[i / 8] &= (uint8_t) ~(0x80u >> (i % 8));
+        if (!inet_ntop(AF_INET6, b, text, sizeof text)) {
+                g_strlcpy(key, host, ADDRESS_KEY_MAX);
+                return false;
+        }
+        (void) snprintf(key, ADDRESS_KEY_MAX, "%s/%u", text, prefix);
+        return true;
+}
+
+static Address *address_find(const Acceptor *a, const char *host) {
+        char key[ADDRESS_KEY_MAX];
+        (void) address_key(a, host, key);
+        return g_hash_table_lookup(a->per_address, key);
+}
+
 static Address *address_get(Acceptor *a, const char *host, const struct sockaddr *peer, socklen_t len) {
-        Address *r = g_hash_table_lookup(a->per_address, host);
+        char key[ADDRESS_KEY_MAX];
+        (void) address_key(a, host, key);
+        Address *r = g_hash_table_lookup(a->per_address, key);
         uint64_t now = now_usec(a);
         if (!r) {
                 r = g_new0(Address, 1);
                 r->exempt = peer ? acceptor_nets_contain(&a->limits.exempt, peer, len) : true;
                 r->window_start = now;
-                g_hash_table_insert(a->per_address, g_strdup(host), r);
+                g_hash_table_insert(a->per_address, g_strdup(key), r);
         }
         if (now >= r->window_start + WINDOW_USEC) {
                 r->window_start = now;
@@ -232,7 +267,7 @@ static void address_gc(Acceptor *a) {
 }
 
 bool acceptor_note(Acceptor *a, const char *host, AcceptorEvent event) {
-        Address *r = g_hash_table_lookup(a->per_address, host);
+        Address *r = address_find(a, host);
         if (!r || r->exempt)
                 return false;
         r = address_get(a, host, NULL, 0);      /* rolls the window */
@@ -253,14 +288,25 @@ bool acceptor_note(Acceptor *a, const char *host, AcceptorEvent event) {
         return false;
 }
 
-unsigned acceptor_limit(const Acceptor *a, AcceptorEvent event) {
-        return event == ACCEPTOR_AUTH_FAILURE ? a->limits.max_auth_failures : a->limits.max_rejected;
+/* "limit N", and ", counted for <network>" when an IPv6 address was counted with its
+ * network: the address in the line went over, perhaps not alone. */
+static const char *limit_detail(const Acceptor *a, const char *host, unsigned limit, const char *per,
+                                char *buf, size_t size) {
+        char key[ADDRESS_KEY_MAX];
+        bool network = address_key(a, host, key);
+        (void) snprintf(buf, size, "limit %u%s%s%s", limit, per, network ? ", counted for " : "", network ? key : "");
+        return buf;
+}
+
+const char *acceptor_limit_detail(const Acceptor *a, const char *host, AcceptorEvent event, char *buf, size_t size) {
+        unsigned limit = event == ACCEPTOR_AUTH_FAILURE ? a->limits.max_auth_failures : a->limits.max_rejected;
+        return limit_detail(a, host, limit, " a minute", buf, size);
 }
 
 void acceptor_session_ended(Acceptor *a, void *session, const char *host) {
         a->sessions = g_list_remove(a->sessions, session);
         a->n_sessions--;
-        Address *r = g_hash_table_lookup(a->per_address, host);
+        Address *r = address_find(a, host);
         if (r && r->connections > 0)
                 r->connections--;
         capacity_freed(a);
@@ -292,7 +338,7 @@ static void pending_free(Pending *p, bool close_fd) {
         sd_event_source_disable_unref(p->timer);
         dnsbl_cancel(p->dnsbl);
         if (p->counted) {
-                Address *r = g_hash_table_lookup(a->per_address, p->host);
+                Address *r = address_find(a, p->host);
                 if (r && r->connections > 0)
                         r->connections--;
         }
@@ -340,7 +386,7 @@ static void start_session(Pending *p) {
         a->serving = NULL;
         if (r < 0) {
                 log_error_errno(r, "cannot start a session for %s: %m", host);
-                Address *rec = g_hash_table_lookup(a->per_address, host);
+                Address *rec = address_find(a, host);
                 if (counted && rec && rec->connections > 0)
                         rec->connections--;
                 capacity_freed(a);
@@ -395,15 +441,18 @@ static void admit(Pending *p) {
                                "connection refused: address blocked for %u s more from %s (%s)", left, p->host, r->blocked_for);
                         return;
                 }
+                char detail[128];
                 if (l->max_connections > 0 && r->connections >= l->max_connections) {
                         refuse(p, a->hooks.temp_refusal, "too many connections from your address",
-                               "connection refused: too many concurrent connections from %s (limit %u)", p->host, l->max_connections);
+                               "connection refused: too many concurrent connections from %s (%s)", p->host,
+                               limit_detail(a, p->host, l->max_connections, "", detail, sizeof detail));
                         return;
                 }
                 if (l->max_connection_rate > 0 && ++r->new_connections > l->max_connection_rate) {
                         address_block(a, r, "too many connections in a minute");
                         refuse(p, a->hooks.temp_refusal, "too many connections from your address, try later",
-                               "connection refused: too many connections in a minute from %s (limit %u)", p->host, l->max_connection_rate);
+                               "connection refused: too many connections in a minute from %s (%s)", p->host,
+                               limit_detail(a, p->host, l->max_connection_rate, "", detail, sizeof detail));
                         return;
                 }
         }

@@ -56,6 +56,8 @@ typedef struct AcceptorLimits {
         unsigned max_connection_rate; /* new connections a minute */
         unsigned max_auth_failures;   /* failed AUTH a minute */
         unsigned max_rejected;        /* rejected commands a minute */
+        unsigned ipv6_prefix;         /* IPv6 clients counted by their network of this many
+                                       * bits; 0 or 128: by address */
         AcceptorNets exempt;
 } AcceptorLimits;
 
@@ -101,6 +103,7 @@ void acceptor_session_ended(Acceptor *a, void *session, const char *host);
  * true when the address is now over its limit: the session should log it, answer 421 and
  * close; the address is refused until its minute is over. */
 bool acceptor_note(Acceptor *a, const char *host, AcceptorEvent event);
-/* The per-minute limit of an event, for the session's log line. */
-unsigned acceptor_limit(const Acceptor *a, AcceptorEvent event);
+/* "limit N a minute" for an event, with ", counted for <network>" when host was counted with
+ * its IPv6 network: the detail of the session's log line. Returns buf. */
+const char *acceptor_limit_detail(const Acceptor *a, const char *host, AcceptorEvent event, char *buf, size_t size);
 void acceptor_done(Acceptor *a);

@@ -244,6 +244,9 @@ int daemon_acceptor_limits(const Options *o, AcceptorLimits *l) {
             (r = daemon_get_uint(o, "max-auth-failures-per-address", 0, 1000000, &l->max_auth_failures)) < 0 ||
             (r = daemon_get_uint(o, "max-rejected-commands-per-address", 0, 1000000, &l->max_rejected)) < 0)
                 return r;
+        l->ipv6_prefix = 64;
+        if ((r = daemon_get_uint(o, "limits-ipv6-prefix", 16, 128, &l->ipv6_prefix)) < 0)
+                return r;
         g_autofree char *error = NULL;
         r = acceptor_nets_parse(&l->exempt, options_get_default(o, "limits-exempt", "127.0.0.0/8,::1"), &error);
         if (r < 0)

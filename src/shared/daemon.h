@@ -66,7 +66,8 @@ void daemon_refresh_secrets(Secrets *secrets, uint64_t now_usec, uint64_t *check
 
 /* The per-address limits smtpd and pop3d share: --max-connections-per-address,
  * --max-connection-rate-per-address, --max-auth-failures-per-address,
- * --max-rejected-commands-per-address and --limits-exempt (default: loopback). *l holds the
+ * --max-rejected-commands-per-address, --limits-exempt (default: loopback) and
+ * --limits-ipv6-prefix (default 64). *l holds the
  * program's defaults on entry. Errors are logged. */
 int daemon_acceptor_limits(const Options *o, AcceptorLimits *l);
 

@@ -244,6 +244,9 @@ const OptionDef emailrelay_options[] = {
         VALUE("limits-exempt", 0, "<addr-list>", SMTPD | POP3D | FRONTEND, .verbose_help = true,
               .help = N_("addresses and networks the per-address limits never apply to, or none "
                          "(default 127.0.0.0/8,::1; not in E-MailRelay)")),
+        VALUE("limits-ipv6-prefix", 0, "<bits>", SMTPD | POP3D | FRONTEND, .verbose_help = true,
+              .help = N_("counts IPv6 clients for the per-address limits by their network of this "
+                         "many bits (default 64; 128: each address; not in E-MailRelay)")),
         VALUE("proxy-protocol", 0, "<listener-list>", SMTPD | POP3D | FRONTEND, .verbose_help = true,
               .help = N_("listeners (smtp, submission, smtps, pop3, pop3s or all) whose connections "
                          "start with a PROXY protocol v1 or v2 header from a load balancer "

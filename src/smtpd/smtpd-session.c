@@ -1240,10 +1240,11 @@ static int on_flush(sd_event_source *source, void *userdata) {
         /* Over a per-address limit: end the session once nothing of ours is in flight. */
         if (s->over_limit && s->state <= STATE_RCPT && !s->auth_delay && !s->verify_run) {
                 bool auth = s->over_limit_event == ACCEPTOR_AUTH_FAILURE;
+                char detail[128];
                 log_event(s, LOG_WARNING, auth ? LOG_MESSAGE_AUTH_FAIL : LOG_MESSAGE_REJECTED, 421,
-                          "session closed: too many %s from %s (limit %u a minute)",
+                          "session closed: too many %s from %s (%s)",
                           auth ? "failed AUTH attempts" : "rejected commands", s->host,
-                          acceptor_limit(&s->server->acceptor, s->over_limit_event));
+                          acceptor_limit_detail(&s->server->acceptor, s->host, s->over_limit_event, detail, sizeof detail));
                 s->server->n_rejected++;
                 transaction_reset(s);
                 close_with(s, 421, "4.7.0", "too many errors from your address, try later");

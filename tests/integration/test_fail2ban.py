@@ -252,6 +252,14 @@ class Fail2banLimitsTest(unittest.TestCase):
             bad.cmd("RCPT TO:<x@y.test>")
         self.assertEqual(bad.reply()[0][:4], "421 ")                        # rejected commands
         self.assertEqual(client("198.51.100.20").reply()[0][:4], "421 ")    # then blocked
+        # IPv6 counts by /64: the line names the address and its network; the next address
+        # of that /64 is refused, and each is banned by its own address.
+        bad6 = client("2001:db8:7::1")
+        bad6.reply()
+        for _ in range(3):
+            bad6.cmd("RCPT TO:<x@y.test>")
+        self.assertEqual(bad6.reply()[0][:4], "421 ")
+        self.assertEqual(client("2001:db8:7::2").reply()[0][:4], "421 ")
         good = client("203.0.113.30")
         self.assertEqual(good.cmd("RCPT TO:<x@y.test>")[0][:3], "220")     # the greeting
         def log():
@@ -259,12 +267,14 @@ class Fail2banLimitsTest(unittest.TestCase):
                 return ""
             with open(logfile, encoding="utf-8", errors="replace") as f:
                 return f.read()
-        self.assertTrue(harness.wait_for(lambda: log().count("from ") >= 3))
+        self.assertTrue(harness.wait_for(lambda: log().count("from ") >= 5))
+        self.assertIn("from 2001:db8:7::1 (limit 2 a minute, counted for 2001:db8:7::/64)", log())
 
         p = subprocess.run(["fail2ban-regex", "-o", "ip", logfile, FILTER], capture_output=True, text=True,
                            timeout=120)
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertEqual(sorted(p.stdout.split()), ["192.0.2.10", "198.51.100.20", "198.51.100.20"],
+        self.assertEqual(sorted(p.stdout.split()), ["192.0.2.10", "198.51.100.20", "198.51.100.20",
+                                                    "2001:db8:7::1", "2001:db8:7::2"],
                          log())
 
 

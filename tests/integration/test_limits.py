@@ -296,6 +296,57 @@ class SmtpLimitsTest(LimitsTestCase):
         c.cmd("EHLO x")
         self.assertEqual(c.cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA==")[0][:3], "235")
 
+    def test_ipv6_clients_count_by_their_64(self):
+        # One IPv6 host may use any address of its /64: the addresses of a /64 share a count,
+        # another /64 has its own, and the log names the address and the network.
+        self.start("--max-connections-per-address", "2")
+        a = self.client(proxy_v2("2001:db8:1:2::10"))
+        b = self.client(proxy_v2("2001:db8:1:2:ffff::11"))
+        self.assertEqual(a.reply()[0][:4], "220 ")
+        self.assertEqual(b.reply()[0][:4], "220 ")
+        c = self.client(proxy_v1("2001:db8:1:2::12"))
+        self.assertEqual(c.reply(), ["421 4.7.0 too many connections from your address"])
+        self.assertTrue(self.log_has("too many concurrent connections from 2001:db8:1:2::12 "
+                                     "(limit 2, counted for 2001:db8:1:2::/64)"))
+        d = self.client(proxy_v2("2001:db8:1:3::10"))
+        self.assertEqual(d.reply()[0][:4], "220 ")
+        a.cmd("QUIT")
+        self.assertTrue(a.closed())
+        self.assertTrue(harness.wait_for(lambda: self.client(proxy_v2("2001:db8:1:2::99")).reply()[0][:4] == "220 "))
+
+    def test_ipv6_prefix_option(self):
+        # 128: each address on its own; an IPv4 address is never grouped; and the option
+        # is checked.
+        self.start("--max-connections-per-address", "1", "--limits-ipv6-prefix", "128",
+                   "--max-rejected-commands-per-address", "1")
+        a = self.client(proxy_v2("2001:db8:1:2::10"))
+        b = self.client(proxy_v2("2001:db8:1:2::11"))
+        self.assertEqual(a.reply()[0][:4], "220 ")
+        self.assertEqual(b.reply()[0][:4], "220 ")
+        self.assertEqual(self.client(proxy_v2("2001:db8:1:2::11")).reply()[0][:4], "421 ")
+        self.assertTrue(self.log_has("too many concurrent connections from 2001:db8:1:2::11 (limit 1)"))
+        b.cmd("HELO x")
+        for _ in range(2):
+            self.assertEqual(b.cmd("RCPT TO:<x@y.test>")[0][:3], "503")
+        self.assertTrue(self.log_has("session closed: too many rejected commands from 2001:db8:1:2::11 "
+                                     "(limit 1 a minute)"))
+        p = subprocess.run([SMTPD, "--spool-dir", self.spool, "--limits-ipv6-prefix", "8", self.config],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("limits-ipv6-prefix", p.stderr)
+
+    def test_ipv6_session_limit_names_the_network(self):
+        self.start("--max-rejected-commands-per-address", "1")
+        c = self.client(proxy_v2("2001:db8:5::1"))
+        c.reply()
+        c.cmd("HELO x")
+        for _ in range(2):
+            self.assertEqual(c.cmd("RCPT TO:<x@y.test>")[0][:3], "503")
+        self.assertTrue(self.log_has("session closed: too many rejected commands from 2001:db8:5::1 "
+                                     "(limit 1 a minute, counted for 2001:db8:5::/64)"))
+        # the same /64 is refused, at once
+        self.assertEqual(self.client(proxy_v2("2001:db8:5::2")).reply()[0][:4], "421 ")
+
     def test_balancer_connections_are_not_limited(self):
         # A LOCAL header (HAProxy's version 2 health checks) is the balancer's own connection.
         self.start("--max-connection-rate-per-address", "1", "--limits-exempt", "none")
