@@ -61,6 +61,7 @@ class CrashTest(unittest.TestCase):
         self.done = threading.Event()
         self.kills = {"smtpd": 0, "forward": 0}
         self.resends = 0
+        self.supervise_error = None
 
     def tearDown(self):
         self.done.set()
@@ -88,14 +89,20 @@ class CrashTest(unittest.TestCase):
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def supervise(self):
-        """Restart what died, as Restart=on-failure and the path unit would."""
-        while not self.done.is_set():
-            with self.lock:
-                if self.smtpd is None or self.smtpd.poll() is not None:
-                    self.smtpd = self.start_smtpd()
-                if self.forwarder is None or self.forwarder.poll() is not None:
-                    self.forwarder = self.run_forwarder()
-            time.sleep(0.02)
+        """Restart what died, as Restart=on-failure and the path unit would. If it cannot, the
+        run is over: the senders stop retrying and the test fails with the reason, rather
+        than hanging until meson's timeout."""
+        try:
+            while not self.done.is_set():
+                with self.lock:
+                    if self.smtpd is None or self.smtpd.poll() is not None:
+                        self.smtpd = self.start_smtpd()
+                    if self.forwarder is None or self.forwarder.poll() is not None:
+                        self.forwarder = self.run_forwarder()
+                time.sleep(0.02)
+        except Exception as e:
+            self.supervise_error = "cannot restart a daemon: %s: %s" % (type(e).__name__, e)
+            self.done.set()
 
     def killer(self):
         rnd = random.Random(20261123)
@@ -115,7 +122,7 @@ class CrashTest(unittest.TestCase):
         s = None
         for n in numbers:
             body = ("From: crash@example.org\r\nSubject: crash %d\r\n\r\nmessage %d\r\n" % (n, n)).encode()
-            while True:
+            while not (self.done.is_set() and self.supervise_error):
                 try:
                     if s is None:
                         s = smtplib.SMTP("127.0.0.1", self.port, local_hostname="client.test", timeout=30)
@@ -163,6 +170,7 @@ class CrashTest(unittest.TestCase):
         # Keep killing until every message is in, and at least MIN_KILLS times.
         for t in threads:
             t.join(timeout=900)
+        self.assertIsNone(self.supervise_error)
         self.assertFalse(any(t.is_alive() for t in threads), "senders did not finish")
         while sum(self.kills.values()) < MIN_KILLS and time.monotonic() - t0 < 600:
             time.sleep(0.1)
