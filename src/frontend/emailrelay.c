@@ -381,9 +381,14 @@ static int open_sockets(Relay *r) {
                 g_free(passed.items);
                 return 0;
         }
-        if (!r->no_smtp && daemon_open_listeners(&r->sockets[ROLE_SMTPD], r->o, "smtp", "port", 25, "smtp", NULL) < 0)
+        /* Named as the daemons would name their own, so that --proxy-protocol smtps finds an
+         * implicit-TLS listener here too. */
+        bool implicit = options_has(r->o, "server-tls-connection");
+        if (!r->no_smtp && daemon_open_listeners(&r->sockets[ROLE_SMTPD], r->o, "smtp", "port", 25,
+                                                 implicit ? "smtps" : "smtp", NULL) < 0)
                 return -EADDRINUSE;
-        if (r->pop && daemon_open_listeners(&r->sockets[ROLE_POP3D], r->o, "pop", "pop-port", 110, "pop3", NULL) < 0)
+        if (r->pop && daemon_open_listeners(&r->sockets[ROLE_POP3D], r->o, "pop", "pop-port", 110,
+                                            implicit ? "pop3s" : "pop3", NULL) < 0)
                 return -EADDRINUSE;
         return 0;
 }

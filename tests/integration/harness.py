@@ -20,6 +20,7 @@ PROGRAM_DIRS = {
     "emailrelay-pop3d": "src/pop3d",
     "emailrelay-queue": "src/tools",
     "emailrelay-passwd": "src/tools",
+    "emailrelay": "src/frontend",
 }
 
 

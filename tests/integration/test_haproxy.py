@@ -761,6 +761,14 @@ backend pop3
     def test_smtps_header_before_the_handshake(self):
         """swaks --tls-on-connect from 192.0.2.10 through HAProxy to an implicit-TLS listener:
         the relay reads the PROXY header, then the TLS handshake, and records 192.0.2.10."""
+        self.smtps_through_haproxy([SMTPD])
+
+    def test_smtps_through_the_front_end(self):
+        """The same with E-MailRelay's command line: the front-end binds the listener and hands
+        it to emailrelay-smtpd, named smtps as smtpd would name its own."""
+        self.smtps_through_haproxy([harness.program("emailrelay"), "--no-daemon", "--log", "--user", "root"])
+
+    def smtps_through_haproxy(self, program):
         d = os.path.join(self.work, "tls")
         os.mkdir(d)
         key, cert = os.path.join(d, "key.pem"), os.path.join(d, "cert.pem")
@@ -772,7 +780,7 @@ backend pop3
                         os.path.join(d, "tmpl"), "--outfile", cert], check=True, capture_output=True)
         with open(cert, "a") as out, open(key) as k:
             out.write(k.read())
-        relay = self.start_extra([SMTPD, "--spool-dir", self.spools[0], "--domain", DOMAIN, "--interface", "127.0.0.1",
+        relay = self.start_extra([*program, "--spool-dir", self.spools[0], "--domain", DOMAIN, "--interface", "127.0.0.1",
                                   "--port", str(self.SMTPS_PORT), "--server-tls-connection", "--server-tls-certificate",
                                   cert, "--proxy-protocol", "smtps", "--remote-clients", self.config], self.SMTPS_PORT)
         self.haproxy_with_extra()
