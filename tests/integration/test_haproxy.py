@@ -743,7 +743,7 @@ frontend pop3
 
 backend pop3
     option tcp-check
-    tcp-check expect rstring ^\\+OK
+    tcp-check expect string +OK
     server pop1 127.0.0.1:{pop3} check inter 200ms fall 2 rise 2 send-proxy-v2 check-send-proxy
 """
 
