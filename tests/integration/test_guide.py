@@ -142,7 +142,10 @@ class GuideTest(unittest.TestCase):
         d = self.emailrelay("--as-proxy", self.smtp, "--filter", addsig, "--spool-dir", self.spool)
         self.send(d.port)
         self.assertTrue(harness.wait_for(lambda: len(self.sink_messages()) == 1, timeout=15))
-        self.assertIn("body\n-- \nsent through the relay\n", self.sink_messages()[0])
+        # smtp-sink creates its dump file at MAIL and writes the message into it at the end of
+        # the data: wait for the whole message, not just the file.
+        self.assertTrue(harness.wait_for(lambda: "body\n-- \nsent through the relay\n" in self.sink_messages()[0],
+                                         timeout=15), self.sink_messages())
 
     def test_running_pop_without_smtp(self):
         """emailrelay --pop --no-smtp --log --close-stderr (plus --pop-auth, which --pop needs),
@@ -306,10 +309,13 @@ class GuideTest(unittest.TestCase):
                     "%s --port 587 --as-proxy=127.0.0.1:2525@localhost:1080 --domain=anonymous.net --anonymous "
                     "--connection-timeout=300 --spool-dir %s --user root --pid-file %s --log-file %s\n"
                     "sleep 1\n/usr/bin/python3 -c \"%s\" > %s/sent 2>&1\n"
-                    "for i in $(seq 100); do [ -n \"$(ls %s)\" ] && break; sleep 0.1; done\n"
+                    # smtp-sink's dump file appears at MAIL and is complete at the end of the
+                    # data, before its 250: wait until the relay has forwarded (its spool has no
+                    # envelope left), not merely for the file, before killing smtp-sink.
+                    "for i in $(seq 100); do [ -n \"$(ls %s)\" ] && ! ls %s | grep -q envelope && break; sleep 0.1; done\n"
                     "kill $(cat %s) $SINK $DANTE\nwait\n"
                     % (SINK, self.dump, DANTED, conf, FRONTEND, self.spool, self.pid_file, self.log, sender,
-                       self.work, self.dump, self.pid_file))
+                       self.work, self.dump, self.spool, self.pid_file))
         subprocess.run(["unshare", "--net", "/bin/sh", script], timeout=120, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
         self.assertEqual(read(os.path.join(self.work, "sent")), "")
