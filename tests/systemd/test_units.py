@@ -112,7 +112,13 @@ class UnitsTest(unittest.TestCase):
     def unit_state(self, unit):
         return self.c.run(["systemctl", "show", "-P", "ActiveState", unit]).stdout.strip()
 
+    def journal_sync(self):
+        """journald reads its sockets in its own time: --sync returns once everything logged
+        before it is in the journal, so a line logged before a reply is there to be read."""
+        self.sh(["journalctl", "--sync"])
+
     def journal(self, *args):
+        self.journal_sync()
         return self.sh(["journalctl", "--no-pager", "-q", *args])
 
     def pause_forwarding(self):
@@ -134,6 +140,7 @@ class UnitsTest(unittest.TestCase):
             self.c.run("journalctl --no-pager -q -n 30 -u emailrelay-forward.service").stdout))
 
     def journal_cursor(self):
+        self.journal_sync()   # what came before is before the cursor
         out = self.sh(["journalctl", "-n", "0", "--show-cursor", "--no-pager"])
         return out.strip().split("-- cursor: ", 1)[1]
 
@@ -215,6 +222,7 @@ class UnitsTest(unittest.TestCase):
             self.c.run("curl -sS --max-time 30 -u mallory:guess pop3://127.0.0.1/")
         # A user name that tries to frame another address: only the real one may come out.
         self.c.run(["curl", "-sS", "--max-time", "30", "-u", 'x" from 6.6.6.6 (:guess', "pop3://127.0.0.1/"])
+        self.journal_sync()
         out = self.sh(["fail2ban-regex", "--print-all-matched", "systemd-journal",
                        "/etc/fail2ban/filter.d/emailrelay.conf"], timeout=120)
         m = re.search(r"Failregex: (\d+) total", out)
@@ -238,6 +246,7 @@ class UnitsTest(unittest.TestCase):
                       "print(f.read().decode())")
             out = self.sh(["python3", "-c", client])
             self.assertIn("421 too many errors from your address", out)
+            self.journal_sync()
             out = self.sh(["fail2ban-regex", "--print-all-matched", "systemd-journal",
                            "/etc/fail2ban/filter.d/emailrelay.conf"], timeout=120)
             self.assertIn("session closed: too many rejected commands from 127.0.0.1 (limit 1 a minute)", out)
