@@ -196,7 +196,7 @@ void acceptor_nets_done(AcceptorNets *nets) {
         *nets = (AcceptorNets){};
 }
 
-#define ADDRESS_KEY_MAX (INET6_ADDRSTRLEN + 4)
+#define ADDRESS_KEY_MAX 64            /* as the hosts' buffers: a key is never cut short */
 
 /* What the limits count under: the address itself, or for IPv6 its network of
  * --limits-ipv6-prefix bits ("2001:db8:1:2::/64"), because one IPv6 host may use every
