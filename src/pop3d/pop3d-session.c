@@ -14,6 +14,7 @@
 
 #include "lineio.h"
 #include "log.h"
+#include "pamauth.h"
 #include "macro.h"
 #include "pop3d.h"
 
@@ -66,6 +67,9 @@ struct Session {
         SaslServer *sasl;           /* an AUTH exchange: lines are its responses */
         unsigned auth_failures;
         sd_event_source *auth_delay;
+        PamCheck *pam_check;        /* --pop-auth=pam: a password being checked */
+        char *pam_user;             /* for whom, */
+        const char *pam_mechanism;  /* and how (a static string) */
         sd_event_source *idle_timer;
         unsigned bad_commands;
         bool over_limit;            /* a per-address limit was passed */
@@ -423,15 +427,54 @@ static bool password_ok(Session *s, const char *user, const char *password, size
         return secret && secrets_equal(secret, strlen(secret), password, len);
 }
 
-/* PLAIN (and with it USER/PASS) works with "server plain" secrets, where --server-auth-config
- * allows it for this session's TLS state; APOP likewise. */
+/* --pop-auth=pam: PAM's answer. */
+static void on_pam_checked(int result, const char *error, void *userdata) {
+        Session *s = userdata;
+        g_autofree char *user = TAKE_PTR(s->pam_user);
+
+        s->pam_check = NULL;
+        if (result == -EAGAIN) {
+                /* Not the client's doing: no failed login for the limits and fail2ban. */
+                _cleanup_free_ char *quoted = log_quotable(user, 64);
+                log_event(s, LOG_ERR, NULL, "PAM could not check \"%s\" from %s (%s): %s", quoted, s->host,
+                          s->pam_mechanism, error ? error : "unknown error");
+                g_clear_pointer(&s->user, g_free);
+                reply(s, "-ERR [SYS/TEMP] temporary authentication failure");
+                (void) lineio_resume(s->io);
+                return;
+        }
+        if (result < 0) {
+                log_event(s, LOG_DEBUG, NULL, "PAM: %s", error ? error : "no");
+                auth_failed(s, user, s->pam_mechanism);   /* input stays held until the delayed -ERR */
+                return;
+        }
+        g_free(s->user);
+        s->user = TAKE_PTR(user);
+        login(s);
+        (void) lineio_resume(s->io);
+}
+
+/* PAM may take seconds: in a thread, with this session's input held meanwhile. */
+static void pam_check(Session *s, const char *user, const char *password, const char *mechanism) {
+        g_free(s->pam_user);
+        s->pam_user = g_strdup(user);
+        s->pam_mechanism = mechanism;
+        lineio_pause(s->io);
+        int r = pamauth_check(s->server->event, user, password, s->host, on_pam_checked, s, &s->pam_check);
+        if (r < 0)
+                on_pam_checked(-EAGAIN, g_strerror(-r), s);
+}
+
+/* PLAIN (and with it USER/PASS) works with "server plain" secrets, or PAM, where
+ * --server-auth-config allows it for this session's TLS state; APOP needs the secret. */
 static bool plain_offered(Session *s) {
-        return secrets_server_has_plain(server_secrets(s->server)) &&
-               sasl_config_allows(&s->server->config.auth_config, "PLAIN", s->tls);
+        const Pop3dConfig *c = &s->server->config;
+        return (c->pam || secrets_server_has_plain(server_secrets(s->server))) &&
+               sasl_config_allows(&c->auth_config, "PLAIN", s->tls);
 }
 
 static bool apop_offered(Session *s) {
-        return secrets_server_has_plain(server_secrets(s->server)) &&
+        return !s->server->config.pam && secrets_server_has_plain(server_secrets(s->server)) &&
                sasl_config_allows(&s->server->config.auth_config, "APOP", s->tls);
 }
 
@@ -469,6 +512,11 @@ static void cmd_pass(Session *s, const char *args) {
         }
         if (!args)
                 args = "";
+        if (s->server->config.pam) {
+                g_autofree char *user = g_strdup(s->user);
+                pam_check(s, user, args, "USER/PASS");
+                return;
+        }
         if (!password_ok(s, s->user, args, strlen(args))) {
                 g_autofree char *user = g_strdup(s->user);
                 auth_failed(s, user, "USER/PASS");
@@ -511,7 +559,9 @@ static void cmd_apop(Session *s, const char *args) {
 /* SASL (RFC 5034) through the shared mechanisms: what the secrets allow and
  * --server-auth-config lets through for this session's TLS state. */
 static char *sasl_offered(Session *s) {
-        return sasl_server_mechanisms(server_secrets(s->server), &s->server->config.auth_config, s->tls);
+        const Pop3dConfig *c = &s->server->config;
+        return c->pam ? sasl_server_mechanisms_pam(&c->auth_config, s->tls) :
+                        sasl_server_mechanisms(server_secrets(s->server), &c->auth_config, s->tls);
 }
 
 static void auth_end(Session *s) {
@@ -525,6 +575,13 @@ static void auth_result(Session *s, int r, const char *challenge) {
 
         if (r == SASL_CONTINUE) {
                 reply(s, "+ %s", challenge);
+                return;
+        }
+        if (r == SASL_CHECK) {
+                g_autofree char *password = g_strdup(sasl_server_password(s->sasl));
+                auth_end(s);
+                pam_check(s, user, password, mech);
+                explicit_bzero(password, strlen(password));
                 return;
         }
         auth_end(s);
@@ -570,7 +627,8 @@ static void cmd_auth(Session *s, const char *args) {
         const char *initial = args + strlen(mechanism);
         while (*initial == ' ')
                 initial++;
-        if (sasl_server_new(mechanism, offered, server_secrets(s->server), s->server->config.domain, &s->sasl) < 0) {
+        if (sasl_server_new(mechanism, offered, s->server->config.pam ? NULL : server_secrets(s->server),
+                            s->server->config.domain, &s->sasl) < 0) {
                 reply(s, "-ERR unsupported SASL mechanism");
                 return;
         }
@@ -923,7 +981,7 @@ static int on_io(LineIo *io, LineIoEvent event, char *data, size_t len, int erro
                         auth_response(s, data);
                 else
                         handle_command(s, data, len);
-                if (!s->auth_delay)
+                if (!s->auth_delay && !s->pam_check)
                         (void) end_if_over_limit(s);
                 return 0;
         case LINEIO_OVERFLOW:
@@ -994,6 +1052,8 @@ static void session_free(Session *s) {
         maildrop_close(s);
         sd_event_source_disable_unref(s->idle_timer);
         sd_event_source_disable_unref(s->auth_delay);
+        pamauth_cancel(s->pam_check);
+        g_free(s->pam_user);
         lineio_free(s->io);
         tls_free(s->tls_session);
         sasl_server_free(s->sasl);

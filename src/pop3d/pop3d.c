@@ -80,9 +80,12 @@ static int configure(Server *server, const Options *o) {
                 log_error("--pop-auth is required: the POP server needs a secrets file");
                 return -EINVAL;
         }
-        if (g_str_has_prefix(auth, "pam:") || streq(auth, "/pam")) {
-                log_error("--pop-auth=%s: PAM is not supported by this version of " PROGRAM, auth);
-                return -EOPNOTSUPP;
+        r = daemon_auth_is_pam("pop-auth", auth);
+        if (r < 0)
+                return r;
+        if (r > 0) {
+                c->pam = true;         /* USER/PASS and PLAIN; APOP needs the secret itself */
+                return 0;
         }
         g_autofree char *error = NULL;
         r = secrets_load(auth, &server->secrets, &error);

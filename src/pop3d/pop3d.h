@@ -30,6 +30,7 @@ typedef struct Pop3dConfig {
         unsigned max_sessions;
         unsigned drain_timeout;
         unsigned auth_delay_ms;     /* after a failed authentication */
+        bool pam;                   /* --pop-auth=pam: passwords checked by PAM */
         SaslConfig auth_config;     /* --server-auth-config: PLAIN (and USER/PASS) and APOP */
         TlsContext *tls;            /* NULL without TLS */
         bool stls;                  /* --server-tls: STLS (RFC 2595) */

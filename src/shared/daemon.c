@@ -9,6 +9,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "log.h"
+#include "pamauth.h"
 #include "secrets.h"
 #include "tls.h"
 #include "macro.h"
@@ -234,6 +235,20 @@ void daemon_refresh_secrets(Secrets *secrets, uint64_t now_usec, uint64_t *check
                 for (const char *const *w = secrets_warnings(secrets); *w; w++)
                         log_warning("%s", *w);
         }
+}
+
+int daemon_auth_is_pam(const char *option, const char *value) {
+        if (!g_str_has_prefix(value, "pam:") && !streq(value, "/pam"))
+                return 0;
+        if (!pamauth_available()) {
+                log_error("--%s=%s: this build has no PAM (meson -Dpam=enabled, libpam0g-dev)", option, value);
+                return -EOPNOTSUPP;
+        }
+        if (streq(value, "/pam"))
+                log_warning("--%s=/pam: the old spelling; use pam:", option);
+        else if (!streq(value, "pam:"))
+                log_warning("--%s=%s: only the PAM service \"" PAMAUTH_SERVICE "\" is used", option, value);
+        return 1;
 }
 
 int daemon_acceptor_limits(const Options *o, AcceptorLimits *l) {

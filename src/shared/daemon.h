@@ -64,6 +64,10 @@ bool daemon_switch_item(const char *item, const char **ret_name);
  * previous secrets stay in force. */
 void daemon_refresh_secrets(Secrets *secrets, uint64_t now_usec, uint64_t *checked_usec);
 
+/* --server-auth or --pop-auth (option) given as "pam:", or E-MailRelay's older "/pam" (with a
+ * warning): 1 for PAM, 0 for a secrets file, -EOPNOTSUPP (logged) in a build without PAM. */
+int daemon_auth_is_pam(const char *option, const char *value);
+
 /* The per-address limits smtpd and pop3d share: --max-connections-per-address,
  * --max-connection-rate-per-address, --max-auth-failures-per-address,
  * --max-rejected-commands-per-address, --limits-exempt (default: loopback) and

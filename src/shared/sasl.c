@@ -304,6 +304,7 @@ struct SaslServer {
         const Secrets *secrets;
         char *challenge;      /* CRAM: "<random.time@domain>" */
         char *id;
+        char *password;       /* SASL_CHECK: for the caller to check (PAM) */
         unsigned step;
 };
 
@@ -326,6 +327,12 @@ char *sasl_server_mechanisms(const Secrets *s, const SaslConfig *c, bool tls) {
         if (out->len == 0 && tls && secrets_server_has_accounts(s))
                 g_string_append(out, "PLAIN");
         return g_string_free(out, false);
+}
+
+char *sasl_server_mechanisms_pam(const SaslConfig *c, bool tls) {
+        /* As above: PLAIN on a TLS session when the config leaves nothing. */
+        bool plain = sasl_config_allows(c, mech_names[SASL_PLAIN], tls) || tls;
+        return g_strdup(plain ? "PLAIN" : "");
 }
 
 int sasl_server_new(const char *mech, const char *offered, const Secrets *s, const char *domain, SaslServer **ret) {
@@ -355,8 +362,26 @@ SaslServer *sasl_server_free(SaslServer *x) {
                 return NULL;
         g_free(x->challenge);
         g_free(x->id);
+        if (x->password) {
+                explicit_bzero(x->password, strlen(x->password));
+                g_free(x->password);
+        }
         g_free(x);
         return NULL;
+}
+
+const char *sasl_server_password(const SaslServer *x) {
+        return x ? x->password : NULL;
+}
+
+/* PLAIN and LOGIN without secrets: keep the password for the caller (PAM). A NUL in it could
+ * not be passed on. */
+static int password_to_check(SaslServer *x, const char *password, size_t len) {
+        if (memchr(password, '\0', len))
+                return -EACCES;
+        g_free(x->password);
+        x->password = g_strndup(password, len);
+        return SASL_CHECK;
 }
 
 const char *sasl_server_id(const SaslServer *x) {
@@ -386,6 +411,8 @@ static int server_plain(SaslServer *x, const char *raw, size_t len) {
         x->id = g_strdup(authcid);
         if (*authzid && !streq(authzid, authcid))
                 return -EACCES;   /* no proxy authorisation */
+        if (!x->secrets)
+                return password_to_check(x, password, password_len);
         return plain_password_ok(x, authcid, password, password_len) ? SASL_DONE : -EACCES;
 }
 
@@ -454,7 +481,8 @@ int sasl_server_step(SaslServer *x, const char *response, char **ret_challenge) 
                         *ret_challenge = sasl_base64_encode("Password:", 9);
                         return SASL_CONTINUE;
                 }
-                r = plain_password_ok(x, x->id, raw, len) ? SASL_DONE : -EACCES;
+                r = !x->secrets ? password_to_check(x, raw, len) :
+                    plain_password_ok(x, x->id, raw, len) ? SASL_DONE : -EACCES;
                 break;
         default:
                 if (x->step == 1) {

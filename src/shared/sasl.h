@@ -73,6 +73,9 @@ int sasl_cram_digest(SaslMech mech, const void *key, size_t key_len, const char 
  * session's TLS state; PLAIN if that leaves nothing on a TLS session. Space-separated; an empty
  * string when none. */
 char *sasl_server_mechanisms(const Secrets *s, const SaslConfig *c, bool tls);
+/* With PAM (no secrets): PLAIN, as E-MailRelay offers, if the config allows it, or on a TLS
+ * session if the config leaves nothing. */
+char *sasl_server_mechanisms_pam(const SaslConfig *c, bool tls);
 
 typedef struct SaslServer SaslServer;
 
@@ -80,10 +83,13 @@ typedef struct SaslServer SaslServer;
 enum {
         SASL_DONE = 0,        /* authenticated: sasl_server_id() */
         SASL_CONTINUE = 1,    /* send the challenge (base64, maybe empty) and read a response */
+        SASL_CHECK = 2,       /* no secrets (PAM): check sasl_server_id() and
+                               * sasl_server_password() and take it as SASL_DONE or -EACCES */
 };
 
 /* Start mech (which must be in the offered list: -ENOENT otherwise). domain goes into the CRAM
- * challenge. The secrets are looked up at each step, so they may be re-read meanwhile. */
+ * challenge. The secrets are looked up at each step, so they may be re-read meanwhile; with s
+ * NULL the caller checks the password (PAM): PLAIN and LOGIN end in SASL_CHECK. */
 int sasl_server_new(const char *mech, const char *offered, const Secrets *s, const char *domain, SaslServer **ret);
 SaslServer *sasl_server_free(SaslServer *x);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(SaslServer, sasl_server_free)
@@ -93,6 +99,8 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(SaslServer, sasl_server_free)
  * tried is in sasl_server_id()), -EINVAL (not base64, or malformed), -ECANCELED ("*"). */
 int sasl_server_step(SaslServer *x, const char *response, char **ret_challenge);
 const char *sasl_server_id(const SaslServer *x);          /* authenticated (or tried) id */
+/* After SASL_CHECK: the password to check; wiped by sasl_server_free(). */
+const char *sasl_server_password(const SaslServer *x);
 SaslMech sasl_server_mech(const SaslServer *x);
 
 /* ---- client ---- */

@@ -12,6 +12,7 @@
 #include "config.h"
 #include "lineio.h"
 #include "log.h"
+#include "pamauth.h"
 #include "macro.h"
 #include "smtpd.h"
 #include "xtext.h"
@@ -88,6 +89,7 @@ struct Session {
         char *auth_mech;            /* its mechanism, lower-case */
         unsigned auth_failures;
         sd_event_source *auth_delay;
+        PamCheck *pam_check;        /* --server-auth=pam: a password being checked */
         bool over_limit;            /* a per-address limit was passed: 421 at the next flush */
         AcceptorEvent over_limit_event;
         bool tls;                   /* the connection is encrypted */
@@ -98,6 +100,13 @@ struct Session {
 };
 
 static void session_free(Session *s);
+
+/* The AUTH mechanisms for this session: from the secrets, or PLAIN with PAM. */
+static char *offered_mechanisms(Session *s) {
+        const SmtpdConfig *c = &s->server->config;
+        return c->pam ? sasl_server_mechanisms_pam(&c->auth_config, s->tls) :
+                        sasl_server_mechanisms(server_secrets(s->server), &c->auth_config, s->tls);
+}
 
 static void session_set_state(Session *s, SessionState state) {
         if (s->state == state)
@@ -513,7 +522,7 @@ static void cmd_helo(Session *s, const char *args, bool ehlo) {
         if (c->max_size > 0)
                 (void) lineio_printf(s->io, "250-SIZE %" PRIu64 "\r\n", c->max_size);
         if (c->auth && !s->auth_id && (s->tls || !c->tls_required)) {
-                g_autofree char *mechs = sasl_server_mechanisms(server_secrets(s->server), &c->auth_config, s->tls);
+                g_autofree char *mechs = offered_mechanisms(s);
                 if (*mechs)
                         (void) lineio_printf(s->io, "250-AUTH %s\r\n", mechs);
         }
@@ -671,6 +680,33 @@ static void auth_failed(Session *s, const char *mech, const char *id) {
                 (void) on_auth_delay(NULL, 0, s);
 }
 
+static void auth_result(Session *s, int r, char *challenge);
+
+/* --server-auth=pam: PAM's answer. */
+static void on_pam_checked(int result, const char *error, void *userdata) {
+        Session *s = userdata;
+        const char *mech = sasl_mech_to_string(sasl_server_mech(s->sasl));
+
+        s->pam_check = NULL;
+        if (result == -EAGAIN) {
+                /* Not the client's doing: no failed login for the limits and fail2ban. */
+                _cleanup_free_ char *quoted = log_quotable(sasl_server_id(s->sasl), 64);
+                log_event(s, LOG_ERR, NULL, 454, "PAM could not check \"%s\" from %s (%s): %s", quoted, s->host,
+                          mech, error ? error : "unknown error");
+                auth_end(s);
+                reply(s, 454, "4.7.0", "temporary authentication failure");
+                (void) lineio_resume(s->io);
+                return;
+        }
+        if (result < 0) {
+                log_event(s, LOG_DEBUG, NULL, 0, "PAM: %s", error ? error : "no");
+                auth_result(s, -EACCES, NULL);       /* input stays held until the delayed 535 */
+                return;
+        }
+        auth_result(s, SASL_DONE, NULL);
+        (void) lineio_resume(s->io);
+}
+
 static void auth_result(Session *s, int r, char *challenge) {
         const char *mech = sasl_mech_to_string(sasl_server_mech(s->sasl));
 
@@ -678,6 +714,14 @@ static void auth_result(Session *s, int r, char *challenge) {
         case SASL_CONTINUE:
                 (void) lineio_printf(s->io, "334 %s\r\n", challenge);
                 schedule_flush(s);
+                return;
+        case SASL_CHECK:
+                /* PAM may take seconds: in a thread, with this session's input held meanwhile. */
+                lineio_pause(s->io);
+                r = pamauth_check(s->server->event, sasl_server_id(s->sasl), sasl_server_password(s->sasl), s->host,
+                                  on_pam_checked, s, &s->pam_check);
+                if (r < 0)
+                        on_pam_checked(-EAGAIN, g_strerror(-r), s);
                 return;
         case SASL_DONE: {
                 g_free(s->auth_id);
@@ -748,8 +792,8 @@ static void cmd_auth(Session *s, const char *args) {
                 reply(s, 501, "5.5.4", "syntax error: AUTH <mechanism> [<initial-response>]");
                 return;
         }
-        g_autofree char *offered = sasl_server_mechanisms(server_secrets(s->server), &c->auth_config, s->tls);
-        int r = sasl_server_new(mech, offered, server_secrets(s->server), c->domain, &s->sasl);
+        g_autofree char *offered = offered_mechanisms(s);
+        int r = sasl_server_new(mech, offered, c->pam ? NULL : server_secrets(s->server), c->domain, &s->sasl);
         if (r < 0) {
                 log_event(s, LOG_INFO, NULL, 504, "unsupported authentication mechanism \"%.32s\" from %s", sanitize(mech), s->host);
                 reply(s, 504, "5.5.4", "unsupported authentication mechanism");
@@ -1238,7 +1282,7 @@ static int on_io(LineIo *io, LineIoEvent event, char *data, size_t len, int erro
 static int on_flush(sd_event_source *source, void *userdata) {
         Session *s = userdata;
         /* Over a per-address limit: end the session once nothing of ours is in flight. */
-        if (s->over_limit && s->state <= STATE_RCPT && !s->auth_delay && !s->verify_run) {
+        if (s->over_limit && s->state <= STATE_RCPT && !s->auth_delay && !s->pam_check && !s->verify_run) {
                 bool auth = s->over_limit_event == ACCEPTOR_AUTH_FAILURE;
                 char detail[128];
                 log_event(s, LOG_WARNING, auth ? LOG_MESSAGE_AUTH_FAIL : LOG_MESSAGE_REJECTED, 421,
@@ -1318,6 +1362,7 @@ static void session_free(Session *s) {
         g_free(s->auth_id);
         g_free(s->auth_mech);
         sd_event_source_disable_unref(s->auth_delay);
+        pamauth_cancel(s->pam_check);
         if (s->tx.rcpts)
                 g_ptr_array_unref(s->tx.rcpts);
         if (s->tx.local)

@@ -78,9 +78,13 @@ static int configure_auth(Server *server, const Options *o) {
                         log_warning("--server-auth-config has no effect without --server-auth");
                 return 0;
         }
-        if (g_str_has_prefix(path, "pam:") || streq(path, "/pam")) {
-                log_error("--server-auth=%s: PAM is not supported by this version of " PROGRAM, path);
-                return -EOPNOTSUPP;
+        r = daemon_auth_is_pam("server-auth", path);
+        if (r < 0)
+                return r;
+        if (r > 0) {
+                /* No secrets file: no trusted addresses, and PLAIN only. */
+                c->auth = c->pam = true;
+                return 0;
         }
         if (isempty(path)) {
                 log_error("--server-auth: a secrets file is required");

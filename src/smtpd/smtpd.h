@@ -42,6 +42,7 @@ typedef struct SmtpdConfig {
         unsigned filter_timeout;    /* --filter-timeout, seconds; also the verifier's */
         Verifier *verifier;         /* --address-verifier, may be NULL */
         bool auth;                  /* --server-auth: AUTH offered, required for MAIL and VRFY */
+        bool pam;                   /* --server-auth=pam: passwords checked by PAM */
         SaslConfig auth_config;     /* --server-auth-config */
         unsigned auth_delay_ms;     /* before answering a failed AUTH */
         unsigned max_auth_failures; /* per connection, then it is dropped */

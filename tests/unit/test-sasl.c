@@ -156,6 +156,46 @@ static void test_server_plain_login(void) {
 }
 
 /* Server and client of each CRAM mechanism against each other. */
+/* No secrets (PAM): PLAIN and LOGIN hand the password over with SASL_CHECK; only PLAIN is
+ * offered, and the config can take it away except on TLS. */
+static void test_server_external_check(void) {
+        SaslConfig no_plain = {};
+        g_autofree char *offered = sasl_server_mechanisms_pam(NULL, false);
+        g_autofree char *ch = NULL, *none = NULL, *tls = NULL;
+        SaslServer *x = NULL;
+
+        g_assert_cmpstr(offered, ==, "PLAIN");
+        g_assert_cmpint(sasl_config_parse("x:plain", &no_plain, NULL), ==, 0);
+        none = sasl_server_mechanisms_pam(&no_plain, false);
+        tls = sasl_server_mechanisms_pam(&no_plain, true);
+        g_assert_cmpstr(none, ==, "");
+        g_assert_cmpstr(tls, ==, "PLAIN");
+
+        g_assert_cmpint(sasl_server_new("PLAIN", offered, NULL, "d", &x), ==, 0);
+        g_autofree char *good = b64("\0alice\0any thing", 16);
+        g_assert_cmpint(step(x, good, &ch), ==, SASL_CHECK);
+        g_assert_cmpstr(sasl_server_id(x), ==, "alice");
+        g_assert_cmpstr(sasl_server_password(x), ==, "any thing");
+        x = sasl_server_free(x);
+
+        /* another authzid is refused before any check */
+        g_autofree char *proxy = b64("bob\0alice\0pw", 12);
+        g_assert_cmpint(sasl_server_new("PLAIN", offered, NULL, "d", &x), ==, 0);
+        g_assert_cmpint(step(x, proxy, &ch), ==, -EACCES);
+        g_assert_null(sasl_server_password(x));
+        x = sasl_server_free(x);
+
+        g_assert_cmpint(sasl_server_new("LOGIN", "PLAIN LOGIN", NULL, "d", &x), ==, 0);
+        g_assert_cmpint(step(x, NULL, &ch), ==, SASL_CONTINUE);
+        g_autofree char *user = b64("carol", 5), *pw = b64("pw", 2);
+        g_assert_cmpint(step(x, user, &ch), ==, SASL_CONTINUE);
+        g_assert_cmpint(step(x, pw, &ch), ==, SASL_CHECK);
+        g_assert_cmpstr(sasl_server_id(x), ==, "carol");
+        g_assert_cmpstr(sasl_server_password(x), ==, "pw");
+        x = sasl_server_free(x);
+        sasl_config_done(&no_plain);
+}
+
 static void test_cram_round_trip(void) {
         g_autoptr(Secrets) s = load("server plain alice secret\nserver md5 carol Oqng9/H7wAyKgbuqw5VzG1bNO6feqtblyiNEi6QuN5dH\n");
         g_autofree char *offered = sasl_server_mechanisms(s, NULL, false);
@@ -257,6 +297,7 @@ int main(int argc, char **argv) {
         g_test_add_func("/sasl/cram-md5-rfc2195", test_cram_md5_rfc2195);
         g_test_add_func("/sasl/mechanisms", test_mechanisms);
         g_test_add_func("/sasl/server-plain-login", test_server_plain_login);
+        g_test_add_func("/sasl/server-external-check", test_server_external_check);
         g_test_add_func("/sasl/cram-round-trip", test_cram_round_trip);
         g_test_add_func("/sasl/client-plan", test_client_plan);
         g_test_add_func("/sasl/trusted", test_trusted);
