@@ -608,6 +608,43 @@ class UnitsTest(unittest.TestCase):
                        "systemctl stop provider" % CONF)
         self.assert_nothing_failed()
 
+    def test_19_pam_with_a_system_account(self):
+        """--server-auth=pam: through the hardened unit, against pam_unix and a real account
+        (Debian's common-auth). The sandbox forbids pam_unix's setgid helper, so the guide's
+        drop-in gives the service the shadow group instead; without it every login fails
+        (common-auth turns pam_unix's failure into pam_deny's)."""
+        self.sh("id pamuser >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin pamuser; "
+                "echo 'pamuser:Pam-pw-19' | chpasswd && "
+                "printf '@include common-auth\\n@include common-account\\n' > /etc/pam.d/emailrelay && "
+                "mkdir -p /etc/systemd/system/emailrelay-smtpd.service.d && printf '[Service]\\n"
+                "ExecStart=\\nExecStart=/usr/sbin/emailrelay-smtpd --server-auth=pam:\\n' > "
+                "/etc/systemd/system/emailrelay-smtpd.service.d/pam.conf && "
+                "systemctl daemon-reload && systemctl restart emailrelay-smtpd.service")
+        try:
+            p = self.swaks("--auth", "PLAIN", "--auth-user", "pamuser", "--auth-password", "Pam-pw-19")
+            self.assertIn("535 5.7.8 authentication failed", p.stdout)
+            # pam_unix says why in the journal, with the client's address (PAM_RHOST)
+            self.assertIn("pam_unix(emailrelay:auth): authentication failure;",
+                          self.journal("-o", "cat", "SYSLOG_IDENTIFIER=emailrelay-smtpd"))
+            self.assertIn("rhost=127.0.0.1  user=pamuser", self.journal("-o", "cat"))
+            self.sh("printf '[Service]\\nSupplementaryGroups=shadow\\n' > "
+                    "/etc/systemd/system/emailrelay-smtpd.service.d/shadow.conf && "
+                    "systemctl daemon-reload && systemctl restart emailrelay-smtpd.service")
+            self.sink_clear()
+            p = self.swaks("--auth", "PLAIN", "--auth-user", "pamuser", "--auth-password", "Pam-pw-19",
+                           "--header", "Subject: pam")
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            self.assertIn("235 2.7.0 authentication successful", p.stdout)
+            self.wait_for(lambda: self.sink_count() == 1, 30, "the message of the PAM user")
+            p = self.swaks("--auth", "PLAIN", "--auth-user", "pamuser", "--auth-password", "wrong")
+            self.assertIn("535 5.7.8 authentication failed", p.stdout)
+            self.assertIn('authentication failed for "pamuser" from 127.0.0.1 (PLAIN)',
+                          self.journal("-u", "emailrelay-smtpd.service", "-o", "cat"))
+        finally:
+            self.c.run("rm -r /etc/systemd/system/emailrelay-smtpd.service.d /etc/pam.d/emailrelay; "
+                       "systemctl daemon-reload; systemctl restart emailrelay-smtpd.service")
+        self.assert_nothing_failed()
+
 
 if __name__ == "__main__":
     harness.main()
