@@ -218,6 +218,15 @@ class SmtpPamTest(PamTestCase):
         c.cmd("EHLO client.test")
         self.assertEqual(c.cmd("AUTH PLAIN " + b64("\0alice\0secret")), ["235 2.7.0 authentication successful"])
 
+    def test_front_end(self):
+        """E-MailRelay's command line: the front-end hands pam: to emailrelay-smtpd."""
+        self.run_daemon([harness.program("emailrelay"), "--no-daemon", "--log", "--user", "root", "--spool-dir",
+                         self.spool, "--server-auth", "pam:"], ["smtp"])
+        c = self.client()                     # the greeting comes once the front-end's smtpd runs
+        c.cmd("EHLO client.test")
+        self.assertEqual(c.cmd("AUTH PLAIN " + b64("\0alice\0wrong")), ["535 5.7.8 authentication failed"])
+        self.assertEqual(c.cmd("AUTH PLAIN " + b64("\0alice\0secret")), ["235 2.7.0 authentication successful"])
+
     def test_old_spelling(self):
         d = self.run_daemon([SMTPD, "--spool-dir", self.spool, "--server-auth", "/pam", self.config], ["smtp"])
         self.assertTrue(self.log_has("--server-auth=/pam: the old spelling; use pam:"), d.output())
