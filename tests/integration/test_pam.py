@@ -14,7 +14,8 @@ answered late; only PLAIN is offered (as E-MailRelay does); USER/PASS and POP3 A
 and APOP is not offered; PAM that cannot answer (a broken stack) gets a temporary 454 or
 -ERR [SYS/TEMP] and is not counted as a failed login; a check that hangs (the check waits on a
 FIFO) holds up only its own session, another logs in and sends meanwhile; a client that goes
-away during a check leaves the daemon serving; the option's spellings."""
+away during a check leaves the daemon serving; E-MailRelay's older /pam spelling; pam: through the
+front-end's command line."""
 
 import base64
 import os
