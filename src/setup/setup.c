@@ -97,7 +97,7 @@ static const char *const answer_keys[] = {
         "next-hop-preset", "next-hop", "next-hop-tls", "next-hop-auth", "next-hop-user",
         "next-hop-password", "next-hop-oauth-helper", "forward-immediately", "poll",
         "retry-schedule", "retry-give-up", "server-tls", "server-certificate", "server-account",
-        "server-account-remove", "server-hash", "pop-account", "pop-account-remove", "filter",
+        "server-account-remove", "server-hash", "server-pam", "pop-account", "pop-account-remove", "pop-pam", "filter",
         "verbose", "on-warning", "trusted-networks", "server-tls-required", "dnsbl", NULL,
 };
 static const char *const repeatable_keys[] = {
@@ -165,6 +165,7 @@ typedef struct Setup {
         TlsMode server_tls;
         char *certificate;
         GPtrArray *server_accounts, *pop_accounts;
+        bool server_pam, pop_pam; /* the system's accounts, through PAM, instead of a list */
         bool server_md5;
         bool server_tls_required;
         char *trusted;            /* comma list of networks that need no login, or NULL */
@@ -220,6 +221,8 @@ static bool smtp_role(const Setup *s) {
 static char *rooted(const Setup *s, const char *path) {
         return g_strconcat(s->root, path, NULL);
 }
+
+#define PAM_SERVICE_FILE "/etc/pam.d/emailrelay"
 
 static char *unit_dropin(const char *unit) {
         return g_strdup_printf(UNIT_DIR "/%s.d/" DROPIN, unit);
@@ -980,6 +983,18 @@ static void read_current(Setup *s) {
                 }
         }
 
+        /* PAM instead of a list: the daemon's command line in the service drop-in says so. */
+        {
+                g_autofree char *path = unit_dropin("emailrelay-smtpd.service");
+                g_autofree char *text = read_file(s, path);
+                s->server_pam = text && strstr(text, "--server-auth=pam:");
+                g_free(path);
+                g_free(text);
+                path = unit_dropin("emailrelay-pop3d.service");
+                text = read_file(s, path);
+                s->pop_pam = text && strstr(text, "--pop-auth=pam:");
+        }
+
         read_accounts(s, SECRETS_DIR "/server.auth", s->server_accounts, &s->trusted);
         read_accounts(s, SECRETS_DIR "/pop.auth", s->pop_accounts, NULL);
         for (size_t i = 0; i < s->server_accounts->len; i++)
@@ -1422,14 +1437,32 @@ static int page_trusted(Setup *s) {
         }
 }
 
+/* Said on the accounts pages when PAM is chosen. */
+static const char *const pam_note =
+        N_("The service checks passwords with PAM's service \"emailrelay\" (/etc/pam.d/emailrelay,\n"
+           "written with common-auth and common-account if it is not there) and may read\n"
+           "/etc/shadow (SupplementaryGroups=shadow), as pam_unix needs in the sandbox.");
+
 static int page_accounts(Setup *s) {
         int r;
 
         if (smtp_role(s)) {
                 page(s, _("SMTP accounts"));
                 if (!s->batch)
-                        printf("%s\n", _("Clients that log in with these may send mail through this relay.\n"
-                                         "An md5 hash keeps the password off the disk, but clients must then use CRAM-MD5."));
+                        printf("%s\n", _("Clients that log in may send mail through this relay: with the accounts of\n"
+                                         "this system (PAM, PLAIN only) or with accounts of their own, listed here."));
+                bool pam = s->server_pam;
+                r = ask_yes_no(s, "server-pam", _("Log in with the system's accounts (PAM)?"), s->server_pam, &pam);
+                if (r < 0)
+                        return r;
+                s->server_pam = pam;
+        }
+        if (smtp_role(s) && s->server_pam) {
+                if (!s->batch)
+                        printf("%s\n", _(pam_note));
+        } else if (smtp_role(s)) {
+                if (!s->batch)
+                        printf("%s\n", _("An md5 hash keeps the password off the disk, but clients must then use CRAM-MD5."));
                 bool md5 = s->server_md5;
                 r = ask_yes_no(s, "server-hash", _("Store new passwords as md5 hashes?"), s->server_md5, &md5);
                 if (r < 0)
@@ -1454,6 +1487,15 @@ static int page_accounts(Setup *s) {
         }
         if (s->serve_pop) {
                 page(s, _("POP3 accounts"));
+                bool pam = s->pop_pam;
+                r = ask_yes_no(s, "pop-pam", _("Log in with the system's accounts (PAM)?"), s->pop_pam, &pam);
+                if (r < 0)
+                        return r;
+                s->pop_pam = pam;
+                if (pam && !s->batch)
+                        printf("%s\n", _(pam_note));
+        }
+        if (s->serve_pop && !s->pop_pam) {
                 if (!s->batch)
                         printf("%s\n", _("POP3 needs the passwords themselves (no hashes); the file is root's, mode 0600."));
                 for (;;) {
@@ -1888,7 +1930,8 @@ static void plan_make(const Setup *s, Plan *p) {
         g_autofree char *pop3d = unit_dropin("emailrelay-pop3d.service");
         g_autofree char *forward = unit_dropin("emailrelay-forward.service");
         g_autofree char *timer = unit_dropin("emailrelay-forward.timer");
-        bool server_auth = smtp_role(s) && s->server_accounts->len > 0;
+        bool server_pam = smtp_role(s) && s->server_pam, pop_pam = s->serve_pop && s->pop_pam;
+        bool server_auth = smtp_role(s) && !s->server_pam && s->server_accounts->len > 0;
         bool tls = s->server_tls != TLS_NONE;
 
         p->files = g_array_new(false, true, sizeof(SetupFile));
@@ -1902,8 +1945,17 @@ static void plan_make(const Setup *s, Plan *p) {
          * administrator's own. */
         bool server_secrets = server_auth && plan_file(s, p, SECRETS_DIR "/server.auth",
                                                        secrets_text("SMTP AUTH accounts", s->server_accounts, s->trusted), 0600, 0700);
-        bool pop_secrets = s->serve_pop && plan_file(s, p, SECRETS_DIR "/pop.auth",
+        bool pop_secrets = s->serve_pop && !pop_pam && plan_file(s, p, SECRETS_DIR "/pop.auth",
                                                      secrets_text("POP3 accounts", s->pop_accounts, NULL), 0600, 0700);
+        /* PAM's service file: the system's usual stack, unless the administrator has one. */
+        if (server_pam || pop_pam) {
+                g_autofree char *existing = read_file(s, PAM_SERVICE_FILE);
+                if (!existing)
+                        plan_file(s, p, PAM_SERVICE_FILE,
+                                  g_strdup("# Written by emailrelay-setup: the system's accounts for SMTP AUTH and POP3.\n"
+                                           "@include common-auth\n@include common-account\n"),
+                                  0644, 0755);
+        }
         bool client = smtp_role(s) && s->client_auth != AUTH_NONE && s->client_line;
         if (client)
                 plan_file(s, p, SECRETS_DIR "/client.auth",
@@ -1925,20 +1977,30 @@ static void plan_make(const Setup *s, Plan *p) {
         p->pop_socket_changed = plan_file(s, p, pop_socket, text, 0644, 0755);
 
         text = NULL;
-        if (smtp_role(s) && (tls || server_auth)) {
+        if (smtp_role(s) && (tls || server_auth || server_pam)) {
                 GString *t = g_string_new("# Written by emailrelay-setup: secrets as credentials (emailrelay.units(7)).\n[Service]\n");
                 if (tls)
                         g_string_append_printf(t, "LoadCredential=tls.pem:%s\n", s->certificate);
                 if (server_auth)
                         g_string_append(t, "LoadCredential=server.auth:" SECRETS_DIR "/server.auth\n"
                                            "ExecStart=\nExecStart=" SBINDIR "/emailrelay-smtpd --server-auth=%d/server.auth\n");
+                if (server_pam)
+                        g_string_append(t, "SupplementaryGroups=shadow\n"
+                                           "ExecStart=\nExecStart=" SBINDIR "/emailrelay-smtpd --server-auth=pam:\n");
                 text = g_string_free(t, false);
         }
         p->smtpd_changed = plan_file(s, p, smtpd, text, 0644, 0755) || server_secrets;
         text = NULL;
-        if (s->serve_pop && tls)
-                text = g_strdup_printf("# Written by emailrelay-setup: the certificate as a credential.\n[Service]\n"
-                                       "LoadCredential=tls.pem:%s\n", s->certificate);
+        if (s->serve_pop && (tls || pop_pam)) {
+                GString *t = g_string_new(pop_pam ? "# Written by emailrelay-setup: the certificate as a credential, and PAM.\n[Service]\n" :
+                                                    "# Written by emailrelay-setup: the certificate as a credential.\n[Service]\n");
+                if (tls)
+                        g_string_append_printf(t, "LoadCredential=tls.pem:%s\n", s->certificate);
+                if (pop_pam)
+                        g_string_append(t, "SupplementaryGroups=shadow\n"
+                                           "ExecStart=\nExecStart=" SBINDIR "/emailrelay-pop3d --pop-auth=pam:\n");
+                text = g_string_free(t, false);
+        }
         p->pop3d_changed = plan_file(s, p, pop3d, text, 0644, 0755) || pop_secrets;
         text = NULL;
         if (client)

@@ -215,6 +215,7 @@ class SetupTest(unittest.TestCase):
         t.answer("TLS for clients connecting here [none]:", "2")
         t.answer("PEM file with the private key and the certificate chain:", self.cert)
         t.answer("Require STARTTLS before a client may log in or send mail? [no]:", "yes")
+        t.answer("Log in with the system's accounts (PAM)? [no]:", "")
         t.answer("Store new passwords as md5 hashes? [yes]:", "")
         t.answer("User name to add or change (-name removes it; empty: done):", "alice")
         t.answer("Password:", "Sm-9qz")
@@ -222,6 +223,7 @@ class SetupTest(unittest.TestCase):
         t.answer("Networks whose clients need no login (comma list such as 192.168.0.0/24; -: none):", "192.168.0.0/99")
         t.expect('"192.168.0.0/99" is not an address or a network such as 192.168.0.0/24')
         t.answer("Networks whose clients need no login", "192.168.0.0/24, 10.1.2.3")
+        t.answer("Log in with the system's accounts (PAM)? [no]:", "")
         t.answer("User name to add or change (-name removes it; empty: done):", "bob")
         t.answer("Password:", "Pop-4kw")
         t.answer("User name to add or change (-name removes it; empty: done):", "")
@@ -310,10 +312,12 @@ class SetupTest(unittest.TestCase):
         t2.answer("TLS for clients connecting here [starttls]:", "")
         t2.answer("PEM file with the private key and the certificate chain [%s]:" % self.cert, "")
         t2.answer("Require STARTTLS before a client may log in or send mail? [yes]:", "")
+        t2.answer("Log in with the system's accounts (PAM)? [no]:", "")
         t2.answer("Store new passwords as md5 hashes? [yes]:", "")
         t2.answer("Accounts: alice", "")
         t2.answer("Networks whose clients need no login (comma list such as 192.168.0.0/24; -: none) "
                   "[192.168.0.0/24,10.1.2.3]:", "")
+        t2.answer("Log in with the system's accounts (PAM)? [no]:", "")
         t2.answer("Accounts: bob", "")
         t2.answer("Filters: exit:0", "")
         t2.answer("Check clients against DNS block lists? [no]:", "")
@@ -361,6 +365,7 @@ class SetupTest(unittest.TestCase):
         t.expect("Problem: %s is not a PEM file with a private key and its certificate" % broken)
         t.answer("Go on anyway? [no]:", "")
         t.answer("PEM file with the private key and the certificate chain", self.cert)
+        t.answer("Log in with the system's accounts (PAM)? [no]:", "")
         t.answer("User name to add or change", "")
         t.expect("POP3 needs at least one account.")
         t.answer("User name to add or change", "carol")
@@ -414,6 +419,31 @@ class SetupTest(unittest.TestCase):
                          "client oauth me@example.com exec:/bin/true")
         self.assertEqual(self.read(SECRETS + "/server.auth").splitlines()[1], "server plain alice pw1")
         self.assertFalse(os.path.exists(os.path.join(self.root, SECRETS + "/pop.auth")))
+
+    def test_answers_pam(self):
+        """server-pam and pop-pam: no secrets files, drop-ins that run the daemons with pam: and
+        the shadow group, and PAM's service file unless there is one already."""
+        pam = "etc/pam.d/emailrelay"
+        answers = ("role=store-and-forward\nserve-pop=yes\nsmtp-port=%d\npop-port=%d\nnext-hop=127.0.0.1:%d\n"
+                   "server-pam=yes\npop-pam=yes\n" % (free_port(), free_port(), self.hop.port))
+        self.answers(answers)
+        self.assertEqual(self.read(pam), "# Written by emailrelay-setup: the system's accounts for SMTP AUTH and "
+                                         "POP3.\n@include common-auth\n@include common-account\n")
+        smtpd = self.read(self.dropin("emailrelay-smtpd.service"))
+        self.assertIn("SupplementaryGroups=shadow\nExecStart=\nExecStart=%s/emailrelay-smtpd --server-auth=pam:\n"
+                      % SBINDIR, smtpd)
+        self.assertNotIn("LoadCredential=server.auth", smtpd)
+        self.assertIn("ExecStart=%s/emailrelay-pop3d --pop-auth=pam:\n" % SBINDIR,
+                      self.read(self.dropin("emailrelay-pop3d.service")))
+        for f in ("server.auth", "pop.auth"):
+            self.assertFalse(os.path.exists(os.path.join(self.root, SECRETS, f)), f)
+        # Read back on the next run: the same answers change nothing, and the administrator's
+        # own PAM service file is never replaced.
+        with open(os.path.join(self.root, pam), "w") as f:
+            f.write("auth required pam_sss.so\naccount required pam_sss.so\n")
+        p = self.answers(answers.replace("server-pam=yes\npop-pam=yes\n", ""))
+        self.assertIn("no file changes", p.stdout)
+        self.assertEqual(self.read(pam), "auth required pam_sss.so\naccount required pam_sss.so\n")
 
     def test_filter_host(self):
         port = free_port()
@@ -566,6 +596,7 @@ class SetupTest(unittest.TestCase):
             t.answer("TLS to the next hop [none]:", "")
             t.answer("Login at the next hop [none]:", "")
             t.answer("TLS for clients connecting here [none]:", "")
+            t.answer("Log in with the system's accounts (PAM)? [no]:", "")
             t.answer("Store new passwords as md5 hashes? [yes]:", "")
             t.answer("User name to add or change (-name removes it; empty: done):", "alice")
             t.answer("Password:", "Sm-9qz")
@@ -582,6 +613,7 @@ class SetupTest(unittest.TestCase):
         t.answer("TLS to the next hop [none]:", "")
         t.answer("Login at the next hop [none]:", "")
         t.answer("TLS for clients connecting here [none]:", "")
+        t.answer("Log in with the system's accounts (PAM)? [no]:", "")
         t.answer("Store new passwords as md5 hashes? [yes]:", "")
         t.answer("Accounts: alice", "")
         t.answer("Networks whose clients need no login", "")
@@ -662,6 +694,7 @@ class SetupTest(unittest.TestCase):
         t4.answer("TLS to the next hop [none]:", "")
         t4.answer("Login at the next hop [none]:", "")
         t4.answer("TLS for clients connecting here [none]:", "")
+        t4.answer("Log in with the system's accounts (PAM)? [no]:", "")
         t4.answer("Store new passwords as md5 hashes? [yes]:", "")
         t4.answer("Accounts: alice", "")
         t4.answer("Networks whose clients need no login", "")

@@ -179,6 +179,30 @@ class SetupUnitsTest(unittest.TestCase):
         p = self.swaks(2626, "--header", "Subject: trusted")
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         self.wait_for(lambda: self.sink_count() == before + 1, 60, "the message to reach the sink")
+    def test_07_system_accounts_through_pam(self):
+        """server-pam and pop-pam: the setup writes /etc/pam.d/emailrelay (the system's stack)
+        and drop-ins that run the daemons with pam: and the shadow group; a system account
+        then sends mail and reads POP3 through the units; the same answers again change nothing."""
+        self.sh("id pamuser >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin pamuser; "
+                "echo 'pamuser:Pam-pw-07' | chpasswd; rm -f /etc/pam.d/emailrelay")
+        answers = ANSWERS_TEXT.replace("smtp-port=2525", "smtp-port=2626") + "server-pam=yes\npop-pam=yes\n"
+        out = self.setup_run(answers)
+        self.assertIn("@include common-auth", self.sh("cat /etc/pam.d/emailrelay"))
+        unit = self.sh(["systemctl", "cat", "emailrelay-smtpd.service"])
+        self.assertIn("SupplementaryGroups=shadow", unit)
+        self.assertIn("--server-auth=pam:", unit)
+        self.assertIn("--pop-auth=pam:", self.sh(["systemctl", "cat", "emailrelay-pop3d.service"]))
+        self.assertIn("+ systemctl try-restart", out)
+        before = self.sink_count()
+        p = self.swaks(2626, "--tls", "--auth", "PLAIN", "--auth-user", "pamuser", "--auth-password", "Pam-pw-07",
+                       "--header", "Subject: system account")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.wait_for(lambda: self.sink_count() == before + 1, 60, "the system account's message at the sink")
+        self.assertIn("pamuser", self.sh("curl -sS --max-time 20 -u pamuser:Pam-pw-07 pop3://127.0.0.1:2110/ "
+                                         "-w 'login ok as pamuser'"))
+        self.assertNotEqual(self.c.run("curl -sS --max-time 30 -u pamuser:wrong pop3://127.0.0.1:2110/").returncode, 0)
+        self.assertIn("no file changes", self.setup_run(answers))
+
 
 if __name__ == "__main__":
     harness.main()
