@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -158,6 +159,7 @@ static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata
 
 static int start_child(Relay *r, Role role) {
         g_auto(GStrv) argv = child_argv(r, role);
+        pid_t parent = getpid();
         pid_t pid = fork();
         if (pid < 0)
                 return log_error_errno(-errno, "cannot start %s: %m", roles[role].program);
@@ -165,6 +167,11 @@ static int start_child(Relay *r, Role role) {
                 sigset_t all;
                 sigemptyset(&all);
                 sigprocmask(SIG_SETMASK, &all, NULL);
+                /* A front-end killed outright (SIGKILL, the OOM killer) takes its daemons with it,
+                 * rather than leaving them holding the ports its restart needs. The daemons stop on
+                 * SIGTERM as they would under stop_all(). */
+                if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
+                        _exit(127);
                 /* Readiness and the watchdog are this process's business, not the children's. */
                 unsetenv("NOTIFY_SOCKET");
                 unsetenv("WATCHDOG_PID");

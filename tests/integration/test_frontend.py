@@ -303,6 +303,28 @@ class FrontendTest(unittest.TestCase):
         self.assertEqual(d.proc.wait(timeout=20), 1)
         self.assertRegex(read(self.log), r"emailrelay-smtpd exited unexpectedly \(signal 9\)")
 
+    def test_a_killed_front_end_takes_its_daemons_with_it(self):
+        """SIGKILL (or the OOM killer) gives the front-end no chance to stop its daemons: they
+        stop by themselves, so a restart can bind the ports again."""
+        self.start_sink()
+        secrets = os.path.join(self.work, "pop.auth")
+        with open(secrets, "w") as f:
+            f.write("server plain carol c4r0l\n")
+        sock, pop = harness.listening_socket(), harness.listening_socket()
+        port = sock.getsockname()[1]
+        d = self.relay("--pop", "--pop-auth", secrets, "--poll", "1",
+                       "--forward-to", self.sink_sock, sockets=[sock, pop], names=["smtp", "pop3"])
+        self.assertTrue(harness.wait_for(lambda: len(relay_processes(self.spool)) >= 3, timeout=10),
+                        d.output())
+        sock.close()
+        pop.close()
+        d.proc.kill()
+        d.proc.wait(timeout=10)
+        self.assertTrue(harness.wait_for(lambda: relay_processes(self.spool) == [], timeout=10),
+                        "daemons left behind: %s" % relay_processes(self.spool))
+        with self.assertRaises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2)
+
 
 if __name__ == "__main__":
     harness.main()
