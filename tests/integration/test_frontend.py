@@ -45,6 +45,17 @@ def relay_processes(marker):
     return out
 
 
+def kill_leftovers(marker, keep=()):
+    """SIGKILL what relay_processes(marker) finds, except keep. A daemon's children die on their
+    own when it is killed (parent-death signal), so any of them may be gone by the time of its kill."""
+    for pid in relay_processes(marker):
+        if pid not in keep:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 @unittest.skipUnless(os.path.exists(SINK), "Postfix's smtp-sink is not installed (scripts/deps --test installs postfix)")
 class FrontendTest(unittest.TestCase):
     def setUp(self):
@@ -66,9 +77,7 @@ class FrontendTest(unittest.TestCase):
         for d in self.daemons:
             if d.proc.poll() is None:
                 d.stop(signal.SIGKILL)
-        for pid in relay_processes(self.work):
-            if pid != (self.sink.pid if self.sink else None):
-                os.kill(pid, signal.SIGKILL)
+        kill_leftovers(self.work, keep=[self.sink.pid] if self.sink else [])
         if self.sink:
             self.sink.terminate()
             self.sink.wait(timeout=10)

@@ -19,7 +19,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from test_frontend import FRONTEND, SUBMIT, SINK, read, relay_processes  # noqa: E402
+from test_frontend import FRONTEND, SUBMIT, SINK, read, relay_processes, kill_leftovers  # noqa: E402
 
 FILTER_COPY = os.path.join(harness.BUILD_ROOT, "src", "tools", "emailrelay-filter-copy")
 SPAMASSASSIN = shutil.which("spamassassin") or "/usr/bin/spamassassin"
@@ -54,9 +54,7 @@ class GuideTest(unittest.TestCase):
             except (OSError, ValueError):
                 pass
         harness.wait_for(lambda: relay_processes(self.work) in ([], [self.sink.pid] if self.sink else []), timeout=10)
-        for pid in relay_processes(self.work):
-            if not self.sink or pid != self.sink.pid:
-                os.kill(pid, signal.SIGKILL)
+        kill_leftovers(self.work, keep=[self.sink.pid] if self.sink else [])
         if self.sink:
             self.sink.terminate()
             self.sink.wait(timeout=10)
