@@ -7,9 +7,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/wait.h>
-#include <glib/gi18n.h>
 #include <limits.h>
-#include <locale.h>
 #include <netdb.h>
 #include <signal.h>
 #include <string.h>
@@ -1175,23 +1173,14 @@ out:
 }
 
 int main(int argc, char **argv) {
-        sigset_t mask;
         Options o;
 
-        setlocale(LC_ALL, "");
-        bindtextdomain(GETTEXT_PACKAGE, LOCALEDIR);
-        textdomain(GETTEXT_PACKAGE);
-        /* Client filters are reaped through the event loop. */
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGCHLD);
-        sigprocmask(SIG_BLOCK, &mask, NULL);
-        signal(SIGPIPE, SIG_IGN);
+        daemon_process_setup(false);
         /* SA_RESTART: the transaction in hand completes; poll() in the linger wait still returns. */
         struct sigaction sa = { .sa_handler = on_terminate, .sa_flags = SA_RESTART };
         sigemptyset(&sa.sa_mask);
         sigaction(SIGTERM, &sa, NULL);
         sigaction(SIGINT, &sa, NULL);
-        umask(007);
 
         options_init(&o, emailrelay_options, PROG_FORWARD);
         int r = run(&o, argc, argv);

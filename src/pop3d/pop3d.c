@@ -3,11 +3,7 @@
  * secrets, adopts or binds its listeners, and runs the event loop until SIGTERM. */
 
 #include <errno.h>
-#include <glib/gi18n.h>
-#include <locale.h>
-#include <signal.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -164,19 +160,7 @@ out:
 }
 
 int main(int argc, char **argv) {
-        sigset_t mask;
-
-        setlocale(LC_ALL, "");
-        bindtextdomain(GETTEXT_PACKAGE, LOCALEDIR);
-        textdomain(GETTEXT_PACKAGE);
-        /* Block before anything else: the loop takes these signals through signalfd. */
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGTERM);
-        sigaddset(&mask, SIGINT);
-        sigprocmask(SIG_BLOCK, &mask, NULL);
-        signal(SIGPIPE, SIG_IGN);
-        umask(007);
-
+        daemon_process_setup(true);
         Options o;
         options_init(&o, emailrelay_options, PROG_POP3D);
         int r = run(&o, argc, argv);

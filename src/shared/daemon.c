@@ -3,7 +3,12 @@
 
 #include <errno.h>
 #include <glib.h>
+#include <glib/gi18n.h>
+#include <locale.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -13,6 +18,29 @@
 #include "secrets.h"
 #include "tls.h"
 #include "macro.h"
+
+void daemon_process_setup(bool loop_signals) {
+        sigset_t mask;
+
+        setlocale(LC_ALL, "");
+        bindtextdomain(GETTEXT_PACKAGE, LOCALEDIR);
+        textdomain(GETTEXT_PACKAGE);
+        /* Before any thread starts (PAM checks run in threads), so that they inherit the mask. */
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGCHLD);
+        if (loop_signals) {
+                sigaddset(&mask, SIGTERM);
+                sigaddset(&mask, SIGINT);
+        }
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        signal(SIGPIPE, SIG_IGN);
+        umask(007);
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+                rl.rlim_cur = rl.rlim_max;
+                (void) setrlimit(RLIMIT_NOFILE, &rl);
+        }
+}
 
 int daemon_parse_options(Options *o, int argc, char **argv) {
         g_autofree char *error = NULL;

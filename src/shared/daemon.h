@@ -13,6 +13,13 @@
 #include "options.h"
 #include "secrets.h"
 
+/* What each daemon does before anything else: the locale, SIGPIPE ignored, umask 007, SIGCHLD
+ * blocked (children are reaped through the event loop) and, with loop_signals, SIGTERM and
+ * SIGINT too (the loop takes them through a signalfd), and the soft limit on open files raised
+ * to the hard one: a session holds a socket, a POP3 session a lock and a message as well, and
+ * outside systemd (LimitNOFILE=) the soft limit is usually 1024. */
+void daemon_process_setup(bool loop_signals);
+
 /* The config file is the last non-option argument, else CONFIG_FILE if it exists; its options
  * are read first, then the command line's, which override them. Errors are logged. */
 int daemon_parse_options(Options *o, int argc, char **argv);

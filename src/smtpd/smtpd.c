@@ -3,12 +3,7 @@
  * listeners, recovers the spool, and runs the event loop until SIGTERM. */
 
 #include <errno.h>
-#include <glib/gi18n.h>
-#include <locale.h>
-#include <signal.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -230,7 +225,8 @@ static int run(Options *op, int argc, char **argv) {
         r = spool_open(spool_dir, &server.spool);
         if (r < 0) {
                 log_error_errno(r, "cannot open the spool directory %s: %m", spool_dir);
-                return 1;
+                r = 1;
+                goto out;
         }
         spool_set_wakeup_file(server.spool, wakeup_choose(options_get(op, "wakeup-file")));
         SpoolRecoverStats rs;
@@ -243,8 +239,11 @@ static int run(Options *op, int argc, char **argv) {
                          rs.busy_released, rs.busy_released == 1 ? "" : "s");
 
         r = sd_event_default(&server.event);
-        if (r < 0)
-                return log_error_errno(r, "cannot create the event loop: %m"), 1;
+        if (r < 0) {
+                log_error_errno(r, "cannot create the event loop: %m");
+                r = 1;
+                goto out;
+        }
         (void) sd_event_set_watchdog(server.event, true);
 
         r = daemon_open_listeners(&server.acceptor.listeners, op, "smtp", "port", 25,
@@ -282,27 +281,7 @@ out:
 }
 
 int main(int argc, char **argv) {
-        sigset_t mask;
-
-        setlocale(LC_ALL, "");
-        bindtextdomain(GETTEXT_PACKAGE, LOCALEDIR);
-        textdomain(GETTEXT_PACKAGE);
-        /* Block before any thread starts: the loop takes these signals through signalfd, and
-         * filter children are reaped through the loop too. */
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGTERM);
-        sigaddset(&mask, SIGINT);
-        sigaddset(&mask, SIGCHLD);
-        sigprocmask(SIG_BLOCK, &mask, NULL);
-        signal(SIGPIPE, SIG_IGN);
-        umask(007);
-        /* One fd per session: take all the hard limit allows (systemd's soft default is 1024). */
-        struct rlimit rl;
-        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-                rl.rlim_cur = rl.rlim_max;
-                (void) setrlimit(RLIMIT_NOFILE, &rl);
-        }
-
+        daemon_process_setup(true);
         Options o;
         options_init(&o, emailrelay_options, PROG_SMTPD);
         int r = run(&o, argc, argv);

@@ -321,6 +321,24 @@ class DialogueTest(Pop3dTestCase):
         self.assertEqual(p.returncode, 1)
         self.assertIn("--server-tls needs --server-tls-certificate", p.stderr)
 
+    @unittest.skipUnless(shutil.which("prlimit"), "util-linux's prlimit is not installed")
+    def test_sessions_beyond_the_soft_file_limit(self):
+        """Started from a shell, the soft limit on open files is often 1024 while the default
+        --max-sessions is 1000 and a POP3 session can hold three files: pop3d raises its soft
+        limit to the hard one, as smtpd does. Here 64:4096, and 100 clients all greeted."""
+        argv = ["prlimit", "--nofile=64:4096", POP3D, "--spool-dir", self.spool, "--pop-auth", self.secrets,
+                self.config]
+        self.daemon = harness.Daemon(argv, [harness.listening_socket()], names=["pop3"])
+        clients = []
+        for _ in range(100):
+            c = PopClient(self.daemon.port, timeout=10)
+            self.addCleanup(c.close)
+            clients.append(c)
+        for i, c in enumerate(clients):
+            self.assertTrue(GREETING.match(c.line()), "client %d" % i)
+        with open("/proc/%d/limits" % self.daemon.proc.pid) as f:
+            self.assertRegex(f.read(), r"Max open files\s+4096\s+4096")
+
 
 class ByNameTest(Pop3dTestCase):
     def test_two_users_share_content(self):
