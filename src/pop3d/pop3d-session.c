@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "daemon.h"
 #include "lineio.h"
 #include "log.h"
 #include "pamauth.h"
@@ -846,6 +847,7 @@ static int start_tls(Session *s) {
         g_autofree char *error = NULL;
         LineIoTransport t;
 
+        daemon_refresh_tls(s->server->config.tls, s->server->event);
         int r = tls_new(s->server->config.tls, lineio_get_fd(s->io), &s->tls_session, &error);
         if (r < 0) {
                 log_event(s, LOG_ERR, NULL, "%s", error);

@@ -265,6 +265,17 @@ void daemon_refresh_secrets(Secrets *secrets, uint64_t now_usec, uint64_t *check
         }
 }
 
+void daemon_refresh_tls(TlsContext *tls, sd_event *event) {
+        g_autofree char *error = NULL;
+        uint64_t now = 0;
+        (void) sd_event_now(event, CLOCK_MONOTONIC, &now);
+        int r = tls_context_refresh(tls, now, &error);
+        if (r < 0)
+                log_warning("cannot re-read the TLS credentials: %s (the previous ones stay in force)", error);
+        else if (r > 0)
+                log_info("re-read the TLS credentials from %s", tls_context_file(tls));
+}
+
 int daemon_auth_is_pam(const char *option, const char *value) {
         if (!g_str_has_prefix(value, "pam:") && !streq(value, "/pam"))
                 return 0;

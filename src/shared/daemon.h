@@ -7,6 +7,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <systemd/sd-event.h>
+
 #include "acceptor.h"
 #include "dnsbl.h"
 #include "listen.h"
@@ -70,6 +72,10 @@ bool daemon_switch_item(const char *item, const char **ret_name);
  * (*checked_usec keeps the time of the last look; 0 at first). A bad new file is logged and the
  * previous secrets stay in force. */
 void daemon_refresh_secrets(Secrets *secrets, uint64_t now_usec, uint64_t *checked_usec);
+
+/* tls_context_refresh() for a new session, with its outcome logged: a renewed certificate is
+ * served from the next connection on. */
+void daemon_refresh_tls(struct TlsContext *tls, sd_event *event);
 
 /* --server-auth or --pop-auth (option) given as "pam:", or E-MailRelay's older "/pam" (with a
  * warning): 1 for PAM, 0 for a secrets file, -EOPNOTSUPP (logged) in a build without PAM. */

@@ -12,18 +12,43 @@
 #include "macro.h"
 #include "tls.h"
 
+/* Credentials as loaded from the files at one time. A session holds a reference to those it
+ * started with, so that new ones can take over while it goes on. */
+typedef struct TlsCred {
+        unsigned n_ref;
+        gnutls_certificate_credentials_t cred;
+} TlsCred;
+
+/* What a credentials file looked like when last read. */
+typedef struct FileStamp {
+        dev_t dev;
+        ino_t ino;
+        off_t size;
+        struct timespec mtime, ctime;
+        bool missing;
+} FileStamp;
+
+enum { FILE_KEY, FILE_CERT, FILE_VERIFY, _FILE_MAX };
+
 struct TlsContext {
         bool server;
-        gnutls_certificate_credentials_t cred;
+        TlsCred *cred;               /* the current credentials, for new sessions */
         gnutls_priority_t priority;
         char *priority_text;
         bool verify;                 /* verify the peer's certificate */
         char *verify_name;
         char *server_name;
+        /* The files the credentials come from (NULL: none; the system store is not watched),
+         * as named and as last seen, for tls_context_refresh(). */
+        char *paths[_FILE_MAX];
+        char *verify_spec;           /* the --*-tls-verify value */
+        FileStamp stamps[_FILE_MAX];
+        uint64_t checked_usec;
 };
 
 struct Tls {
         TlsContext *context;
+        TlsCred *cred;
         gnutls_session_t session;
         int fd;
         size_t write_pending;        /* bytes of a write that returned EAGAIN: GnuTLS holds them */
@@ -106,12 +131,12 @@ static char *credential_path(const char *name) {
         return g_strdup(name);
 }
 
-static int load_verify(TlsContext *c, const char *what, char **ret_error) {
+static int load_verify(gnutls_certificate_credentials_t cred, const char *what, char **ret_error) {
         int r;
         struct stat st;
 
         if (streq(what, "<default>"))
-                r = gnutls_certificate_set_x509_system_trust(c->cred);
+                r = gnutls_certificate_set_x509_system_trust(cred);
         else {
                 g_autofree char *path = credential_path(what);
                 if (stat(path, &st) < 0) {
@@ -119,9 +144,9 @@ static int load_verify(TlsContext *c, const char *what, char **ret_error) {
                         return -errno;
                 }
                 if (S_ISDIR(st.st_mode))
-                        r = gnutls_certificate_set_x509_trust_dir(c->cred, path, GNUTLS_X509_FMT_PEM);
+                        r = gnutls_certificate_set_x509_trust_dir(cred, path, GNUTLS_X509_FMT_PEM);
                 else
-                        r = gnutls_certificate_set_x509_trust_file(c->cred, path, GNUTLS_X509_FMT_PEM);
+                        r = gnutls_certificate_set_x509_trust_file(cred, path, GNUTLS_X509_FMT_PEM);
                 if (r == 0 && !S_ISDIR(st.st_mode)) {
                         *ret_error = g_strdup_printf("CA certificates %s: no certificate in the file", path);
                         return -EINVAL;
@@ -131,6 +156,73 @@ static int load_verify(TlsContext *c, const char *what, char **ret_error) {
                 *ret_error = g_strdup_printf("CA certificates %s: %s", what, gnutls_strerror(r));
                 return -EINVAL;
         }
+        return 0;
+}
+
+static TlsCred *cred_unref(TlsCred *k) {
+        if (k && --k->n_ref == 0) {
+                if (k->cred)
+                        gnutls_certificate_free_credentials(k->cred);
+                g_free(k);
+        }
+        return NULL;
+}
+
+static TlsCred *cred_ref(TlsCred *k) {
+        k->n_ref++;
+        return k;
+}
+
+static void stamp_take(FileStamp *f, const char *path) {
+        struct stat st;
+        *f = (FileStamp) {};
+        if (!path || stat(path, &st) < 0) {
+                f->missing = path != NULL;
+                return;
+        }
+        *f = (FileStamp) { .dev = st.st_dev, .ino = st.st_ino, .size = st.st_size, .mtime = st.st_mtim,
+                           .ctime = st.st_ctim };
+}
+
+static bool stamp_equal(const FileStamp *a, const FileStamp *b) {
+        return a->missing == b->missing && a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+               a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec &&
+               a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec;
+}
+
+/* The key and certificate, and the CAs to verify peers with, as the files hold them now. */
+static int cred_load(const TlsContext *c, TlsCred **ret, char **ret_error) {
+        TlsCred *k = g_new0(TlsCred, 1);
+        int r;
+
+        k->n_ref = 1;
+        r = gnutls_certificate_allocate_credentials(&k->cred);
+        if (r < 0) {
+                k->cred = NULL;
+                cred_unref(k);
+                *ret_error = g_strdup_printf("cannot set up TLS: %s", gnutls_strerror(r));
+                return -ENOMEM;
+        }
+        if (c->paths[FILE_CERT]) {
+                const char *key = c->paths[FILE_KEY], *cert = c->paths[FILE_CERT];
+                r = gnutls_certificate_set_x509_key_file2(k->cred, cert, key, GNUTLS_X509_FMT_PEM, NULL, 0);
+                if (r < 0) {
+                        if (streq(key, cert))
+                                *ret_error = g_strdup_printf("TLS key and certificate %s: %s", cert, gnutls_strerror(r));
+                        else
+                                *ret_error = g_strdup_printf("TLS key %s and certificate %s: %s", key, cert, gnutls_strerror(r));
+                        cred_unref(k);
+                        return -EINVAL;
+                }
+        }
+        if (c->verify_spec) {
+                r = load_verify(k->cred, c->verify_spec, ret_error);
+                if (r < 0) {
+                        cred_unref(k);
+                        return r;
+                }
+        }
+        *ret = k;
         return 0;
 }
 
@@ -149,57 +241,80 @@ int tls_context_new(const TlsSettings *s, TlsContext **ret, char **ret_error) {
                 *ret_error = g_strdup_printf("TLS priority \"%s\": %s", c->priority_text, gnutls_strerror(r));
                 return -EINVAL;
         }
-        r = gnutls_certificate_allocate_credentials(&c->cred);
-        if (r < 0) {
-                *ret_error = g_strdup_printf("cannot set up TLS: %s", gnutls_strerror(r));
-                return -ENOMEM;
-        }
 
         if (s->n_certificate_files > 2) {
                 *ret_error = g_strdup("a certificate option may be given at most twice (key, then certificate)");
                 return -EINVAL;
         }
         if (s->n_certificate_files > 0) {
-                g_autofree char *key = credential_path(s->certificate_files[0]);
-                g_autofree char *cert = credential_path(s->certificate_files[s->n_certificate_files - 1]);
-                r = gnutls_certificate_set_x509_key_file2(c->cred, cert, key, GNUTLS_X509_FMT_PEM, NULL, 0);
-                if (r < 0) {
-                        if (s->n_certificate_files == 1)
-                                *ret_error = g_strdup_printf("TLS key and certificate %s: %s", cert, gnutls_strerror(r));
-                        else
-                                *ret_error = g_strdup_printf("TLS key %s and certificate %s: %s", key, cert, gnutls_strerror(r));
-                        return -EINVAL;
-                }
+                c->paths[FILE_KEY] = credential_path(s->certificate_files[0]);
+                c->paths[FILE_CERT] = credential_path(s->certificate_files[s->n_certificate_files - 1]);
         } else if (s->server) {
                 *ret_error = g_strdup("TLS needs a certificate: use --server-tls-certificate");
                 return -EINVAL;
         }
-
         if (s->verify) {
-                r = load_verify(c, s->verify, ret_error);
-                if (r < 0)
-                        return r;
+                c->verify_spec = g_strdup(s->verify);
+                if (!streq(s->verify, "<default>"))
+                        c->paths[FILE_VERIFY] = credential_path(s->verify);
                 c->verify = !noverify;
         } else if (s->verify_name) {
                 *ret_error = g_strdup("--client-tls-verify-name needs --client-tls-verify");
                 return -EINVAL;
         }
+        /* Stamps first: a file replaced while it is read is read again at the next refresh. */
+        for (size_t i = 0; i < _FILE_MAX; i++)
+                stamp_take(&c->stamps[i], c->paths[i]);
+        r = cred_load(c, &c->cred, ret_error);
+        if (r < 0)
+                return r;
         c->verify_name = g_strdup(s->verify_name);
         c->server_name = g_strdup(s->server_name);
         *ret = TAKE_PTR(c);
         return 0;
 }
 
+int tls_context_refresh(TlsContext *c, uint64_t now_usec, char **ret_error) {
+        FileStamp now[_FILE_MAX];
+        bool changed = false;
+
+        if (c->checked_usec != 0 && now_usec - c->checked_usec < 1000000u)
+                return 0;
+        c->checked_usec = now_usec;
+        for (size_t i = 0; i < _FILE_MAX; i++) {
+                stamp_take(&now[i], c->paths[i]);
+                changed |= !stamp_equal(&now[i], &c->stamps[i]);
+        }
+        if (!changed)
+                return 0;
+        /* Taken as seen even if they do not load: a broken file is reported once, and read
+         * again when it changes again (a renewal half done, then finished). */
+        memcpy(c->stamps, now, sizeof now);
+        TlsCred *k = NULL;
+        int r = cred_load(c, &k, ret_error);
+        if (r < 0)
+                return r;
+        cred_unref(c->cred);
+        c->cred = k;
+        return 1;
+}
+
+const char *tls_context_file(const TlsContext *c) {
+        return c->paths[FILE_CERT] ? c->paths[FILE_CERT] : c->paths[FILE_VERIFY];
+}
+
 TlsContext *tls_context_free(TlsContext *c) {
         if (!c)
                 return NULL;
-        if (c->cred)
-                gnutls_certificate_free_credentials(c->cred);
+        cred_unref(c->cred);
         if (c->priority)
                 gnutls_priority_deinit(c->priority);
         g_free(c->priority_text);
         g_free(c->verify_name);
         g_free(c->server_name);
+        for (size_t i = 0; i < _FILE_MAX; i++)
+                g_free(c->paths[i]);
+        g_free(c->verify_spec);
         g_free(c);
         return NULL;
 }
@@ -220,12 +335,13 @@ int tls_new(TlsContext *c, int fd, Tls **ret, char **ret_error) {
         int r;
 
         t->context = c;
+        t->cred = cred_ref(c->cred);
         t->fd = fd;
         r = gnutls_init(&t->session, (c->server ? GNUTLS_SERVER : GNUTLS_CLIENT) | GNUTLS_NONBLOCK | GNUTLS_NO_SIGNAL);
         if (r >= 0)
                 r = gnutls_priority_set(t->session, c->priority);
         if (r >= 0)
-                r = gnutls_credentials_set(t->session, GNUTLS_CRD_CERTIFICATE, c->cred);
+                r = gnutls_credentials_set(t->session, GNUTLS_CRD_CERTIFICATE, t->cred->cred);
         if (r >= 0 && !c->server && c->server_name)
                 r = gnutls_server_name_set(t->session, GNUTLS_NAME_DNS, c->server_name, strlen(c->server_name));
         if (r < 0) {
@@ -249,6 +365,7 @@ Tls *tls_free(Tls *t) {
                 return NULL;
         if (t->session)
                 gnutls_deinit(t->session);
+        cred_unref(t->cred);
         g_free(t->error);
         g_free(t);
         return NULL;

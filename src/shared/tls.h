@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <glib.h>
 
@@ -34,6 +35,15 @@ typedef struct TlsSettings {
 int tls_context_new(const TlsSettings *settings, TlsContext **ret, char **ret_error);
 TlsContext *tls_context_free(TlsContext *c);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(TlsContext, tls_context_free)
+/* Read the key, certificate and CA files again if any of them changed (checked at most once a
+ * second by the caller's monotonic clock), so that a renewed certificate is served without a
+ * restart. Sessions already started keep the credentials they started with. Returns 1 when
+ * new credentials are in force, 0 when nothing changed, or a negative errno with the reason
+ * (the previous credentials stay in force; a broken file is reported once, until it changes).
+ * With systemd's LoadCredential= the files are copies made at start: a restart is needed. */
+int tls_context_refresh(TlsContext *c, uint64_t now_usec, char **ret_error);
+/* The certificate file (or CA file) the context reads, for log lines. */
+const char *tls_context_file(const TlsContext *c);
 /* The GnuTLS priority string the --tls-config keywords gave (for tests and logs). */
 const char *tls_context_priority(const TlsContext *c);
 

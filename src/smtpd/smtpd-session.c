@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "daemon.h"
 #include "lineio.h"
 #include "log.h"
 #include "pamauth.h"
@@ -813,6 +814,7 @@ static int start_tls(Session *s) {
         g_autofree char *error = NULL;
         LineIoTransport t;
 
+        daemon_refresh_tls(s->server->config.tls, s->server->event);
         int r = tls_new(s->server->config.tls, lineio_get_fd(s->io), &s->tls_session, &error);
         if (r < 0) {
                 log_event(s, LOG_ERR, NULL, 0, "%s", error);

@@ -150,6 +150,33 @@ class TlsTestCase(unittest.TestCase):
         d = daemon or self.daemon
         self.assertTrue(harness.wait_for(lambda: text in d.output(), timeout=10), d.output())
 
+    def renewable(self):
+        """A directory as certbot keeps one, holding srv's key and certificate; returns it and a
+        function that puts a fresh key and certificate for localhost in place, each file
+        renamed over the old one, and returns the new certificate (DER)."""
+        live = os.path.join(self.work, "live")
+        os.mkdir(live)
+        for src, dst in (("srv.key", "privkey.pem"), ("srv.pem", "fullchain.pem")):
+            shutil.copy(self.cert(src), os.path.join(live, dst))
+
+        def renew():
+            d = tempfile.mkdtemp(dir=self.work)
+            certtool("--generate-privkey", "--key-type=ecdsa", "--outfile", "new.key", cwd=d)
+            certtool("--generate-certificate", "--load-privkey", "new.key", "--outfile", "new.pem",
+                     "--load-ca-certificate", self.cert("ca.pem"), "--load-ca-privkey", self.cert("ca.key"), cwd=d,
+                     template='cn = "localhost"\ndns_name = "localhost"\nip_address = "127.0.0.1"\n'
+                     'tls_www_server\nsigning_key\nencryption_key\nexpiration_days = 30\n')
+            os.rename(os.path.join(d, "new.key"), os.path.join(live, "privkey.pem"))
+            os.rename(os.path.join(d, "new.pem"), os.path.join(live, "fullchain.pem"))
+            with open(os.path.join(live, "fullchain.pem")) as f:
+                return ssl.PEM_cert_to_DER_cert(f.read())
+        return live, renew
+
+    @staticmethod
+    def pem_der(path):
+        with open(path) as f:
+            return ssl.PEM_cert_to_DER_cert(f.read())
+
 
 class ServerTest(TlsTestCase):
     def test_starttls_python(self):
@@ -369,6 +396,42 @@ class ServerTest(TlsTestCase):
         self.starttls(c)
         self.assertEqual(c.cmd("NOOP"), ["250 noop"])
 
+    def test_renewed_certificate_served_without_a_restart(self):
+        """certbot renews: the next connection gets the new certificate while a session started
+        before goes on with the old one; a broken file is reported once and changes nothing."""
+        live, renew = self.renewable()
+        self.start("--server-tls", "--server-tls-certificate", os.path.join(live, "privkey.pem"),
+                   "--server-tls-certificate", os.path.join(live, "fullchain.pem"))
+        old = self.client()
+        old.reply()
+        self.starttls(old)
+        self.assertEqual(old.sock.getpeercert(binary_form=True), self.pem_der(self.cert("srv.pem")))
+
+        new_der = renew()
+        time.sleep(1.1)   # the files are looked at once a second at most
+        c = self.client()
+        c.reply()
+        self.starttls(c)
+        self.assertEqual(c.sock.getpeercert(binary_form=True), new_der)
+        self.wait_log("re-read the TLS credentials from %s" % os.path.join(live, "fullchain.pem"))
+        self.assertEqual(old.cmd("NOOP"), ["250 noop"])   # still on its own credentials
+        old.cmd("QUIT")
+
+        tmp = os.path.join(self.work, "half")
+        with open(tmp, "w") as f:
+            f.write("-----BEGIN CERTIFICATE-----\nnot a certificate\n")
+        os.rename(tmp, os.path.join(live, "fullchain.pem"))
+        for _ in range(2):
+            time.sleep(1.1)
+            c = self.client()
+            c.reply()
+            self.starttls(c)
+            self.assertEqual(c.sock.getpeercert(binary_form=True), new_der)
+            self.assertEqual(c.cmd("NOOP"), ["250 noop"])
+        self.wait_log("cannot re-read the TLS credentials: TLS key %s and certificate %s"
+                      % (os.path.join(live, "privkey.pem"), os.path.join(live, "fullchain.pem")))
+        self.assertEqual(self.daemon.output().count("cannot re-read the TLS credentials"), 1, self.daemon.output())
+
     def test_configuration_errors(self):
         def run(*args):
             p = subprocess.run([SMTPD, "--spool-dir", self.spool, "--port", "0", "--interface", "127.0.0.1", *args, self.config],
@@ -539,6 +602,27 @@ class Pop3Test(TlsTestCase):
     def pop(self, *args, names=("pop3", "pop3s")):
         return self.start("--pop-auth", self.secrets, "--server-tls-certificate", self.cert("srv-both.pem"), *args,
                           names=names, program=POP3D)
+
+    def test_renewed_certificate_for_pop3s(self):
+        live, renew = self.renewable()
+        self.start("--pop-auth", self.secrets, "--server-tls-connection",
+                   "--server-tls-certificate", os.path.join(live, "privkey.pem"),
+                   "--server-tls-certificate", os.path.join(live, "fullchain.pem"), names=("pop3s",), program=POP3D)
+        import poplib
+        p = poplib.POP3_SSL("127.0.0.1", self.ports[0], context=self.context(), timeout=20)
+        self.addCleanup(p.close)
+        self.assertEqual(p.sock.getpeercert(binary_form=True), self.pem_der(self.cert("srv.pem")))
+        new_der = renew()
+        time.sleep(1.1)
+        q = poplib.POP3_SSL("127.0.0.1", self.ports[0], context=self.context(), timeout=20)
+        self.addCleanup(q.close)
+        self.assertEqual(q.sock.getpeercert(binary_form=True), new_der)
+        q.user("alice")
+        q.pass_("secret")
+        self.assertEqual(q.stat()[0], 1)
+        q.quit()
+        self.assertIn("USER", p.capa())   # the session from before the renewal goes on
+        self.wait_log("re-read the TLS credentials from %s" % os.path.join(live, "fullchain.pem"))
 
     def test_stls_with_poplib(self):
         import poplib
