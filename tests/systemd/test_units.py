@@ -566,10 +566,29 @@ class UnitsTest(unittest.TestCase):
             p = self.c.run(["setpriv", "--reuid=emailrelay", "--regid=emailrelay", "--clear-groups",
                             "cat", "/etc/emailrelay/tls.pem"])
             self.assertNotEqual(p.returncode, 0)
+            # A renewal, and the deploy hook emailrelay.units(7) gives for certbot: the new
+            # certificate is served after it, as the credential copy is made again.
+            self.assertEqual(self.served_certificate(), self.c.run("cat /etc/emailrelay/cert.pem").stdout.strip())
+            self.sh("cd /etc/emailrelay && certtool --generate-privkey --key-type=ecdsa --outfile key.pem 2>/dev/null && "
+                    "printf 'cn = relay.test\\nexpiration_days = 60\\ntls_www_server\\nsigning_key\\n' > cert.tmpl && "
+                    "certtool --generate-self-signed --load-privkey key.pem --template cert.tmpl --outfile cert.pem 2>/dev/null && "
+                    "cat key.pem cert.pem > tls.pem.new && chmod 600 tls.pem.new && mv tls.pem.new tls.pem && "
+                    "rm key.pem cert.tmpl")
+            hook = "/etc/letsencrypt/renewal-hooks/deploy/emailrelay"
+            self.sh("mkdir -p %s && printf '#!/bin/sh\\nsystemctl try-restart emailrelay-smtpd.service "
+                    "emailrelay-pop3d.service\\n' > %s && chmod 755 %s && %s" % (os.path.dirname(hook), hook, hook, hook))
+            self.assertEqual(self.served_certificate(), self.c.run("cat /etc/emailrelay/cert.pem").stdout.strip())
         finally:
-            self.c.run("rm -r /etc/systemd/system/emailrelay-smtpd.service.d; systemctl daemon-reload; "
+            self.c.run("rm -r /etc/systemd/system/emailrelay-smtpd.service.d /etc/letsencrypt; systemctl daemon-reload; "
                        "systemctl restart emailrelay-smtpd.service")
         self.assert_nothing_failed()
+
+    def served_certificate(self):
+        """The certificate emailrelay-smtpd presents after STARTTLS on port 25, as PEM."""
+        p = self.c.run("gnutls-cli --insecure --starttls-proto=smtp --port 25 --print-cert 127.0.0.1 </dev/null")
+        m = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", p.stdout, re.S)
+        self.assertTrue(m, p.stdout + p.stderr)
+        return m.group(0)
 
     def test_18_guide_google_mail_with_the_units(self):
         """The guide's Google-mail recipe the systemd way: client-tls and the next hop in
