@@ -21,6 +21,7 @@
 #include "log.h"
 #include "macro.h"
 #include "options.h"
+#include "requeue.h"
 #include "spool.h"
 #include "wakeup.h"
 
@@ -734,76 +735,6 @@ static int cmd_show(Spool *spool, const char *id, bool json, long long now) {
 
 /* ---- retry, delete, flush ---- */
 
-static int write_all(int fd, const char *p, size_t len) {
-        while (len > 0) {
-                ssize_t n = write(fd, p, len);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return negative_errno();
-                }
-                p += n;
-                len -= (size_t) n;
-        }
-        return 0;
-}
-
-/* Append "X-MailRelay-NextRetry: <now>" to a locked envelope, after whatever is there and in
- * the file's own line ending. Appending rather than rewriting keeps the file as its writer
- * left it; the last NextRetry line is the one that counts. */
-static int append_due_now(SpoolLock *l, bool lf_only, long long now) {
-        int fd = spool_lock_envelope_fd(l);
-        g_autoptr(GString) text = g_string_new(NULL);
-        g_autoptr(GString) line = envelope_retry_lines(NULL, 0, now, lf_only);
-        char last = '\n';
-        off_t size;
-        int r;
-
-        size = lseek(fd, 0, SEEK_END);
-        if (size < 0)
-                return negative_errno();
-        if (size > 0 && pread(fd, &last, 1, size - 1) != 1)
-                return -EIO;
-        if (last != '\n')
-                g_string_append(text, lf_only ? "\n" : "\r\n");
-        g_string_append_len(text, line->str, line->len);
-        r = write_all(fd, text->str, text->len);
-        if (r < 0)
-                return r;
-        if (fdatasync(fd) < 0)
-                return negative_errno();
-        return 0;
-}
-
-/* Make a ready message due now. Under the forwarder's lock, so that no forwarder appends its own
- * lines at the same moment; the lock is the rename to .busy and back. Returns 1 when the message
- * had to wait, 0 when it was due already, -EBUSY/-ENOENT when a forwarder has it, -EBADMSG
- * with *ret_error for a malformed envelope. */
-static int make_due(Spool *spool, const char *id, long long now, char **ret_error) {
-        g_autoptr(SpoolLock) l = NULL;
-        g_auto(Envelope) e = {};
-        long long next = 0;
-        int r;
-
-        r = spool_lock(spool, id, &l);
-        if (r < 0)
-                return r;
-        r = spool_lock_read_envelope(l, &e, ret_error);
-        if (r < 0)
-                return r;  /* freeing the lock puts the file back */
-        r = envelope_next_retry(&e, &next);
-        /* A malformed NextRetry is replaced too: the forwarder then reads a clear value. */
-        if (r == -ENOENT || (r >= 0 && next <= now)) {
-                r = spool_lock_release(l);
-                return r < 0 ? r : 0;
-        }
-        r = append_due_now(l, e.lf_only, now);
-        if (r < 0)
-                return r;
-        r = spool_lock_release(l);
-        return r < 0 ? r : 1;
-}
-
 static void log_busy_or_missing(Spool *spool, const char *id, int r) {
         SpoolState state;
         if (r == -ENOENT && locate(spool, id, &state) >= 0 && state == SPOOL_STATE_NEW)
@@ -851,23 +782,18 @@ static int retry_one(Spool *spool, const char *id, unsigned limit, long long now
         }
 
         if (state == SPOOL_STATE_BAD) {
-                r = spool_unfail(spool, id);
+                r = requeue_unfail(spool, id, now);
                 if (r < 0) {
                         log_busy_or_missing(spool, id, r);
                         return r;
                 }
                 *ret_renamed = true;
-                /* A message that gave up while waiting keeps its last NextRetry: clear it too.
-                 * A forwarder that takes it meanwhile is what we want anyway. */
-                r = make_due(spool, id, now, NULL);
-                if (r < 0 && r != -EBUSY && r != -ENOENT)
-                        log_warning(_("message %s is queued but may wait for its retry time: %s"), id, g_strerror(-r));
                 printf(_("%s: moved back to the queue\n"), id);
                 return 0;
         }
 
         g_clear_pointer(&error, g_free);
-        r = make_due(spool, id, now, &error);
+        r = requeue_make_due(spool, id, now, &error);
         if (r == -EBADMSG) {
                 g_autofree char *safe = terminal_safe(error);
                 log_error("%s", safe);
@@ -980,27 +906,10 @@ static char *find_forwarder(void) {
 }
 
 static int cmd_flush(Spool *spool, bool use_unit, const char *config, long long now) {
-        g_autoptr(GPtrArray) ready = NULL;
-        int r;
-
-        r = spool_list(spool, SPOOL_STATE_READY, &ready);
+        int r = requeue_all_due(spool, now);
         if (r < 0) {
                 log_error(_("cannot list the spool directory %s: %s"), spool_path(spool), g_strerror(-r));
                 return EXIT_FAILURE;
-        }
-        for (guint i = 0; i < ready->len; i++) {
-                const char *id = ready->pdata[i];
-                g_auto(Envelope) e = {};
-                long long next = 0;
-                /* Look first without the lock: most messages are due and need nothing. */
-                if (spool_read_envelope(spool, id, SPOOL_STATE_READY, &e, NULL) < 0)
-                        continue;
-                r = envelope_next_retry(&e, &next);
-                if (r == -ENOENT || (r >= 0 && next <= now))
-                        continue;
-                r = make_due(spool, id, now, NULL);
-                if (r < 0 && r != -EBUSY && r != -ENOENT && r != -EBADMSG)
-                        log_warning(_("cannot make message %s due: %s"), id, g_strerror(-r));
         }
 
         if (use_unit && sd_booted() > 0)
