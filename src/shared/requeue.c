@@ -11,20 +11,6 @@
 #include "macro.h"
 #include "requeue.h"
 
-static int write_all(int fd, const char *p, size_t len) {
-        while (len > 0) {
-                ssize_t n = write(fd, p, len);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return negative_errno();
-                }
-                p += n;
-                len -= (size_t) n;
-        }
-        return 0;
-}
-
 /* Append "X-MailRelay-NextRetry: <now>" to a locked envelope, after whatever is there and in
  * the file's own line ending. Appending rather than rewriting keeps the file as its writer
  * left it; the last NextRetry line is the one that counts. */
@@ -44,7 +30,7 @@ static int append_due_now(SpoolLock *l, bool lf_only, long long now) {
         if (last != '\n')
                 g_string_append(text, lf_only ? "\n" : "\r\n");
         g_string_append_len(text, line->str, line->len);
-        r = write_all(fd, text->str, text->len);
+        r = spool_write_all(fd, text->str, text->len);
         if (r < 0)
                 return r;
         if (fdatasync(fd) < 0)

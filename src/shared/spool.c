@@ -121,7 +121,7 @@ static char *file_name(const char *id, const char *suffix) {
         return g_strconcat(id, suffix, NULL);
 }
 
-static int write_all(int fd, const void *buf, size_t len) {
+int spool_write_all(int fd, const void *buf, size_t len) {
         const char *p = buf;
         while (len > 0) {
                 ssize_t n = write(fd, p, len);
@@ -187,7 +187,7 @@ int spool_message_content_fd(const SpoolMessage *m) {
 }
 
 int spool_message_write(SpoolMessage *m, const void *buf, size_t len) {
-        return write_all(m->content_fd, buf, len);
+        return spool_write_all(m->content_fd, buf, len);
 }
 
 int spool_message_write_envelope(SpoolMessage *m, const Envelope *e) {
@@ -201,7 +201,7 @@ int spool_message_write_envelope(SpoolMessage *m, const Envelope *e) {
                 return fd;
         m->envelope_fd = fd;
         text = envelope_to_string(e);
-        r = write_all(fd, text->str, text->len);
+        r = spool_write_all(fd, text->str, text->len);
         if (r < 0)
                 return r;  /* freeing the message removes the partial file */
         return 0;
@@ -488,7 +488,7 @@ int spool_lock_rewrite_envelope(SpoolLock *l, const Envelope *e) {
                 return fd;
         /* The new inode is locked before it takes the .busy name, so the message is never
          * seen unlocked under that name. */
-        if (flock(fd, LOCK_EX | LOCK_NB) < 0 || write_all(fd, text->str, text->len) < 0 || fdatasync(fd) < 0) {
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0 || spool_write_all(fd, text->str, text->len) < 0 || fdatasync(fd) < 0) {
                 r = negative_errno();
                 (void) unlinkat(l->spool->dir_fd, tmp, 0);
                 return r;
@@ -533,7 +533,7 @@ int spool_lock_fail(SpoolLock *l, const char *reason, int code) {
         if (size >= 2 && pread(l->fd, last, 2, size - 2) == 2)
                 lf_only = last[1] == '\n' && last[0] != '\r';
         lines = envelope_reason_lines(reason, code, lf_only);
-        int r = write_all(l->fd, lines->str, lines->len);
+        int r = spool_write_all(l->fd, lines->str, lines->len);
         if (r < 0)
                 return r;
         if (fdatasync(l->fd) < 0)

@@ -122,6 +122,9 @@ int spool_lock_release(SpoolLock *l);
 SpoolLock *spool_lock_free(SpoolLock *l);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(SpoolLock, spool_lock_free)
 
+/* write(2) until all of buf is written (EINTR retried): 0 or a negative errno. */
+int spool_write_all(int fd, const void *buf, size_t len);
+
 /* Un-fail: rename <id>.envelope.bad -> <id>.envelope. */
 int spool_unfail(Spool *s, const char *id);
 /* Remove a message in any unlocked state (ready or bad) and its content. */
