@@ -4,6 +4,7 @@
  * time, so an event loop would buy nothing here. */
 #pragma once
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -61,6 +62,12 @@ typedef struct SmtpReply {
  * else empty. */
 int smtp_client_connect(const char *address, const char *ehlo_name, const SmtpClientOptions *options,
                         SmtpClient **ret, SmtpReply *ret_reply);
+/* The forwarder's stop request (its SIGTERM flag). While cancellable is on, a wait for the next
+ * hop gives up with -EINTR as soon as *flag is set: for the connection, greeting, EHLO, STARTTLS
+ * and AUTH, when no message is in hand. Off (the default) during a transaction, which finishes
+ * or times out. The blocking waits are per process, and so is this. */
+void smtp_client_set_cancel(volatile sig_atomic_t *flag);
+void smtp_client_set_cancellable(bool on);
 /* 0 if address is usable: an address without '@' always is; a SOCKS one needs both
  * host:port parts and no IPv6 far host. Else -EINVAL and a static message in *ret_error. */
 int smtp_client_check_address(const char *address, const char **ret_error);

@@ -333,6 +333,8 @@ static int ensure_connected(Pass *p, const char *address, const char *selector, 
                 .client_interface_len = c->client_interface_len,
         };
         r = smtp_client_connect(address, c->ehlo_name, &opts, &p->client, &reply);
+        if (r == -EINTR)
+                return r;   /* stopping: nothing to record against the address or the message */
         if (r < 0) {
                 g_hash_table_add(p->unreachable, g_strdup(address));
                 if (r == -EPROTO && reply.code) {
@@ -347,6 +349,10 @@ static int ensure_connected(Pass *p, const char *address, const char *selector, 
                 return r;
         }
         r = authenticate(p, address, selector, ret_reason, ret_code);
+        if (r == -EINTR) {
+                disconnect(p);
+                return r;
+        }
         if (r < 0) {
                 log_warning("cannot forward to %s: %s", address, *ret_reason);
                 disconnect(p);
@@ -736,7 +742,16 @@ static void forward_one(Pass *p, const char *id) {
         const char *address = !isempty(e.forward_to_address) ? e.forward_to_address : p->config->forward_to;
         g_autofree char *why = NULL;
         int code = 0;
+        /* Nothing is in hand until MAIL: a stop request may cut the connecting short. */
+        smtp_client_set_cancellable(true);
         r = ensure_connected(p, address, e.client_account_selector, &why, &code);
+        smtp_client_set_cancellable(false);
+        if (r == -EINTR) {
+                log_info("message %s left in the queue: stopping while connecting to %s", id, address);
+                p->stop = true;
+                p->skipped++;
+                return;   /* unlocked back to .envelope by the cleanup, no attempt counted */
+        }
         if (r == -EHOSTDOWN) {
                 /* Already failed this pass: left as it is, not counted as an attempt. */
                 p->skipped++;
@@ -1181,6 +1196,7 @@ int main(int argc, char **argv) {
         sigemptyset(&sa.sa_mask);
         sigaction(SIGTERM, &sa, NULL);
         sigaction(SIGINT, &sa, NULL);
+        smtp_client_set_cancel(&terminated);
 
         options_init(&o, emailrelay_options, PROG_FORWARD);
         int r = run(&o, argc, argv);

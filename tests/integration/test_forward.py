@@ -341,6 +341,26 @@ class ForwardTest(unittest.TestCase):
         self.assertEqual(os.listdir(self.spool), [])
         self.assertGreaterEqual(len(self.received()), 1)
 
+    def test_sigterm_while_the_next_hop_is_silent(self):
+        """A next hop that accepts the connection and never greets: SIGTERM (systemctl stop)
+        ends the wait at once rather than after --prompt-timeout, and the message waits for
+        the next run with no attempt counted against it."""
+        silent = socket.socket(socket.AF_UNIX)
+        self.addCleanup(silent.close)
+        silent.bind(self.sock)
+        silent.listen(8)
+        self.submit("a@example.com")
+        p = subprocess.Popen([FORWARD, "--spool-dir", self.spool, "--forward-to", self.sock, "--prompt-timeout", "600",
+                              self.config], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        conn, _ = silent.accept()   # the forwarder is connected and waits for the greeting
+        self.addCleanup(conn.close)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=30)
+        self.assertIn("left in the queue: stopping while connecting to %s" % self.sock, err)
+        (m,) = harness.spool_messages(self.spool)
+        self.assertEqual(m.state, "envelope")
+        self.assertNotIn(b"X-MailRelay-Reason", m.envelope)
+
     def test_retry_schedule_zero_does_not_loop(self):
         """A 4xx with a retry schedule of 0 is due again at once; the run still tries it once
         (the next run, the timer's, retries it) instead of looping on it."""
