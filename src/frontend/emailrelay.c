@@ -26,12 +26,15 @@
 #include <systemd/sd-event.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "config.h"
 #include "daemon.h"
 #include "listen.h"
 #include "log.h"
 #include "macro.h"
 #include "options.h"
+#include "requeue.h"
+#include "spool.h"
 #include "wakeup.h"
 
 #define PROGRAM "emailrelay"
@@ -72,6 +75,13 @@ typedef struct Relay {
         ListenerSet sockets[_ROLE_MAX];
         pid_t pids[_ROLE_MAX];
         bool forward_again;       /* a trigger came while the forwarder ran */
+        int forward_status;       /* of the last forwarder, -1 before the first */
+        /* The admin interface (--admin): its sockets until it starts, and a flush's client,
+         * answered when the forwarder started for it (flush_started) exits. */
+        ListenerSet admin_sockets;
+        Admin *admin;
+        AdminClient *flush_client;
+        bool flush_started;
         char *rundir;             /* private directory of the wake-up file (on_commit) */
         char *wakeup;
         sd_event_source *wakeup_source;   /* ours to unref: a floating inotify source outlives the loop */
@@ -212,8 +222,34 @@ static void start_forwarder(Relay *r) {
                 return;
         }
         r->forward_again = false;
-        if (start_child(r, ROLE_FORWARD) < 0)
+        if (start_child(r, ROLE_FORWARD) < 0) {
                 stop_all(r, EXIT_ERROR);
+                return;
+        }
+        if (r->flush_client)
+                r->flush_started = true;
+}
+
+/* The admin client waiting for this forwarder's end, if it was started for a flush. */
+static void flush_report(Relay *r, int status) {
+        static const char *const reasons[] = {
+                [1] = "not every message was sent: see the log",
+                [2] = "bad configuration: see the log",
+                [3] = "the next hop is not available: see the log",
+        };
+        if (!r->flush_client || !r->flush_started)
+                return;
+        g_autofree char *other = NULL;
+        const char *error = NULL;
+        if (status != 0) {
+                if (status > 0 && (size_t) status < ELEMENTSOF(reasons) && reasons[status])
+                        error = reasons[status];
+                else
+                        error = other = g_strdup_printf("forwarding failed with status %d: see the log", status);
+        }
+        admin_flush_done(r->admin, r->flush_client, error);
+        r->flush_client = NULL;
+        r->flush_started = false;
 }
 
 static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
@@ -228,6 +264,8 @@ static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata
 
         int status = si->si_code == CLD_EXITED ? si->si_status : 128 + si->si_status;
         if (role == ROLE_FORWARD) {
+                r->forward_status = status;
+                flush_report(r, status);
                 /* 0 all sent, 1 some wait or failed, 3 next hop down: the forwarder logged why. */
                 if (r->dont_serve && !r->stopping) {
                         /* --as-client, --dont-serve: one forwarding, and its status is ours. */
@@ -280,11 +318,79 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         return 0;
 }
 
+/* ---- the admin interface ---- */
+
+static const char *admin_forward(void *userdata) {
+        Relay *r = userdata;
+        if (!r->forward_to)
+                return "no remote server configured: use --forward-to";
+        start_forwarder(r);
+        return NULL;
+}
+
+static const char *admin_flush(void *userdata, AdminClient *client) {
+        Relay *r = userdata;
+        if (!r->forward_to)
+                return "no remote server configured: use --forward-to";
+        if (r->flush_client)
+                return "still working";
+        if (r->stopping)
+                return "shutting down";
+        g_autoptr(Spool) spool = NULL;
+        g_autoptr(GPtrArray) ready = NULL;
+        int k = spool_open(options_get_default(r->o, "spool-dir", SPOOLDIR), &spool);
+        /* Everything now, as E-MailRelay's flush: messages waiting for a retry too. */
+        if (k >= 0 && (k = requeue_all_due(spool, (long long) time(NULL))) >= 0)
+                k = spool_list(spool, SPOOL_STATE_READY, &ready);
+        if (k < 0) {
+                log_warning_errno(k, "admin flush: cannot read the spool: %m");
+                return "cannot read the spool directory: see the log";
+        }
+        if (ready->len == 0)
+                return "no messages to send";
+        r->flush_client = client;
+        r->flush_started = false;
+        start_forwarder(r);   /* now, or after the one that runs */
+        return NULL;
+}
+
+static void admin_flush_abandoned(void *userdata, AdminClient *client) {
+        Relay *r = userdata;
+        if (r->flush_client == client) {
+                r->flush_client = NULL;
+                r->flush_started = false;
+        }
+}
+
+static void admin_status(void *userdata, GString *out) {
+        static const char *const names[_ROLE_MAX] = { "smtp server", "pop server", "forwarding" };
+        Relay *r = userdata;
+        for (Role i = 0; i < _ROLE_MAX; i++) {
+                if (!r->paths[i])
+                        continue;
+                if (out->len > 0)
+                        g_string_append_c(out, '\n');
+                if (r->pids[i] > 0)
+                        g_string_append_printf(out, "%s: running, pid %d (%s)", names[i], (int) r->pids[i], roles[i].program);
+                else if (i == ROLE_FORWARD && r->forward_status >= 0)
+                        g_string_append_printf(out, "%s: idle, the last pass ended with status %d", names[i], r->forward_status);
+                else
+                        g_string_append_printf(out, "%s: %s", names[i], i == ROLE_FORWARD ? "idle" : "not running");
+        }
+        if (out->len == 0)
+                g_string_append(out, "nothing running");
+}
+
+static void admin_terminate(void *userdata) {
+        Relay *r = userdata;
+        stop_all(r, EXIT_OK);
+}
+
 /* ---- start-up ---- */
 
 static int check_options(Relay *r) {
         Options *o = r->o;
-        static const char *const unsupported[] = { "immediate", "admin", "admin-terminate", "hidden", "show" };
+        static const char *const unsupported[] = { "immediate", "hidden", "show" };
         for (size_t i = 0; i < ELEMENTSOF(unsupported); i++)
                 if (options_has(o, unsupported[i])) {
                         log_error("option --%s is not supported by this version of " PROGRAM, unsupported[i]);
@@ -352,6 +458,14 @@ static int check_options(Relay *r) {
                 log_error("--verbose needs --log");
                 return -EINVAL;
         }
+        if (options_has(o, "admin-terminate") && !options_has(o, "admin")) {
+                log_error("--admin-terminate needs --admin");
+                return -EINVAL;
+        }
+        if (options_has(o, "admin") && r->dont_serve) {
+                log_error("--admin needs a server: not with --as-client or --dont-serve");
+                return -EINVAL;
+        }
         if (r->dont_serve && !r->forward_at_start) {
                 log_error("--dont-serve without --forward has nothing to do");
                 return -EINVAL;
@@ -371,6 +485,13 @@ static int open_sockets(Relay *r) {
                 for (size_t i = 0; i < passed.n; i++) {
                         const char *name = passed.items[i].name;
                         bool pop = g_str_has_prefix(name, "pop");
+                        if (streq(name, "admin")) {
+                                if (options_has(r->o, "admin"))
+                                        continue;
+                                log_error("socket \"admin\" passed in LISTEN_FDS, but --admin is not given");
+                                listener_set_done(&passed);
+                                return -EINVAL;
+                        }
                         if (pop ? !r->pop : r->no_smtp || r->dont_serve) {
                                 log_error("socket \"%s\" passed in LISTEN_FDS, but %s", name,
                                           pop ? "--pop is not given" : "--no-smtp or --dont-serve is");
@@ -381,7 +502,7 @@ static int open_sockets(Relay *r) {
                 for (size_t i = 0; i < passed.n; i++) {
                         Listener *l = &passed.items[i];
                         Role role = g_str_has_prefix(l->name, "pop") ? ROLE_POP3D : ROLE_SMTPD;
-                        ListenerSet *to = &r->sockets[role];
+                        ListenerSet *to = streq(l->name, "admin") ? &r->admin_sockets : &r->sockets[role];
                         to->items = g_renew(Listener, to->items, to->n + 1);
                         to->items[to->n++] = *l;
                 }
@@ -396,6 +517,9 @@ static int open_sockets(Relay *r) {
                 return -EADDRINUSE;
         if (r->pop && daemon_open_listeners(&r->sockets[ROLE_POP3D], r->o, "pop", "pop-port", 110,
                                             implicit ? "pop3s" : "pop3", NULL) < 0)
+                return -EADDRINUSE;
+        if (options_has(r->o, "admin") && daemon_open_listeners(&r->admin_sockets, r->o, "admin", "admin", 0,
+                                                                "admin", NULL) < 0)
                 return -EADDRINUSE;
         return 0;
 }
@@ -550,6 +674,24 @@ static int serve(Relay *r) {
                         close(null);
                 }
         }
+        if (r->admin_sockets.n > 0) {
+                const AdminConfig ac = {
+                        .spool_dir = spool,
+                        .terminate = options_has(o, "admin-terminate"),
+                        .remote_clients = options_has(o, "remote-clients"),
+                };
+                const AdminHooks hooks = {
+                        .forward = admin_forward,
+                        .flush = admin_flush,
+                        .flush_abandoned = admin_flush_abandoned,
+                        .status = admin_status,
+                        .terminate = admin_terminate,
+                };
+                if ((k = admin_new(r->event, &r->admin_sockets, &ac, &hooks, r, &r->admin)) < 0) {
+                        log_error_errno(k, "cannot serve the admin interface: %m");
+                        return EXIT_ERROR;
+                }
+        }
         r->exit_status = EXIT_OK;
         for (Role i = ROLE_SMTPD; i <= ROLE_POP3D; i++)
                 if (r->sockets[i].n > 0 && start_child(r, i) < 0) {
@@ -561,7 +703,8 @@ static int serve(Relay *r) {
                 listener_set_done(&r->sockets[i]);
         if (r->forward_at_start)
                 start_forwarder(r);
-        if (!r->stopping && r->pids[ROLE_SMTPD] == 0 && r->pids[ROLE_POP3D] == 0 && r->pids[ROLE_FORWARD] == 0)
+        if (!r->stopping && !r->admin && r->pids[ROLE_SMTPD] == 0 && r->pids[ROLE_POP3D] == 0 &&
+            r->pids[ROLE_FORWARD] == 0)
                 stop_all(r, EXIT_OK);
 
         k = sd_event_loop(r->event);
@@ -581,6 +724,8 @@ static void relay_done(Relay *r) {
                 g_free(r->paths[i]);
                 listener_set_done(&r->sockets[i]);
         }
+        admin_free(r->admin);
+        listener_set_done(&r->admin_sockets);
         g_free(r->wakeup);
         g_free(r->rundir);
         sd_event_source_unref(r->wakeup_source);
@@ -588,7 +733,7 @@ static void relay_done(Relay *r) {
 }
 
 static int run(Options *o, int argc, char **argv) {
-        Relay r = { .o = o };
+        Relay r = { .o = o, .forward_status = -1 };
 
         /* As E-MailRelay: a config file only when one is named (the last argument); the units'
          * /etc/emailrelay.conf may hold forward-to, which --as-client and --as-proxy refuse. */

@@ -56,8 +56,7 @@ def kill_leftovers(marker, keep=()):
                 pass
 
 
-@unittest.skipUnless(os.path.exists(SINK), "Postfix's smtp-sink is not installed (scripts/deps --test installs postfix)")
-class FrontendTest(unittest.TestCase):
+class FrontendTestCase(unittest.TestCase):
     def setUp(self):
         self.work = tempfile.mkdtemp(prefix="frontend-test-")
         os.chmod(self.work, 0o755)
@@ -109,6 +108,9 @@ class FrontendTest(unittest.TestCase):
         subprocess.run([SUBMIT, "--spool-dir", self.spool, "--wakeup-file", "none", "b@example.com"],
                        input=MESSAGE, check=True, timeout=30)
 
+
+@unittest.skipUnless(os.path.exists(SINK), "Postfix's smtp-sink is not installed (scripts/deps --test installs postfix)")
+class FrontendTest(FrontendTestCase):
     # -- command line --
 
     def test_help_and_version(self):
@@ -334,6 +336,144 @@ class FrontendTest(unittest.TestCase):
         with self.assertRaises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=2)
 
+
+class AdminClient:
+    """E-MailRelay's admin interface: a command out, the reply's lines back (up to the prompt)."""
+    PROMPT = b"E-MailRelay> "
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.buf = b""
+
+    def cmd(self, text, eol="\r\n"):
+        self.sock.sendall((text + eol).encode())
+        return self.reply()
+
+    def reply(self):
+        while self.PROMPT not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("closed; buffered: %r" % self.buf)
+            self.buf += chunk
+        reply, _, self.buf = self.buf.partition(self.PROMPT)
+        return reply.decode().split("\r\n")[:-1]
+
+    def closed(self):
+        try:
+            self.sock.settimeout(10)
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+    def close(self):
+        self.sock.close()
+
+
+@unittest.skipUnless(os.path.exists(SINK), "Postfix's smtp-sink is not installed (scripts/deps --test installs postfix)")
+class AdminTest(FrontendTestCase):
+    """--admin: E-MailRelay's admin interface, on a socket passed as "admin"."""
+
+    def admin_relay(self, *args):
+        smtp, admin = harness.listening_socket(), harness.listening_socket()
+        d = self.relay("--admin", "0", *args, sockets=[smtp, admin], names=["smtp", "admin"])
+        self.admin_port = admin.getsockname()[1]
+        c = AdminClient(self.admin_port)
+        self.addCleanup(c.close)
+        return d, c
+
+    def ids(self, state="envelope"):
+        return sorted(f[:-len("." + state)] for f in os.listdir(self.spool) if f.endswith("." + state))
+
+    def test_list_flush_failures_unfail_all(self):
+        self.start_sink()
+        d, c = self.admin_relay("--forward-to", self.sink_sock)
+        self.assertEqual(c.cmd("help"), ["commands: failures, flush, forward, help, info, list, pid, quit, "
+                                         "status, unfail-all"])
+        self.assertEqual(c.cmd("list"), ["<none>"])
+        self.assertEqual(c.cmd("flush"), ["error: no messages to send"])
+        self.send(d.port, n=2)
+        self.assertEqual(c.cmd("LIST", eol="\n"), self.ids())   # netcat's LF, and any case
+        self.assertEqual(c.cmd("flush"), ["OK"])
+        self.assertEqual(self.sink_count(), 2)   # OK comes after the forwarder's end
+        self.assertEqual(c.cmd("list"), ["<none>"])
+
+        # A message that failed, and one that waits for its retry time: flush sends both.
+        self.submit()
+        bad = self.ids()[0]
+        os.rename(os.path.join(self.spool, bad + ".envelope"), os.path.join(self.spool, bad + ".envelope.bad"))
+        self.assertEqual(c.cmd("failures"), [bad])
+        self.assertEqual(c.cmd("unfail-all"), ["OK"])
+        self.assertEqual(c.cmd("failures"), ["<none>"])
+        self.assertEqual(c.cmd("list"), [bad])
+        self.submit()
+        waiting = [i for i in self.ids() if i != bad][0]
+        with open(os.path.join(self.spool, waiting + ".envelope"), "ab") as f:
+            f.write(b"X-MailRelay-NextRetry: %d\r\n" % (time.time() + 3600))
+        c.sock.sendall(b"flush\r\nlist\r\n")   # the list waits for the flush's answer
+        self.assertEqual(c.reply(), ["OK"])
+        self.assertEqual(c.reply(), ["<none>"])
+        self.assertEqual(self.sink_count(), 4)
+        self.assertIn("admin flush from 127.0.0.1", d.output())
+
+        self.assertEqual(c.cmd("pid"), [str(d.proc.pid)])
+        self.assertRegex(c.cmd("status")[0], r"^smtp server: running, pid \d+ \(emailrelay-smtpd\)$")
+        self.assertEqual(c.cmd("bogus"), ["error: unrecognised command"])
+        self.assertEqual(c.cmd("terminate"), ["error: unrecognised command"])   # not without --admin-terminate
+        self.assertEqual(c.cmd("forward"), ["OK"])
+        c.sock.sendall(b"quit\r\n")
+        self.assertTrue(c.closed())
+        self.assertIsNone(d.proc.poll())
+        self.assertEqual(d.stop(signal.SIGTERM), 0, d.output())   # a clean exit: the sanitizers' leak check
+        self.assertNotIn("Sanitizer", d.output())
+
+    def test_flush_says_why_it_failed(self):
+        d, c = self.admin_relay("--forward-to", os.path.join(self.work, "nobody-listens"))
+        self.send(d.port)
+        self.assertEqual(c.cmd("flush"), ["error: the next hop is not available: see the log"])
+        self.assertEqual(len(self.ids()), 1)
+
+    def test_client_leaving_mid_flush(self):
+        """The next hop says nothing; the client of the flush goes away. Others are served, and
+        the relay still stops cleanly."""
+        silent = socket.socket(socket.AF_UNIX)
+        self.addCleanup(silent.close)
+        path = os.path.join(self.work, "silent.sock")
+        silent.bind(path)
+        silent.listen(8)   # connections complete in the backlog, and never get a greeting
+        d, c = self.admin_relay("--forward-to", path)
+        self.send(d.port)
+        c.sock.sendall(b"flush\r\n")
+        self.assertTrue(harness.wait_for(lambda: "admin flush from" in d.output()), d.output())
+        c.close()
+        other = AdminClient(self.admin_port)
+        self.addCleanup(other.close)
+        self.assertRegex(other.cmd("status")[-1], r"^forwarding: running, pid \d+")
+        # The forwarder waits for a greeting: SIGTERM cuts that short, and counts no attempt.
+        self.assertEqual(d.stop(signal.SIGTERM), 0, d.output())
+        self.assertNotIn("Sanitizer", d.output())
+        self.assertIn("left in the queue: stopping while connecting to %s" % path, d.output())
+        [mid] = self.ids()
+        self.assertNotIn("Reason", read(os.path.join(self.spool, mid + ".envelope")))
+
+    def test_poke_and_terminate(self):
+        """E-MailRelay's emailrelay-poke: FLUSH and CRLF, one read. Then terminate, when allowed."""
+        d, c = self.admin_relay("--admin-terminate")
+        c.sock.sendall(b"FLUSH\r\n")
+        self.assertEqual(c.sock.recv(160), b"error: no remote server configured: use --forward-to\r\nE-MailRelay> ")
+        self.assertIn("terminate", c.cmd("help")[0])
+        self.assertEqual(c.cmd("terminate"), ["OK"])
+        self.assertEqual(d.proc.wait(timeout=20), 0)
+
+    def test_usage_errors(self):
+        p = self.run_frontend("--no-daemon", "--spool-dir", self.spool, "--admin-terminate")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("--admin-terminate needs --admin", p.stderr)
+        p = self.run_frontend("--as-client", "127.0.0.1:9", "--spool-dir", self.spool, "--admin", "10026")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("--admin needs a server", p.stderr)
+        d = self.relay(sockets=[harness.listening_socket(), harness.listening_socket()], names=["smtp", "admin"])
+        self.assertEqual(d.proc.wait(timeout=20), 1)
+        self.assertIn('socket "admin" passed in LISTEN_FDS, but --admin is not given', d.output())
 
 if __name__ == "__main__":
     harness.main()
