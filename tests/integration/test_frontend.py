@@ -245,8 +245,9 @@ class FrontendTest(FrontendTestCase):
         """As root: the default --user daemon must be able to write the spool, and then every
         process of the relay runs as daemon."""
         self.user = []
-        p = self.run_frontend("--no-daemon", "--spool-dir", self.spool)
-        self.assertEqual(p.returncode, 1)
+        # Bound before the check: an ephemeral port, never 25 (another program may hold it).
+        p = self.run_frontend("--no-daemon", "--spool-dir", self.spool, "--interface", "127.0.0.1", "--port", "0")
+        self.assertEqual(p.returncode, 1, p.stderr)
         self.assertIn("not writable by user daemon", p.stderr)
         import pwd
         daemon = pwd.getpwnam("daemon")

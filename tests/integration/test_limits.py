@@ -190,8 +190,10 @@ class SmtpProxyTest(LimitsTestCase):
         self.assertTrue(gone(c))
         self.assertEqual(c.buf, b"")
         self.assertTrue(self.log_has("a PROXY protocol listener (smtp) is not for 127.0.0.1 (see --proxy-protocol-from)"))
-        p = subprocess.run([SMTPD, "--spool-dir", self.spool, "--proxy-protocol", "smtp", "--proxy-protocol-from",
-                            "balancer", self.config], capture_output=True, text=True, timeout=30)
+        # The listener is bound before the option is read: an ephemeral port, never 25.
+        p = subprocess.run([SMTPD, "--spool-dir", self.spool, "--interface", "127.0.0.1", "--port", "0",
+                            "--proxy-protocol", "smtp", "--proxy-protocol-from", "balancer", self.config],
+                           capture_output=True, text=True, timeout=30)
         self.assertEqual(p.returncode, 1)
         self.assertIn('--proxy-protocol-from: "balancer" is not an IP address, a network, local, any or none', p.stderr)
 
