@@ -385,6 +385,15 @@ static void outcome_set(Outcome *o, Verdict v, int code, const char *reason) {
         o->reason = g_strdup(reason);
 }
 
+static void outcome_done(Outcome *o) {
+        g_free(o->reason);
+        g_free(o->failed_reason);
+        if (o->retry_rcpts)
+                g_ptr_array_unref(o->retry_rcpts);
+        if (o->failed_rcpts)
+                g_ptr_array_unref(o->failed_rcpts);
+}
+
 static Verdict verdict_for(int code) {
         return code >= 500 ? VERDICT_PERMANENT : VERDICT_TEMPORARY;
 }
@@ -602,9 +611,10 @@ static void on_filter_done(const FilterOutcome *o, void *userdata) {
         w->done = true;
 }
 
-static int run_client_filter(Pass *p, const char *id, FilterWait *w) {
+/* The envelope is <id><suffix>: ".envelope.busy", or ".envelope.new" for --immediate-message. */
+static int run_client_filter(Pass *p, const char *id, const char *suffix, FilterWait *w) {
         g_autofree char *content = spool_file_path(p->spool, id, ".content");
-        g_autofree char *envelope = spool_file_path(p->spool, id, ".envelope.busy");
+        g_autofree char *envelope = spool_file_path(p->spool, id, suffix);
         FilterRun *run = NULL;
         int r = filter_chain_run(p->config->client_filters, p->event, content, envelope, p->config->filter_timeout,
                                  on_filter_done, w, &run);
@@ -709,7 +719,7 @@ static void forward_one(Pass *p, const char *id) {
 
         if (p->config->client_filters && !filter_chain_is_empty(p->config->client_filters)) {
                 FilterWait w = {};
-                r = run_client_filter(p, id, &w);
+                r = run_client_filter(p, id, ".envelope.busy", &w);
                 if (r < 0) {
                         log_error_errno(r, "cannot run the client filter for %s: %m", id);
                         p->stop = true;
@@ -810,12 +820,87 @@ static void forward_one(Pass *p, const char *id) {
         case VERDICT_SKIP:
                 break;
         }
-        g_free(o.reason);
-        g_free(o.failed_reason);
-        if (o.retry_rcpts)
-                g_ptr_array_unref(o.retry_rcpts);
-        if (o.failed_rcpts)
-                g_ptr_array_unref(o.failed_rcpts);
+        outcome_done(&o);
+}
+
+/* --immediate-message: emailrelay-smtpd --immediate waits on this at the end of a message's
+ * data. One message, still <id>.envelope.new (the session holds it), to all its recipients or to
+ * none; the spool is left alone, since the session removes the message whatever happens. The
+ * outcome goes to stdout as one line "<code> <text>" for the session's client: the next hop's
+ * reply, or code 0 when there was none. Exit 0 delivered, 1 refused, 3 next hop down. */
+static int forward_immediately(Pass *p, const char *id) {
+        g_auto(Envelope) e = {};
+        g_autofree char *error = NULL, *why = NULL;
+        Outcome o = {};
+        int r, code = 0, ret;
+
+        p->config->forward_to_some = false;   /* one reply for the client: all or nothing */
+        if (!spool_id_is_valid(id)) {
+                log_error("--immediate-message: invalid message id \"%s\"", id);
+                return EXIT_FORWARD_CONFIG;
+        }
+        r = spool_read_envelope(p->spool, id, SPOOL_STATE_NEW, &e, &error);
+        if (r < 0) {
+                log_error("message %s: %s", id, error ? error : g_strerror(-r));
+                return EXIT_FORWARD_CONFIG;
+        }
+        if (p->config->client_filters && !filter_chain_is_empty(p->config->client_filters)) {
+                FilterWait w = {};
+                r = run_client_filter(p, id, ".envelope.new", &w);
+                if (r < 0) {
+                        log_error_errno(r, "cannot run the client filter for %s: %m", id);
+                        return EXIT_FORWARD_CONFIG;
+                }
+                Verdict v = w.outcome.result == FILTER_FAIL ? VERDICT_PERMANENT :
+                            w.outcome.result == FILTER_ABANDON ? VERDICT_SKIP : VERDICT_DELIVERED;
+                if (v != VERDICT_DELIVERED) {
+                        const char *reason = w.outcome.reason ? w.outcome.reason : "rejected";
+                        if (v == VERDICT_SKIP)
+                                printf("250 message abandoned by the client filter\n");
+                        else
+                                printf("550 client filter: %s\n", reason);
+                        filter_outcome_done(&w.outcome);
+                        return v == VERDICT_SKIP ? EXIT_FORWARD_OK : EXIT_FORWARD_FAILURES;
+                }
+                filter_outcome_done(&w.outcome);
+                envelope_done(&e);
+                if (spool_read_envelope(p->spool, id, SPOOL_STATE_NEW, &e, &error) < 0) {
+                        log_error("message %s after the client filter: %s", id, error ? error : "unreadable");
+                        return EXIT_FORWARD_CONFIG;
+                }
+        }
+        if (e.to_remote->len == 0) {
+                printf("554 no remote recipients\n");
+                return EXIT_FORWARD_FAILURES;
+        }
+
+        const char *address = !isempty(e.forward_to_address) ? e.forward_to_address : p->config->forward_to;
+        smtp_client_set_cancellable(true);
+        r = ensure_connected(p, address, e.client_account_selector, &why, &code);
+        smtp_client_set_cancellable(false);
+        if (r < 0) {
+                printf("%d %s\n", r == -EPROTO ? code : 0, why ? why : g_strerror(-r));
+                return r == -EPROTO && code >= 400 ? EXIT_FORWARD_FAILURES : EXIT_FORWARD_UNREACHABLE;
+        }
+        g_autofree char *content = spool_file_path(p->spool, id, ".content");
+        _cleanup_close_ int fd = open(content, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+                log_error_errno(-errno, "message %s: cannot open %s: %m", id, content);
+                return EXIT_FORWARD_CONFIG;
+        }
+        transact(p, id, &e, fd, &o);
+        printf("%d %s\n", o.code, o.reason ? o.reason : "");
+        if (o.verdict == VERDICT_DELIVERED) {
+                log_message(LOG_INFO, id, o.code, address, "message %s forwarded immediately to %s: %d %s", id, address,
+                            o.code, o.reason);
+                ret = EXIT_FORWARD_OK;
+        } else {
+                log_message(LOG_WARNING, id, o.code, address, "message %s not forwarded to %s: %d %s (the client is told)",
+                            id, address, o.code, o.reason);
+                ret = o.code > 0 ? EXIT_FORWARD_FAILURES : EXIT_FORWARD_UNREACHABLE;
+        }
+        outcome_done(&o);
+        return ret;
 }
 
 /* SIGTERM/SIGINT (systemctl stop): finish the message in hand, then exit. */
@@ -1145,6 +1230,14 @@ static int run(Options *o, int argc, char **argv) {
         p.config = &config;
         p.unreachable = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         p.deferred_ids = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+
+        const char *immediate = options_get(o, "immediate-message");
+        if (immediate) {
+                ret = forward_immediately(&p, immediate);
+                disconnect(&p);
+                fflush(stdout);
+                goto out;
+        }
 
         /* Locks of forwarders that died are free: put their messages back first. */
         SpoolRecoverStats rs;

@@ -69,6 +69,8 @@ typedef struct Relay {
         const char *forward_to;
         bool log, no_syslog, close_stderr, no_daemon, dont_serve, no_smtp, pop;
         bool forward_at_start, on_commit;
+        bool immediate;           /* smtpd runs a forwarder for each message (forward_config) */
+        char *forward_config;     /* the forwarder's options as a config file, for --immediate */
         unsigned poll;
         /* Children. */
         char *paths[_ROLE_MAX];
@@ -133,9 +135,36 @@ static char **child_argv(Relay *r, Role role) {
          * configured wake-up file is passed on (a front-end beside the units), else none. */
         if (role != ROLE_POP3D && (r->wakeup || !options_has(o, "wakeup-file")))
                 g_ptr_array_add(a, g_strdup_printf("--wakeup-file=%s", r->wakeup ? r->wakeup : "none"));
+        if (role == ROLE_SMTPD && r->forward_config)
+                g_ptr_array_add(a, g_strdup_printf("--immediate-config=%s", r->forward_config));
         g_ptr_array_add(a, g_strdup("/dev/null"));
         g_ptr_array_add(a, NULL);
         return (char **) g_ptr_array_free(a, false);
+}
+
+/* --immediate: emailrelay-smtpd runs the forwarder itself, for each message. It gets the
+ * forwarder's command line here as a config file (E-MailRelay's format: one option a line),
+ * the same options the front-end's own forwarder gets. */
+static int write_forward_config(Relay *r) {
+        g_auto(GStrv) argv = child_argv(r, ROLE_FORWARD);
+        g_autoptr(GString) text = g_string_new("# written by emailrelay for emailrelay-smtpd --immediate\n");
+        for (char **a = argv + 1; *a; a++) {
+                if (!g_str_has_prefix(*a, "--") || g_str_has_prefix(*a, "--wakeup-file="))
+                        continue;   /* the config file argument; a wake-up file is not the point here */
+                const char *eq = strchr(*a, '=');
+                if (eq)
+                        g_string_append_printf(text, "%.*s %s\n", (int) (eq - *a - 2), *a + 2, eq + 1);
+                else
+                        g_string_append_printf(text, "%s\n", *a + 2);
+        }
+        r->forward_config = g_build_filename(r->rundir, "forward.conf", NULL);
+        g_autoptr(GError) error = NULL;
+        if (!g_file_set_contents_full(r->forward_config, text->str, (gssize) text->len, G_FILE_SET_CONTENTS_CONSISTENT,
+                                      0600, &error)) {
+                log_error("cannot write %s: %s", r->forward_config, error->message);
+                return -EIO;
+        }
+        return 0;
 }
 
 /* In the child, before exec: the sockets at fd 3, 4, ... with LISTEN_* saying so. */
@@ -390,7 +419,7 @@ static void admin_terminate(void *userdata) {
 
 static int check_options(Relay *r) {
         Options *o = r->o;
-        static const char *const unsupported[] = { "immediate", "hidden", "show" };
+        static const char *const unsupported[] = { "hidden", "show" };
         for (size_t i = 0; i < ELEMENTSOF(unsupported); i++)
                 if (options_has(o, unsupported[i])) {
                         log_error("option --%s is not supported by this version of " PROGRAM, unsupported[i]);
@@ -442,8 +471,10 @@ static int check_options(Relay *r) {
                         return -EINVAL;
                 }
         }
-        if ((r->forward_at_start || r->on_commit || r->poll || options_has(o, "client-filter")) && !r->forward_to) {
-                log_error("--forward, --forward-on-disconnect, --poll and --client-filter need --forward-to");
+        r->immediate = options_has(o, "immediate") && !r->dont_serve;
+        if ((r->forward_at_start || r->on_commit || r->poll || r->immediate || options_has(o, "client-filter")) &&
+            !r->forward_to) {
+                log_error("--forward, --forward-on-disconnect, --poll, --immediate and --client-filter need --forward-to");
                 return -EINVAL;
         }
         if (r->pop && !options_has(o, "pop-auth")) {
@@ -630,15 +661,19 @@ static int serve(Relay *r) {
                 pid_fd = safe_close(pid_fd);
         }
 
-        /* The wake-up file of --forward-on-disconnect: private to this relay. */
-        if (r->on_commit) {
+        /* The wake-up file of --forward-on-disconnect and the forwarder's options for
+         * --immediate: private to this relay. */
+        if (r->on_commit || r->immediate) {
                 r->rundir = g_dir_make_tmp("emailrelay-XXXXXX", NULL);
                 if (!r->rundir) {
                         log_error("cannot make a runtime directory in %s", g_get_tmp_dir());
                         return EXIT_ERROR;
                 }
-                r->wakeup = g_build_filename(r->rundir, "forward-wanted", NULL);
         }
+        if (r->on_commit)
+                r->wakeup = g_build_filename(r->rundir, "forward-wanted", NULL);
+        if (r->immediate && write_forward_config(r) < 0)
+                return EXIT_ERROR;
 
         sigset_t mask;
         sigemptyset(&mask);
@@ -712,6 +747,8 @@ static int serve(Relay *r) {
 
         if (r->wakeup)
                 (void) unlink(r->wakeup);
+        if (r->forward_config)
+                (void) unlink(r->forward_config);
         if (r->rundir)
                 (void) rmdir(r->rundir);
         if (pid_file)
@@ -727,6 +764,7 @@ static void relay_done(Relay *r) {
         admin_free(r->admin);
         listener_set_done(&r->admin_sockets);
         g_free(r->wakeup);
+        g_free(r->forward_config);
         g_free(r->rundir);
         sd_event_source_unref(r->wakeup_source);
         sd_event_unref(r->event);

@@ -174,7 +174,7 @@ static int on_stdout(sd_event_source *s, int fd, uint32_t revents, void *userdat
         return 0;
 }
 
-static int spawn_setup(posix_spawn_file_actions_t *actions, posix_spawnattr_t *attr, int stdout_fd) {
+static int spawn_setup(posix_spawn_file_actions_t *actions, posix_spawnattr_t *attr, int stdout_fd, bool keep_stderr) {
         sigset_t mask;
         int r;
 
@@ -182,7 +182,7 @@ static int spawn_setup(posix_spawn_file_actions_t *actions, posix_spawnattr_t *a
         r = posix_spawn_file_actions_adddup2(actions, stdout_fd, STDOUT_FILENO);
         if (r == 0)
                 r = posix_spawn_file_actions_addopen(actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-        if (r == 0)
+        if (r == 0 && !keep_stderr)
                 r = posix_spawn_file_actions_addopen(actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
         /* Whatever a library left open without O_CLOEXEC stays ours. */
         if (r == 0)
@@ -211,7 +211,7 @@ static int spawn_setup(posix_spawn_file_actions_t *actions, posix_spawnattr_t *a
 /* posix_spawn(): 0 with *ret_pid, a negative errno if the spawn could not be set up, or a
  * positive errno if the program could not be executed (glibc's posix_spawn() reports a failed
  * execve() as its result, so there is no child to speak for it). */
-static int spawn(char *const *argv, char *const *envp, int stdout_fd, pid_t *ret_pid) {
+static int spawn(char *const *argv, char *const *envp, int stdout_fd, bool keep_stderr, pid_t *ret_pid) {
         posix_spawn_file_actions_t actions;
         posix_spawnattr_t attr;
         pid_t pid;
@@ -225,7 +225,7 @@ static int spawn(char *const *argv, char *const *envp, int stdout_fd, pid_t *ret
                 posix_spawn_file_actions_destroy(&actions);
                 return -r;
         }
-        r = spawn_setup(&actions, &attr, stdout_fd);
+        r = spawn_setup(&actions, &attr, stdout_fd, keep_stderr);
         if (r == 0)
                 r = posix_spawn(&pid, argv[0], &actions, &attr, argv, envp);
         posix_spawn_file_actions_destroy(&actions);
@@ -239,6 +239,11 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Child *, child_free);
 
 int child_spawn(sd_event *event, char *const *argv, char *const *envp, size_t output_max, uint64_t timeout_usec,
                 ChildDoneCallback callback, void *userdata, Child **ret) {
+        return child_spawn_logging(event, argv, envp, output_max, timeout_usec, false, callback, userdata, ret);
+}
+
+int child_spawn_logging(sd_event *event, char *const *argv, char *const *envp, size_t output_max, uint64_t timeout_usec,
+                        bool keep_stderr, ChildDoneCallback callback, void *userdata, Child **ret) {
         _cleanup_(child_freep) Child *c = NULL;
         _cleanup_close_ int out_r = -EBADF, out_w = -EBADF;
         int fds[2], flags, r;
@@ -270,7 +275,7 @@ int child_spawn(sd_event *event, char *const *argv, char *const *envp, size_t ou
         c->stdout_fd = -EBADF;
         c->output_max = output_max;
 
-        r = spawn(argv, envp, out_w, &pid);
+        r = spawn(argv, envp, out_w, keep_stderr, &pid);
         if (r < 0)
                 return r;
         if (r > 0) {

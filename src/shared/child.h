@@ -54,6 +54,11 @@ char **child_make_envp(void);
 int child_spawn(sd_event *event, char *const *argv, char *const *envp, size_t output_max, uint64_t timeout_usec,
                 ChildDoneCallback callback, void *userdata, Child **ret);
 
+/* The same, with the daemon's stderr left to the program: for a program of the suite, whose log
+ * lines belong with the daemon's. */
+int child_spawn_logging(sd_event *event, char *const *argv, char *const *envp, size_t output_max, uint64_t timeout_usec,
+                        bool keep_stderr, ChildDoneCallback callback, void *userdata, Child **ret);
+
 /* SIGKILL the process group if it may still run, reap the child, close everything; the
  * callback is not called (any more). Returns NULL. */
 Child *child_free(Child *c);

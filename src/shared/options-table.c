@@ -78,9 +78,9 @@ const OptionDef emailrelay_options[] = {
                          "strictparsing, alabels, linger")),
         VALUE("size", 'M', "<bytes>", SMTPD | FRONTEND,
               .help = N_("maximum message size (default 0, unlimited)")),
-        FLAG("immediate", 'm', FRONTEND, .verbose_help = true,
-             .help = N_("forwards each message as it is received, before acknowledging it "
-                        "(needs --forward-to)")),
+        FLAG("immediate", 'm', SMTPD | FRONTEND, .verbose_help = true,
+             .help = N_("forwards each message to the next hop as it is received, and answers "
+                        "the client with the next hop's reply")),
 
         /* 1.3 SMTP client / forwarding */
         VALUE("forward-to", 'o', "<host:port>", FORWARD | FRONTEND,
@@ -260,6 +260,10 @@ const OptionDef emailrelay_options[] = {
         VALUE("wakeup-file", 0, "<path>", SMTPD | FORWARD | FRONTEND | PROG_QUEUE, .verbose_help = true,
               .help = N_("file created after each message is committed, and removed by the forwarder "
                          "before its last scan: what emailrelay-forward.path watches (not in E-MailRelay)")),
+        VALUE("immediate-message", 0, "<id>", FORWARD | FRONTEND, .hidden = true,
+              .help = N_("forwards this one message, still being received, for emailrelay-smtpd --immediate")),
+        VALUE("immediate-config", 0, "<file>", SMTPD | FRONTEND, .hidden = true,
+              .help = N_("the config file emailrelay-smtpd --immediate gives the forwarder (default its own)")),
         VALUE("wakeup-linger", 0, "<seconds>", FORWARD | FRONTEND, .verbose_help = true,
               .help = N_("forwarder: wait this long for the wake-up file before exiting, so a "
                          "trickle of mail does not start one forwarder per message (default 0; not in E-MailRelay)")),

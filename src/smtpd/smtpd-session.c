@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "child.h"
 #include "daemon.h"
 #include "lineio.h"
 #include "log.h"
@@ -29,6 +30,7 @@ typedef enum SessionState {
         STATE_BDAT,         /* receiving BDAT chunks (between chunks too) */
         STATE_FILTERING,    /* end of data: filters running */
         STATE_COMMITTING,   /* waiting for the group committer */
+        STATE_FORWARDING,   /* --immediate: waiting for the next hop's answer */
         STATE_CLOSING,      /* QUIT or 421 sent, flushing */
         _STATE_MAX,
 } SessionState;
@@ -42,6 +44,7 @@ static const char *const state_names[_STATE_MAX] = {
         [STATE_BDAT] = "bdat",
         [STATE_FILTERING] = "filtering",
         [STATE_COMMITTING] = "committing",
+        [STATE_FORWARDING] = "forwarding",
         [STATE_CLOSING] = "closing",
 };
 
@@ -65,6 +68,7 @@ typedef struct Transaction {
         bool bdat_last;
         FilterRun *filter_run;
         CommitRequest *commit;
+        Child *forward_run;         /* --immediate: the forwarder at work on the message */
 } Transaction;
 
 struct Session {
@@ -162,6 +166,15 @@ _printf_(4, 5) static void reply(Session *s, int code, const char *enhanced, con
         schedule_flush(s);
 }
 
+/* A reply of the next hop's (--immediate), as it came: its enhanced code is in its text. Not
+ * counted against the client's address as a command of its own would be. */
+static void reply_passed_on(Session *s, int code, const char *text) {
+        g_autofree char *safe = g_strdup(text);
+        sanitize(safe);
+        (void) lineio_printf(s->io, "%d %s\r\n", code, safe);
+        schedule_flush(s);
+}
+
 static void log_event(Session *s, int level, const char *message_id, int code, const char *format, ...)
         _printf_(5, 6);
 static void log_event(Session *s, int level, const char *message_id, int code, const char *format, ...) {
@@ -197,6 +210,7 @@ static void transaction_reset(Session *s) {
 
         if (t->filter_run)
                 t->filter_run = filter_run_cancel(t->filter_run);
+        t->forward_run = child_free(t->forward_run);   /* the client is gone: so is the answer */
         if (t->commit) {
                 /* The committer owns the message from here and frees it when done. */
                 committer_cancel(s->server->committer, t->commit);
@@ -277,6 +291,17 @@ static void finish_message(Session *s);
 static void discard(Session *s, int code, const char *enhanced, const char *text);
 static void start_verify(Session *s, const char *path, bool vrfy);
 
+/* The end of data answered: ready for the next transaction, or closing if shutting down. */
+static void transaction_done(Session *s) {
+        transaction_reset(s);
+        session_set_state(s, STATE_READY);
+        if (s->shutting_down) {
+                close_with(s, 421, "4.3.2", "service shutting down");
+                return;
+        }
+        (void) lineio_resume(s->io);
+}
+
 static void on_committed(SpoolMessage *m, int result, void *userdata) {
         Session *s = userdata;
         Transaction *t = &s->tx;
@@ -292,13 +317,7 @@ static void on_committed(SpoolMessage *m, int result, void *userdata) {
                           spool_message_id(m), s->host, t->from, t->rcpts->len, t->rcpts->len == 1 ? "" : "s", t->size);
                 reply(s, 250, "2.0.0", "message processed");
         }
-        transaction_reset(s);   /* frees the message: committed files stay */
-        session_set_state(s, STATE_READY);
-        if (s->shutting_down) {
-                close_with(s, 421, "4.3.2", "service shutting down");
-                return;
-        }
-        (void) lineio_resume(s->io);
+        transaction_done(s);   /* frees the message: committed files stay */
 }
 
 static void commit_message(Session *s) {
@@ -308,6 +327,74 @@ static void commit_message(Session *s) {
         r = committer_submit(s->server->committer, s->tx.message, on_committed, s, &s->tx.commit);
         if (r < 0)
                 on_committed(s->tx.message, r, s);
+}
+
+/* --immediate: the forwarder's outcome, "<code> <text>" on its stdout, is the client's answer.
+ * The message goes either way: delivered, it is the next hop's; refused, the client was told. */
+static void on_forwarded(const ChildResult *res, void *userdata) {
+        Session *s = userdata;
+        Transaction *t = &s->tx;
+        g_autofree char *id = g_strdup(spool_message_id(t->message));
+        g_autofree char *out = res->output ? g_strndup(res->output, res->output_len) : g_strdup("");
+        char *nl = strchr(out, '\n');
+        if (nl)
+                *nl = '\0';
+        char *text = NULL;
+        long code = strtol(out, &text, 10);
+        text = text && *text == ' ' ? text + 1 : (char *) "";
+
+        t->forward_run = child_free(t->forward_run);
+        if (res->exit_code == 0 && code >= 200 && code < 300) {
+                s->server->n_accepted++;
+                log_event(s, LOG_INFO, LOG_MESSAGE_ACCEPTED, (int) code,
+                          "message %s from %s forwarded immediately: %s, %u recipient%s, %" PRIu64 " bytes: %ld %s",
+                          id, s->host, t->from, t->rcpts->len, t->rcpts->len == 1 ? "" : "s", t->size, code, text);
+                reply_passed_on(s, (int) code, text);
+        } else if (code >= 400 && code < 600) {
+                s->server->n_rejected++;
+                log_event(s, LOG_WARNING, LOG_MESSAGE_REJECTED, (int) code, "message %s from %s refused by the next hop: %ld %s",
+                          id, s->host, code, text);
+                reply_passed_on(s, (int) code, text);
+        } else {
+                const char *why = res->timed_out ? "timed out" : *text ? text : "forwarder failed (see the log)";
+                log_event(s, LOG_WARNING, NULL, 451, "message %s from %s not forwarded: %s", id, s->host, why);
+                reply(s, 451, "4.4.1", "next hop not available: %s", why);
+        }
+        transaction_done(s);   /* removes the message: never committed */
+}
+
+static void forward_immediately(Session *s) {
+        const SmtpdConfig *c = &s->server->config;
+        Transaction *t = &s->tx;
+        char *argv[] = { c->forwarder, (char *) "--spool-dir", (char *) spool_path(s->server->spool),
+                         (char *) "--immediate-message", (char *) spool_message_id(t->message), c->immediate_config, NULL };
+        g_auto(GStrv) envp = child_make_envp();
+        /* Under systemd: relative --client-auth and certificate names are credentials, and the
+         * forwarder's log lines go to the journal as this unit's, with their fields. */
+        static const char *const pass[] = { "CREDENTIALS_DIRECTORY", "JOURNAL_STREAM" };
+        for (size_t i = 0; i < ELEMENTSOF(pass); i++) {
+                const char *v = getenv(pass[i]);
+                if (v)
+                        envp = g_environ_setenv(envp, pass[i], v, true);
+        }
+
+        session_set_state(s, STATE_FORWARDING);
+        /* RFC 5321 4.5.3.2.6: the client waits ten minutes for the reply to its end of data. */
+        int r = child_spawn_logging(s->server->event, argv, envp, 1024, 600 * 1000000ull, true, on_forwarded, s,
+                                    &t->forward_run);
+        if (r < 0) {
+                log_event(s, LOG_ERR, NULL, 451, "cannot run %s: %s", c->forwarder, g_strerror(-r));
+                discard(s, 451, "4.3.0", "local error");
+        }
+}
+
+/* Committed to the spool for the forwarder, or with --immediate forwarded now. Local-only mail
+ * (no remote recipient) is stored either way. */
+static void store_message(Session *s) {
+        if (s->server->config.immediate && s->tx.rcpts->len > 0)
+                forward_immediately(s);
+        else
+                commit_message(s);
 }
 
 static void on_filtered(const FilterOutcome *o, void *userdata) {
@@ -320,7 +407,7 @@ static void on_filtered(const FilterOutcome *o, void *userdata) {
         case FILTER_OK:
                 if (o->reason)   /* a warning from a passing filter, e.g. copy: with no maildrops */
                         log_event(s, LOG_WARNING, NULL, 0, "filter: %s", o->reason);
-                commit_message(s);
+                store_message(s);
                 return;
         case FILTER_ABANDON:
                 /* The filter took the message over. What it left is kept: an envelope still
@@ -410,7 +497,7 @@ static void finish_message(Session *s) {
                 }
                 return;
         }
-        commit_message(s);
+        store_message(s);
 }
 
 /* ---- command parsing ---- */
@@ -1269,7 +1356,7 @@ static int on_io(LineIo *io, LineIoEvent event, char *data, size_t len, int erro
         case LINEIO_EOF:
                 if (s->state != STATE_CLOSING && s->state >= STATE_MAIL && s->state <= STATE_BDAT)
                         log_event(s, LOG_INFO, NULL, 0, "client disconnected in the middle of a transaction: nothing stored");
-                if (s->state == STATE_COMMITTING || s->state == STATE_FILTERING) {
+                if (s->state == STATE_COMMITTING || s->state == STATE_FILTERING || s->state == STATE_FORWARDING) {
                         /* Let the committer finish: what it commits was complete; the client
                          * only misses the 250 and will send again (a duplicate, never a loss). */
                 }
@@ -1307,7 +1394,7 @@ static int on_idle_timeout(sd_event_source *source, uint64_t usec, void *userdat
                 session_free(s);
                 return 0;
         }
-        if (s->state == STATE_COMMITTING || s->state == STATE_FILTERING || s->verify_run)
+        if (s->state == STATE_COMMITTING || s->state == STATE_FILTERING || s->state == STATE_FORWARDING || s->verify_run)
                 return arm_idle_timer(s);   /* waiting on us, not on the client */
         log_event(s, LOG_INFO, NULL, 421, "idle timeout: disconnecting");
         transaction_reset(s);
@@ -1318,8 +1405,8 @@ static int on_idle_timeout(sd_event_source *source, uint64_t usec, void *userdat
 
 static int on_session_timeout(sd_event_source *source, uint64_t usec, void *userdata) {
         Session *s = userdata;
-        if (s->state == STATE_COMMITTING || s->state == STATE_FILTERING)
-                return 0;   /* the filter has its own timeout; the commit ends soon */
+        if (s->state == STATE_COMMITTING || s->state == STATE_FILTERING || s->state == STATE_FORWARDING)
+                return 0;   /* the filter and the forwarder have their own timeouts; the commit ends soon */
         log_event(s, LOG_INFO, NULL, 421, "session time limit reached: disconnecting");
         transaction_reset(s);
         close_with(s, 421, "4.4.2", "session time limit reached, closing connection");

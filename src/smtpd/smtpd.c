@@ -20,8 +20,42 @@
 /* Options of the table that concern smtpd but that this version does not implement yet: an
  * error rather than silently running without them (most are security settings). */
 static const char *const unimplemented[] = {
-        "delivery-dir", "admin", "admin-terminate", "pop", "immediate", "log-format", "debug",
+        "delivery-dir", "admin", "admin-terminate", "pop", "log-format", "debug",
 };
+
+/* The forwarder beside this program (an installed suite), else in the build tree, else on $PATH. */
+static char *find_forwarder(void) {
+        static const char *const candidates[] = { "emailrelay-forward", "../forward/emailrelay-forward" };
+        g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+        if (self) {
+                g_autofree char *dir = g_path_get_dirname(self);
+                for (size_t i = 0; i < ELEMENTSOF(candidates); i++) {
+                        char *path = g_build_filename(dir, candidates[i], NULL);
+                        if (access(path, X_OK) == 0)
+                                return path;
+                        g_free(path);
+                }
+        }
+        return g_find_program_in_path("emailrelay-forward");
+}
+
+/* --immediate: the forwarder gets the configuration smtpd read (the units' shared file), or what
+ * --immediate-config names (the front-end's file of forwarder options). */
+static int configure_immediate(SmtpdConfig *c, const Options *o) {
+        c->immediate = options_has(o, "immediate");
+        if (!c->immediate)
+                return 0;
+        c->forwarder = find_forwarder();
+        if (!c->forwarder) {
+                log_error("--immediate: cannot find emailrelay-forward beside " PROGRAM " or on $PATH");
+                return -ENOENT;
+        }
+        const char *config = options_get(o, "immediate-config");
+        if (!config)
+                config = o->n_args == 1 ? o->args[0] : (access(CONFIG_FILE, F_OK) == 0 ? CONFIG_FILE : "/dev/null");
+        c->immediate_config = g_strdup(config);
+        return 0;
+}
 
 static int parse_anonymous(SmtpdConfig *c, const Options *o) {
         if (!options_has(o, "anonymous"))
@@ -181,6 +215,9 @@ static int configure(Server *server, const Options *o) {
         if ((r = configure_auth(server, o)) < 0 || (r = configure_tls(server, o)) < 0)
                 return r;
 
+        if ((r = configure_immediate(c, o)) < 0)
+                return r;
+
         const char *verifier = options_get(o, "address-verifier");
         if (verifier) {
                 g_autofree char *error = NULL;
@@ -275,6 +312,8 @@ out:
         secrets_free(server.secrets);
         tls_context_free(server.config.tls);
         g_free(server.config.domain);
+        g_free(server.config.forwarder);
+        g_free(server.config.immediate_config);
         spool_free(server.spool);
         sd_event_unref(server.event);
         return r;

@@ -134,7 +134,8 @@ class FrontendTest(FrontendTestCase):
             (["--as-client", "127.0.0.1:1", "--forward-to", "127.0.0.1:2"], "cannot be combined"),
             (["--as-server", "--as-proxy", "127.0.0.1:1"], "exclude each other"),
             (["--dnsbl", "x.example"], "--dnsbl needs --remote-clients"),
-            (["--immediate", "--forward-to", "127.0.0.1:1"], "--immediate is not supported"),
+            (["--immediate"], "need --forward-to"),
+            (["--admin-terminate"], "--admin-terminate needs --admin"),
             (["--frobnicate"], "unknown option"),
         ]
         for args, text in cases:
@@ -475,6 +476,73 @@ class AdminTest(FrontendTestCase):
         d = self.relay(sockets=[harness.listening_socket(), harness.listening_socket()], names=["smtp", "admin"])
         self.assertEqual(d.proc.wait(timeout=20), 1)
         self.assertIn('socket "admin" passed in LISTEN_FDS, but --admin is not given', d.output())
+
+@unittest.skipUnless(os.path.exists(SINK), "Postfix's smtp-sink is not installed (scripts/deps --test installs postfix)")
+class ImmediateTest(FrontendTestCase):
+    """--immediate: the client's end of data is answered with the next hop's own reply, and the
+    spool keeps nothing."""
+
+    def transaction(self, port):
+        """MAIL, RCPT, DATA and the message; returns the reply to its end."""
+        c = harness.SmtpClient(port)
+        self.addCleanup(c.close)
+        self.assertTrue(c.reply()[0].startswith("220"))
+        c.cmd("EHLO client.test")
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.org>")[0][:3], "250")
+        self.assertEqual(c.cmd("RCPT TO:<b@example.com>")[0][:3], "250")
+        self.assertEqual(c.cmd("DATA")[0][:3], "354")
+        c.send(MESSAGE + b".\r\n")
+        return c.reply()
+
+    def test_the_next_hops_answer(self):
+        self.start_sink()
+        d = self.relay("--immediate", "--forward-to", self.sink_sock, sockets=[harness.listening_socket()])
+        reply = self.transaction(d.port)
+        self.assertEqual(reply, ["250 2.0.0 Ok"])   # smtp-sink's words: ours would be "message processed"
+        self.assertEqual(self.sink_count(), 1)   # there before the 250 came back
+        self.assertEqual(os.listdir(self.spool), [])
+        self.assertIn("forwarded immediately", d.output())
+        self.assertEqual(d.stop(signal.SIGTERM), 0, d.output())   # a clean exit: the sanitizers' leak check
+        self.assertNotIn("Sanitizer", d.output())
+
+    def test_refusals_and_a_dead_next_hop_are_the_clients(self):
+        self.sink = subprocess.Popen([SINK, "-u", "nobody", "-f", ".", "unix:" + self.sink_sock, "100"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.assertTrue(harness.wait_for(lambda: os.path.exists(self.sink_sock)))
+        d = self.relay("--immediate", "--forward-to", self.sink_sock, sockets=[harness.listening_socket()])
+        self.assertRegex(self.transaction(d.port)[0], r"^5\d\d ")   # smtp-sink -f .: a hard refusal
+        self.assertEqual(os.listdir(self.spool), [])
+        self.assertIn("refused by the next hop", d.output())
+        self.sink.terminate()
+        self.sink.wait(timeout=10)
+        self.sink = None
+        os.unlink(self.sink_sock)
+        self.assertRegex(self.transaction(d.port)[0], r"^451 4\.4\.1 next hop not available: cannot connect to ")
+        self.assertEqual(os.listdir(self.spool), [])
+
+    def test_smtpd_with_the_shared_config_file(self):
+        """As the units run it: emailrelay-smtpd --immediate, the forwarder's options in the
+        config file both read."""
+        self.start_sink()
+        config = os.path.join(self.work, "emailrelay.conf")
+        with open(config, "w") as f:
+            f.write("forward-to %s\nimmediate\n" % self.sink_sock)
+        d = harness.Daemon([harness.program("emailrelay-smtpd"), "--spool-dir", self.spool, config],
+                           [harness.listening_socket()])
+        self.daemons.append(d)
+        self.assertEqual(self.transaction(d.port), ["250 2.0.0 Ok"])
+        self.assertEqual(self.sink_count(), 1)
+        self.assertEqual(os.listdir(self.spool), [])
+
+    def test_forwarder_errors_reach_the_log(self):
+        """The forwarder that smtpd runs logs where smtpd logs: a config without forward-to is
+        said there, and the client gets a temporary refusal."""
+        d = harness.Daemon([harness.program("emailrelay-smtpd"), "--spool-dir", self.spool, "--immediate", "/dev/null"],
+                           [harness.listening_socket()])
+        self.daemons.append(d)
+        self.assertRegex(self.transaction(d.port)[0], r"^451 4\.4\.1 next hop not available")
+        self.assertTrue(harness.wait_for(lambda: "emailrelay-forward: error:" in d.output()), d.output())
+        self.assertEqual(os.listdir(self.spool), [])
 
 if __name__ == "__main__":
     harness.main()

@@ -236,10 +236,11 @@ static void test_table_reference(void) {
         }
         for (size_t i = 0; i < G_N_ELEMENTS(hidden); i++)
                 g_assert_true(lookup(hidden[i])->hidden);
+        /* Hidden: E-MailRelay's own, and what emailrelay-smtpd --immediate tells its forwarder. */
         for (const OptionDef *d = emailrelay_options; d->name; d++)
                 if (d->hidden)
-                        g_assert_true(lookup("test") == d || lookup("hidden") == d ||
-                                      lookup("show") == d);
+                        g_assert_true(lookup("test") == d || lookup("hidden") == d || lookup("show") == d ||
+                                      lookup("immediate-message") == d || lookup("immediate-config") == d);
 }
 
 static void test_table_programs(void) {
@@ -282,7 +283,7 @@ static void test_table_programs(void) {
                 { "forward", PROG_FRONTEND },
                 { "forward-on-disconnect", PROG_FRONTEND },
                 { "admin", PROG_FRONTEND },
-                { "immediate", PROG_FRONTEND },
+                { "immediate", PROG_SMTPD | PROG_FRONTEND },
                 { "close-stderr", PROG_FRONTEND },
                 { "retry-schedule", PROG_FORWARD | PROG_FRONTEND },
                 { "retry-give-up", PROG_FORWARD | PROG_FRONTEND },
