@@ -665,5 +665,34 @@ class UnitsTest(unittest.TestCase):
         self.assert_nothing_failed()
 
 
+    def test_20_immediate_through_the_hardened_unit(self):
+        """immediate in the shared config file: smtpd runs the forwarder inside its own sandbox,
+        the client gets the sink's reply, the spool keeps nothing, and the forwarder's lines are
+        in smtpd's journal with their fields."""
+        self.sh("echo immediate >> %s && systemctl restart emailrelay-smtpd.service" % CONF)
+        try:
+            self.sink_clear()
+            cursor = self.journal_cursor()
+            p = self.swaks("--header", "Subject: at once")
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            self.assertRegex(p.stdout, r"(?m)^<- +250 2\.0\.0 Ok$")   # smtp-sink's words
+            self.assertNotIn("message processed", p.stdout)   # ours, for a stored message
+            self.assertEqual(self.sink_count(), 1)   # there before the 250 came back
+            self.assertEqual(self.sh("ls -A %s" % SPOOL).strip(), "")
+            lines = self.journal("--after-cursor", cursor, "-u", "emailrelay-smtpd.service", "-o", "cat")
+            self.assertIn("forwarded immediately", lines)
+            # Only this test has a forwarder in smtpd's unit. (No cursor: the forwarder's native
+            # entries and smtpd's stream may sit in different journal files.)
+            def forwarded():
+                return self.journal("_SYSTEMD_UNIT=emailrelay-smtpd.service", "SYSLOG_IDENTIFIER=emailrelay-forward",
+                                    "MESSAGE_ID=" + MESSAGE_FORWARDED, "-o", "json").strip()
+            self.wait_for(forwarded, 30, "the forwarder's journal entry")
+            fields = json.loads(forwarded().splitlines()[-1])
+            self.assertEqual(fields["NEXT_HOP"], "127.0.0.1:10025")
+            self.assertIn("forwarded immediately", fields["MESSAGE"])
+        finally:
+            self.c.run("sed -i '/^immediate$/d' %s; systemctl restart emailrelay-smtpd.service" % CONF)
+        self.assert_nothing_failed()
+
 if __name__ == "__main__":
     harness.main()
