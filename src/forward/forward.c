@@ -37,6 +37,7 @@ enum {
         EXIT_FORWARD_FAILURES = 1,      /* some messages failed (to .bad or to retry later) */
         EXIT_FORWARD_CONFIG = 2,        /* bad command line or config file */
         EXIT_FORWARD_UNREACHABLE = 3,   /* the next hop could not be reached */
+        EXIT_FORWARD_STORE = 5,         /* --immediate-message: nothing to forward, store it */
 };
 
 typedef struct Config {
@@ -827,7 +828,8 @@ static void forward_one(Pass *p, const char *id) {
  * data. One message, still <id>.envelope.new (the session holds it), to all its recipients or to
  * none; the spool is left alone, since the session removes the message whatever happens. The
  * outcome goes to stdout as one line "<code> <text>" for the session's client: the next hop's
- * reply, or code 0 when there was none. Exit 0 delivered, 1 refused, 3 next hop down. */
+ * reply, or code 0 when there was none. Exit 0 delivered, 1 refused, 3 next hop down, 5 no
+ * remote recipient left (the session stores the message as without --immediate). */
 static int forward_immediately(Pass *p, const char *id) {
         g_auto(Envelope) e = {};
         g_autofree char *error = NULL, *why = NULL;
@@ -870,8 +872,9 @@ static int forward_immediately(Pass *p, const char *id) {
                 }
         }
         if (e.to_remote->len == 0) {
-                printf("554 no remote recipients\n");
-                return EXIT_FORWARD_FAILURES;
+                /* A filter left only local recipients: the message is for the spool after all. */
+                printf("0 no remote recipients\n");
+                return EXIT_FORWARD_STORE;
         }
 
         const char *address = !isempty(e.forward_to_address) ? e.forward_to_address : p->config->forward_to;

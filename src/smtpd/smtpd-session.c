@@ -344,6 +344,10 @@ static void on_forwarded(const ChildResult *res, void *userdata) {
         text = text && *text == ' ' ? text + 1 : (char *) "";
 
         t->forward_run = child_free(t->forward_run);
+        if (res->exit_code == 5) {
+                commit_message(s);   /* only local recipients left after the filters */
+                return;
+        }
         if (res->exit_code == 0 && code >= 200 && code < 300) {
                 s->server->n_accepted++;
                 log_event(s, LOG_INFO, LOG_MESSAGE_ACCEPTED, (int) code,

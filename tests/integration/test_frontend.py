@@ -544,5 +544,22 @@ class ImmediateTest(FrontendTestCase):
         self.assertTrue(harness.wait_for(lambda: "emailrelay-forward: error:" in d.output()), d.output())
         self.assertEqual(os.listdir(self.spool), [])
 
+    def test_only_local_recipients_left_are_stored(self):
+        """A filter that turns every recipient local: nothing for the next hop, so the message
+        is stored as without --immediate, and the client gets smtpd's own 250."""
+        self.start_sink()
+        filt = os.path.join(self.work, "all-local")
+        with open(filt, "w") as f:
+            f.write('#!/bin/sh\nenv="$(echo "$1" | sed "s/content$/envelope.new/")"\n'
+                    'sed -i "s/^X-MailRelay-To-Remote: /X-MailRelay-To-Local: /" "$env"\nexit 0\n')
+        os.chmod(filt, 0o755)
+        d = self.relay("--immediate", "--forward-to", self.sink_sock, "--filter", filt,
+                       sockets=[harness.listening_socket()])
+        self.assertEqual(self.transaction(d.port), ["250 2.0.0 message processed"])
+        self.assertEqual(self.sink_count(), 0)
+        [m] = harness.spool_messages(self.spool)
+        self.assertEqual(m.state, "envelope")
+        self.assertIn(b"X-MailRelay-To-Local: b@example.com", m.envelope)
+
 if __name__ == "__main__":
     harness.main()
