@@ -1287,11 +1287,7 @@ int main(int argc, char **argv) {
         Options o;
 
         daemon_process_setup(false);
-        /* SA_RESTART: the transaction in hand completes; poll() in the linger wait still returns. */
-        struct sigaction sa = { .sa_handler = on_terminate, .sa_flags = SA_RESTART };
-        sigemptyset(&sa.sa_mask);
-        sigaction(SIGTERM, &sa, NULL);
-        sigaction(SIGINT, &sa, NULL);
+        daemon_handle_termination(on_terminate);
         smtp_client_set_cancel(&terminated);
 
         options_init(&o, emailrelay_options, PROG_FORWARD);

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "child.h"
 #include "config.h"
 #include "daemon.h"
 #include "listen.h"
@@ -203,9 +204,11 @@ static int start_child(Relay *r, Role role) {
         if (pid < 0)
                 return log_error_errno(-errno, "cannot start %s: %m", roles[role].program);
         if (pid == 0) {
-                sigset_t all;
-                sigemptyset(&all);
-                sigprocmask(SIG_SETMASK, &all, NULL);
+                /* Not the empty mask: SIGTERM from stop_all() or the death signal below must wait
+                 * until the daemon can handle it (child.h). */
+                sigset_t mask;
+                child_suite_sigmask(&mask);
+                sigprocmask(SIG_SETMASK, &mask, NULL);
                 /* A front-end killed outright (SIGKILL, the OOM killer) takes its daemons with it,
                  * rather than leaving them holding the ports its restart needs. The daemons stop on
                  * SIGTERM as they would under stop_all(). */

@@ -174,7 +174,13 @@ static int on_stdout(sd_event_source *s, int fd, uint32_t revents, void *userdat
         return 0;
 }
 
-static int spawn_setup(posix_spawn_file_actions_t *actions, posix_spawnattr_t *attr, int stdout_fd, bool keep_stderr) {
+void child_suite_sigmask(sigset_t *ret) {
+        sigemptyset(ret);
+        sigaddset(ret, SIGTERM);
+        sigaddset(ret, SIGINT);
+}
+
+static int spawn_setup(posix_spawn_file_actions_t *actions, posix_spawnattr_t *attr, int stdout_fd, bool suite_program) {
         sigset_t mask;
         int r;
 
@@ -182,7 +188,7 @@ static int spawn_setup(posix_spawn_file_actions_t *actions, posix_spawnattr_t *a
         r = posix_spawn_file_actions_adddup2(actions, stdout_fd, STDOUT_FILENO);
         if (r == 0)
                 r = posix_spawn_file_actions_addopen(actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-        if (r == 0 && !keep_stderr)
+        if (r == 0 && !suite_program)
                 r = posix_spawn_file_actions_addopen(actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
         /* Whatever a library left open without O_CLOEXEC stays ours. */
         if (r == 0)
@@ -191,12 +197,16 @@ static int spawn_setup(posix_spawn_file_actions_t *actions, posix_spawnattr_t *a
                 return -r;
 
         /* Own process group, for the kill on timeout; the daemon's blocked SIGCHLD and any
-         * ignored signals (SIGPIPE) must not leak into the program. */
+         * ignored signals (SIGPIPE) must not leak into the program. A program of the suite gets
+         * the termination signals blocked until it is ready for them. */
         r = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
         if (r == 0)
                 r = posix_spawnattr_setpgroup(attr, 0);
         if (r == 0) {
-                sigemptyset(&mask);
+                if (suite_program)
+                        child_suite_sigmask(&mask);
+                else
+                        sigemptyset(&mask);
                 r = posix_spawnattr_setsigmask(attr, &mask);
         }
         if (r == 0) {
@@ -211,7 +221,7 @@ static int spawn_setup(posix_spawn_file_actions_t *actions, posix_spawnattr_t *a
 /* posix_spawn(): 0 with *ret_pid, a negative errno if the spawn could not be set up, or a
  * positive errno if the program could not be executed (glibc's posix_spawn() reports a failed
  * execve() as its result, so there is no child to speak for it). */
-static int spawn(char *const *argv, char *const *envp, int stdout_fd, bool keep_stderr, pid_t *ret_pid) {
+static int spawn(char *const *argv, char *const *envp, int stdout_fd, bool suite_program, pid_t *ret_pid) {
         posix_spawn_file_actions_t actions;
         posix_spawnattr_t attr;
         pid_t pid;
@@ -225,7 +235,7 @@ static int spawn(char *const *argv, char *const *envp, int stdout_fd, bool keep_
                 posix_spawn_file_actions_destroy(&actions);
                 return -r;
         }
-        r = spawn_setup(&actions, &attr, stdout_fd, keep_stderr);
+        r = spawn_setup(&actions, &attr, stdout_fd, suite_program);
         if (r == 0)
                 r = posix_spawn(&pid, argv[0], &actions, &attr, argv, envp);
         posix_spawn_file_actions_destroy(&actions);
@@ -243,7 +253,7 @@ int child_spawn(sd_event *event, char *const *argv, char *const *envp, size_t ou
 }
 
 int child_spawn_logging(sd_event *event, char *const *argv, char *const *envp, size_t output_max, uint64_t timeout_usec,
-                        bool keep_stderr, ChildDoneCallback callback, void *userdata, Child **ret) {
+                        bool suite_program, ChildDoneCallback callback, void *userdata, Child **ret) {
         _cleanup_(child_freep) Child *c = NULL;
         _cleanup_close_ int out_r = -EBADF, out_w = -EBADF;
         int fds[2], flags, r;
@@ -275,7 +285,7 @@ int child_spawn_logging(sd_event *event, char *const *argv, char *const *envp, s
         c->stdout_fd = -EBADF;
         c->output_max = output_max;
 
-        r = spawn(argv, envp, out_w, keep_stderr, &pid);
+        r = spawn(argv, envp, out_w, suite_program, &pid);
         if (r < 0)
                 return r;
         if (r > 0) {

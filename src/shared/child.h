@@ -17,6 +17,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <signal.h>
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
@@ -54,10 +55,19 @@ char **child_make_envp(void);
 int child_spawn(sd_event *event, char *const *argv, char *const *envp, size_t output_max, uint64_t timeout_usec,
                 ChildDoneCallback callback, void *userdata, Child **ret);
 
-/* The same, with the daemon's stderr left to the program: for a program of the suite, whose log
- * lines belong with the daemon's. */
+/* The same, for a program of the suite (suite_program true): the daemon's stderr is left to it,
+ * since its log lines belong with the daemon's, and it starts with child_suite_sigmask(). */
 int child_spawn_logging(sd_event *event, char *const *argv, char *const *envp, size_t output_max, uint64_t timeout_usec,
-                        bool keep_stderr, ChildDoneCallback callback, void *userdata, Child **ret);
+                        bool suite_program, ChildDoneCallback callback, void *userdata, Child **ret);
+
+/* The signal mask a program of the suite is started with (by the front-end, or by smtpd for
+ * --immediate): SIGTERM and SIGINT blocked. A stop request that comes before the program has its
+ * handlers or signalfd in place then waits for them, instead of killing it half-started (status
+ * 143, nothing logged, a message it was about to put back left to the crash recovery). Each
+ * program either keeps them blocked for its event loop (daemon_process_setup(true)) or unblocks
+ * them once its handler is installed (daemon_handle_termination()). A user's filter gets the
+ * empty mask. */
+void child_suite_sigmask(sigset_t *ret);
 
 /* SIGKILL the process group if it may still run, reap the child, close everything; the
  * callback is not called (any more). Returns NULL. */

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "child.h"
 #include "config.h"
 #include "daemon.h"
 #include "log.h"
@@ -40,6 +41,18 @@ void daemon_process_setup(bool loop_signals) {
                 rl.rlim_cur = rl.rlim_max;
                 (void) setrlimit(RLIMIT_NOFILE, &rl);
         }
+}
+
+void daemon_handle_termination(void (*handler)(int)) {
+        /* SA_RESTART: a transaction in hand completes; poll() in a wait still returns. */
+        struct sigaction sa = { .sa_handler = handler, .sa_flags = SA_RESTART };
+        sigset_t mask;
+
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGINT, &sa, NULL);
+        child_suite_sigmask(&mask);
+        sigprocmask(SIG_UNBLOCK, &mask, NULL);
 }
 
 int daemon_parse_options(Options *o, int argc, char **argv) {

@@ -22,6 +22,12 @@
  * outside systemd (LimitNOFILE=) the soft limit is usually 1024. */
 void daemon_process_setup(bool loop_signals);
 
+/* For a program that takes SIGTERM and SIGINT through a handler rather than its event loop
+ * (the forwarder): install the handler for both, then unblock them. Started by the front-end or
+ * smtpd, it came with them blocked (child_suite_sigmask()), so a stop request that arrived
+ * earlier is handled now. */
+void daemon_handle_termination(void (*handler)(int));
+
 /* The config file is the last non-option argument, else CONFIG_FILE if it exists; its options
  * are read first, then the command line's, which override them. Errors are logged. */
 int daemon_parse_options(Options *o, int argc, char **argv);

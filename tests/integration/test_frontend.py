@@ -445,7 +445,10 @@ class AdminTest(FrontendTestCase):
         d, c = self.admin_relay("--forward-to", path)
         self.send(d.port)
         c.sock.sendall(b"flush\r\n")
-        self.assertTrue(harness.wait_for(lambda: "admin flush from" in d.output()), d.output())
+        # The forwarder has connected, and waits for a greeting that never comes.
+        silent.settimeout(20)
+        conn, _ = silent.accept()
+        self.addCleanup(conn.close)
         c.close()
         other = AdminClient(self.admin_port)
         self.addCleanup(other.close)
@@ -560,6 +563,92 @@ class ImmediateTest(FrontendTestCase):
         [m] = harness.spool_messages(self.spool)
         self.assertEqual(m.state, "envelope")
         self.assertIn(b"X-MailRelay-To-Local: b@example.com", m.envelope)
+
+class StopSignalTest(FrontendTestCase):
+    """Programs of the suite start with SIGTERM and SIGINT blocked, whoever starts them: a stop
+    request that comes before a daemon has its handlers in place then waits for them, instead of
+    killing it half-started (a forwarder killed so dies of the signal, status 143, and never says
+    what it left in the queue)."""
+
+    STOP_SIGNALS = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGINT - 1))
+
+    def wrap(self, bindir, name, real):
+        """bindir/name: records the signal mask it was started with, then runs the real program."""
+        path = os.path.join(bindir, name)
+        with open(path, "w") as f:
+            f.write('#!/bin/sh\nwhile read -r k v; do [ "$k" = SigBlk: ] && echo "$v" >"%s/%s.sigblk"; '
+                    'done </proc/$$/status\nexec "%s" "$@"\n' % (self.work, name, real))
+        os.chmod(path, 0o755)
+
+    def started_with(self, name):
+        path = os.path.join(self.work, name + ".sigblk")
+        self.assertTrue(harness.wait_for(lambda: os.path.exists(path) and read(path).endswith("\n")),
+                        "%s was not started" % name)
+        return int(read(path), 16)
+
+    def bindir(self, *programs):
+        """A directory with a copy of each program and a recording wrapper of every sibling."""
+        bindir = os.path.join(self.work, "bin")
+        os.mkdir(bindir)
+        for p in programs:
+            shutil.copy(p, bindir)
+        for name in ("emailrelay-smtpd", "emailrelay-pop3d", "emailrelay-forward"):
+            if not os.path.exists(os.path.join(bindir, name)):
+                self.wrap(bindir, name, harness.program(name))
+        return bindir
+
+    def test_front_end_daemons(self):
+        self.start_sink()
+        bindir = self.bindir(FRONTEND)
+        secrets = os.path.join(self.work, "pop.auth")
+        with open(secrets, "w") as f:
+            f.write("server plain carol c4r0l\n")
+        smtp, pop = harness.listening_socket(), harness.listening_socket()
+        d = harness.Daemon([os.path.join(bindir, "emailrelay"), "--no-daemon", "--spool-dir", self.spool, *self.user,
+                            "--pop", "--pop-auth", secrets, "--forward-on-disconnect", "--forward-to",
+                            self.sink_sock], [smtp, pop], ["smtp", "pop3"])
+        self.daemons.append(d)
+        self.send(smtp.getsockname()[1])
+        self.assertTrue(harness.wait_for(lambda: self.sink_count() == 1), d.output())
+        for name in ("emailrelay-smtpd", "emailrelay-pop3d", "emailrelay-forward"):
+            mask = self.started_with(name)
+            self.assertEqual(mask & self.STOP_SIGNALS, self.STOP_SIGNALS, "%s started with SigBlk %x" % (name, mask))
+        # Each unblocks or takes them when ready: SIGTERM stops everything cleanly.
+        self.assertEqual(d.stop(signal.SIGTERM), 0, d.output())
+        self.assertNotIn("exited unexpectedly", d.output())
+        self.assertNotIn("finished with status", d.output())
+
+    def test_smtpd_immediate_forwarder(self):
+        self.start_sink()
+        bindir = self.bindir(harness.program("emailrelay-smtpd"))
+        config = os.path.join(self.work, "emailrelay.conf")
+        with open(config, "w") as f:
+            f.write("forward-to %s\nimmediate\n" % self.sink_sock)
+        d = harness.Daemon([os.path.join(bindir, "emailrelay-smtpd"), "--spool-dir", self.spool, config],
+                           [harness.listening_socket()])
+        self.daemons.append(d)
+        self.send(d.port)
+        self.assertEqual(self.sink_count(), 1)
+        mask = self.started_with("emailrelay-forward")
+        self.assertEqual(mask & self.STOP_SIGNALS, self.STOP_SIGNALS, "SigBlk %x" % mask)
+
+    def test_forwarder_takes_a_stop_request_that_came_early(self):
+        """Started with SIGTERM blocked and already pending, the forwarder stops on request once
+        its handler is in place: a clean exit that says what it left, not death by the signal."""
+        self.start_sink()
+        self.submit()
+        p = subprocess.run(["/usr/bin/python3", "-c",
+                            "import os, signal, sys\n"
+                            "signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])\n"
+                            "os.kill(os.getpid(), signal.SIGTERM)\n"
+                            "os.execv(sys.argv[1], sys.argv[1:])\n",
+                            harness.program("emailrelay-forward"), "--spool-dir", self.spool,
+                            "--forward-to", self.sink_sock, "/dev/null"],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("stopping on request: 1 message left for the next run", p.stderr)
+        self.assertEqual(self.sink_count(), 0)
+
 
 if __name__ == "__main__":
     harness.main()
