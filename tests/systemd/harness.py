@@ -287,17 +287,19 @@ class Container:
             return ""
 
 
-def installed_container(test_class):
-    """A booted container with this build installed as a package would leave it: `meson
-    install` into a staging directory, copied over the container's root, then sysusers,
-    tmpfiles, the journal catalog and daemon-reload. Cleanups are registered on test_class."""
-    stage = tempfile.mkdtemp(prefix="emailrelay-stage.")
-    test_class.addClassCleanup(shutil.rmtree, stage, True)
-    p = subprocess.run(["meson", "install", "-C", BUILD_ROOT, "--destdir", stage, "--no-rebuild", "--quiet"],
+def installed_container(test_class, build_root=BUILD_ROOT, stage=None):
+    """A booted container with a build (this one unless build_root says) installed as a package
+    would leave it: `meson install` into a staging directory (stage, or a temporary one),
+    copied over the container's root, then sysusers, tmpfiles, the journal catalog and
+    daemon-reload. Cleanups are registered on test_class."""
+    if stage is None:
+        stage = tempfile.mkdtemp(prefix="emailrelay-stage.")
+        test_class.addClassCleanup(shutil.rmtree, stage, True)
+    p = subprocess.run(["meson", "install", "-C", build_root, "--destdir", stage, "--no-rebuild", "--quiet"],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
     if p.returncode != 0:
         raise RuntimeError("meson install failed:\n" + p.stdout)
-    c = Container(shared_dir=stage)
+    c = Container(build_root=build_root, shared_dir=stage)
     test_class.addClassCleanup(c.stop)
     c.start()
     sys.stderr.write("container booted in %.2f s\n" % c.boot_seconds)
