@@ -179,6 +179,27 @@ def wait_for(predicate, timeout=20, interval=0.02):
     return predicate()
 
 
+def _tcp_sockets():
+    """(local port, remote port, state, tx queue, rx queue) of every TCP socket in this network
+    namespace, from /proc/net/tcp and tcp6 (states: 01 established, 0A listening; a listening
+    socket's rx queue is its accept backlog)."""
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as f:
+                lines = f.readlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            f = line.split()
+            tx, rx = (int(x, 16) for x in f[4].split(":"))
+            yield int(f[1].rsplit(":", 1)[1], 16), int(f[2].rsplit(":", 1)[1], 16), f[3], tx, rx
+
+
+def accept_queue_empty(port):
+    """Whether the listener on this port has accepted every connection made to it so far."""
+    return all(r[4] == 0 for r in _tcp_sockets() if r[2] == "0A" and r[0] == port)
+
+
 def main():
     result = unittest.main(exit=False, verbosity=2).result
     sys.exit(0 if result.wasSuccessful() else 1)

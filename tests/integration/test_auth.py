@@ -225,12 +225,15 @@ class ServerTest(AuthTestCase):
         c = self.client()
         self.ehlo(c)
         self.assertEqual(c.cmd("AUTH PLAIN " + b64("\0zed\0zpw")), ["535 5.7.8 authentication failed"])
-        time.sleep(1.1)
         with open(self.secrets, "a") as f:
             f.write("server plain zed zpw\n")
-        c = self.client()
-        self.ehlo(c)
-        self.assertEqual(c.cmd("AUTH PLAIN " + b64("\0zed\0zpw")), ["235 2.7.0 authentication successful"])
+
+        def zed():
+            c = self.client()
+            self.ehlo(c)
+            return c.cmd("AUTH PLAIN " + b64("\0zed\0zpw"))
+        # The file is looked at once a second at most, when a connection comes.
+        self.assertTrue(harness.wait_for(lambda: zed() == ["235 2.7.0 authentication successful"], interval=0.2))
         self.assertIn("re-read the secrets file", self.daemon.output())
 
     def test_bad_secrets_file(self):

@@ -5,7 +5,6 @@ re-executes itself under `unshare --net`), where rbldnsd can have 127.0.0.1:53 a
 extra TEST-NET addresses for clients to connect from, so that they are remote peers."""
 
 import os
-import re
 import select
 import shutil
 import signal

@@ -5,7 +5,6 @@ ports), Postfix's smtp-sink is the next hop, and smtplib/poplib are the clients.
 
 import os
 import poplib
-import re
 import shutil
 import signal
 import smtplib

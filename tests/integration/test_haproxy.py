@@ -23,7 +23,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -673,7 +672,7 @@ class LimitsTest(HaproxyTestCase):
         """--max-connection-rate-per-address 3: the fourth session of 192.0.2.10 in a minute gets
         421 and 192.0.2.11 is still served. HAProxy's health checks, many more than 3 a minute,
         come from 127.0.0.1, which is exempt by default: both relays stay up."""
-        self.start_relays("--remote-clients", "--max-connection-rate-per-address", "3")
+        self.start_relays("--remote-clients", "--max-connection-rate-per-address", "3", "--verbose")
         self.start_haproxy(balance="source")
         self.wait_servers(["UP", "UP"])
         a, b = CLIENT_ADDRS
@@ -685,7 +684,10 @@ class LimitsTest(HaproxyTestCase):
         self.assertEqual(out[3], [["421 4.7.0 too many connections from your address, try later"], ["<closed>"]])
         self.assertTrue(self.greeted(out[4]), out)
         self.assertIn("too many connections in a minute from 192.0.2.10 (limit 3)", self.logs())
-        time.sleep(1.5)       # some 7 more checks of each relay by each backend (inter 200ms)
+        # Well past the limit: more checks of each relay than 3 a minute and the 2 failures that
+        # would take it down (--verbose logs each connection).
+        self.assertTrue(harness.wait_for(lambda: min(self.relay_log(i).count("connection from 127.0.0.1:")
+                                                     for i in (0, 1)) >= 3 + 2 + 4, timeout=30), self.logs())
         status = {k: v["status"] for k, v in self.server_status().items()}
         self.assertEqual(set(status.values()), {"UP"}, status)
         self.assertNotIn("from 127.0.0.1 (limit", self.logs())

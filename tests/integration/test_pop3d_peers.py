@@ -12,7 +12,6 @@ import re
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -91,7 +90,7 @@ class Pop3PeersTest(unittest.TestCase):
         for content in messages:
             subprocess.run([SUBMIT, "--spool-dir", self.spool, "--wakeup-file", "none", "x@example.com"],
                            input=content.replace(b"\r\n", b"\n"), check=True, timeout=30)
-            time.sleep(0.002)   # ids in submission order
+        # In the order pop3d lists them (by id), which the peers' listings are compared with.
         ids = sorted(f[:-len(".content")] for f in os.listdir(self.spool) if f.endswith(".content"))
         out = []
         for mid in ids:

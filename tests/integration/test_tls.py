@@ -6,7 +6,6 @@ emailrelay-pop3d's STLS and POP3S. Certificates are made with certtool in a temp
 for each run. Bad input: plaintext injected after STARTTLS (CVE-2011-0411), handshake garbage,
 handshake timeouts, expired and wrong-name certificates, STARTTLS twice."""
 
-import base64
 import os
 import shutil
 import signal
@@ -280,7 +279,7 @@ class ServerTest(TlsTestCase):
     def test_sigterm_during_handshake(self):
         self.tls_server(names=("smtps",))
         c = self.client()
-        time.sleep(0.3)
+        self.assertTrue(harness.wait_for(lambda: harness.accept_queue_empty(self.ports[0])))   # in the handshake
         t0 = time.monotonic()
         self.assertEqual(self.daemon.stop(signal.SIGTERM), 0)
         self.assertLess(time.monotonic() - t0, 10)   # not the 40 s handshake timeout
@@ -407,12 +406,16 @@ class ServerTest(TlsTestCase):
         self.starttls(old)
         self.assertEqual(old.sock.getpeercert(binary_form=True), self.pem_der(self.cert("srv.pem")))
 
+        def served():
+            c = self.client()
+            c.reply()
+            self.starttls(c)
+            self.assertEqual(c.cmd("NOOP"), ["250 noop"])
+            return c.sock.getpeercert(binary_form=True)
+
         new_der = renew()
-        time.sleep(1.1)   # the files are looked at once a second at most
-        c = self.client()
-        c.reply()
-        self.starttls(c)
-        self.assertEqual(c.sock.getpeercert(binary_form=True), new_der)
+        # The files are looked at once a second at most, when a connection comes.
+        self.assertTrue(harness.wait_for(lambda: served() == new_der, timeout=20, interval=0.2))
         self.wait_log("re-read the TLS credentials from %s" % os.path.join(live, "fullchain.pem"))
         self.assertEqual(old.cmd("NOOP"), ["250 noop"])   # still on its own credentials
         old.cmd("QUIT")
@@ -421,15 +424,14 @@ class ServerTest(TlsTestCase):
         with open(tmp, "w") as f:
             f.write("-----BEGIN CERTIFICATE-----\nnot a certificate\n")
         os.rename(tmp, os.path.join(live, "fullchain.pem"))
-        for _ in range(2):
-            time.sleep(1.1)
-            c = self.client()
-            c.reply()
-            self.starttls(c)
-            self.assertEqual(c.sock.getpeercert(binary_form=True), new_der)
-            self.assertEqual(c.cmd("NOOP"), ["250 noop"])
-        self.wait_log("cannot re-read the TLS credentials: TLS key %s and certificate %s"
-                      % (os.path.join(live, "privkey.pem"), os.path.join(live, "fullchain.pem")))
+        reported = "cannot re-read the TLS credentials: TLS key %s and certificate %s" % (
+            os.path.join(live, "privkey.pem"), os.path.join(live, "fullchain.pem"))
+        self.assertTrue(harness.wait_for(lambda: served() == new_der and reported in self.daemon.output(),
+                                         timeout=20, interval=0.2), self.daemon.output())
+        # One more check of the unchanged broken file, a check interval later: not reported again.
+        # (This waits out the interval under test, not another process: load only lengthens it.)
+        time.sleep(1.1)
+        self.assertEqual(served(), new_der)
         self.assertEqual(self.daemon.output().count("cannot re-read the TLS credentials"), 1, self.daemon.output())
 
     def test_configuration_errors(self):
@@ -613,9 +615,15 @@ class Pop3Test(TlsTestCase):
         self.addCleanup(p.close)
         self.assertEqual(p.sock.getpeercert(binary_form=True), self.pem_der(self.cert("srv.pem")))
         new_der = renew()
-        time.sleep(1.1)
-        q = poplib.POP3_SSL("127.0.0.1", self.ports[0], context=self.context(), timeout=20)
-        self.addCleanup(q.close)
+
+        def served():
+            q = poplib.POP3_SSL("127.0.0.1", self.ports[0], context=self.context(), timeout=20)
+            self.addCleanup(q.close)
+            return q
+        # Looked at once a second at most, when a connection comes.
+        self.assertTrue(harness.wait_for(lambda: served().sock.getpeercert(binary_form=True) == new_der,
+                                         timeout=20, interval=0.2))
+        q = served()
         self.assertEqual(q.sock.getpeercert(binary_form=True), new_der)
         q.user("alice")
         q.pass_("secret")

@@ -4,10 +4,8 @@ who raises it, when the forwarder clears it, and that a lingering forwarder take
 arrives after its last scan. tests/systemd proves the same through the real path unit."""
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import unittest
 
@@ -15,6 +13,18 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 import test_forward  # noqa: E402  (not its names: unittest would run its tests here too)
 from test_forward import FORWARD, SUBMIT, SMTPD, SINK, EXIT_OK, EXIT_UNREACHABLE  # noqa: E402
+
+def watching_inotify(pid):
+    """Whether the process holds an inotify descriptor with a watch on it."""
+    try:
+        for fd in os.listdir("/proc/%d/fdinfo" % pid):
+            with open("/proc/%d/fdinfo/%s" % (pid, fd)) as f:
+                if "inotify wd:" in f.read():
+                    return True
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return False
+
 
 _Base = test_forward.ForwardTest  # deleted below: unittest would run its tests here too
 
@@ -75,10 +85,14 @@ class WakeupTest(unittest.TestCase):
         """A forwarder with --wakeup-linger forwards mail submitted after its last scan, on the
         same run, and exits once the spool has been idle that long."""
         self.start_sink()
-        t0 = time.monotonic()
         fwd = subprocess.Popen(self.forward_cmd("--wakeup-linger", "3"), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
         try:
+            # Its scans done, it waits on the flag's directory (inotify) for the linger time.
+            self.assertTrue(harness.wait_for(lambda: watching_inotify(fwd.pid) or fwd.poll() is not None))
+            t0 = time.monotonic()
+            # The late message comes a second into the linger time (the interval under test: load
+            # can only lengthen it), so that lingering again after it shows in the exit time.
             time.sleep(1)
             self.assertIsNone(fwd.poll(), "exited before its linger time")
             self.submit("late@example.com")
