@@ -70,6 +70,7 @@ class FrontendTestCase(unittest.TestCase):
         self.daemons = []
         # As root the relay becomes --user (default daemon), who cannot write this spool.
         self.user = ["--user", "root"]
+        self.frontend = FRONTEND
 
     def tearDown(self):
         for d in self.daemons:
@@ -89,13 +90,24 @@ class FrontendTestCase(unittest.TestCase):
     def sink_count(self):
         return len(os.listdir(self.dump))
 
+    def installed_suite(self):
+        """The front-end and its programs copied flat into a directory every user can reach, as
+        an install has them; returns the front-end's path. For the tests that switch users: the
+        build tree may be where the user switched to cannot reach (a clone in /root, 0700)."""
+        bindir = os.path.join(self.work, "sbin")
+        os.mkdir(bindir)
+        for p in (FRONTEND, *(harness.program(n) for n in ("emailrelay-smtpd", "emailrelay-pop3d",
+                                                              "emailrelay-forward"))):
+            shutil.copy(p, bindir)
+        return os.path.join(bindir, "emailrelay")
+
     def relay(self, *args, sockets=(), names=()):
-        d = harness.Daemon([FRONTEND, "--no-daemon", "--spool-dir", self.spool, *self.user, *args], sockets, names)
+        d = harness.Daemon([self.frontend, "--no-daemon", "--spool-dir", self.spool, *self.user, *args], sockets, names)
         self.daemons.append(d)
         return d
 
     def run_frontend(self, *args, timeout=60):
-        return subprocess.run([FRONTEND, *self.user, *args], capture_output=True, text=True, timeout=timeout,
+        return subprocess.run([self.frontend, *self.user, *args], capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
 
     def send(self, port, n=1):
@@ -245,6 +257,7 @@ class FrontendTest(FrontendTestCase):
         """As root: the default --user daemon must be able to write the spool, and then every
         process of the relay runs as daemon."""
         self.user = []
+        self.frontend = self.installed_suite()
         # Bound before the check: an ephemeral port, never 25 (another program may hold it).
         p = self.run_frontend("--no-daemon", "--spool-dir", self.spool, "--interface", "127.0.0.1", "--port", "0")
         self.assertEqual(p.returncode, 1, p.stderr)
@@ -271,7 +284,7 @@ class FrontendTest(FrontendTestCase):
         pid_file = os.path.join(self.work, "run", "emailrelay.pid")
         os.mkdir(os.path.dirname(pid_file), 0o755)
         sock = harness.listening_socket()
-        d = harness.Daemon([FRONTEND, "--as-server", "--spool-dir", self.spool, "--pid-file", pid_file,
+        d = harness.Daemon([self.installed_suite(), "--as-server", "--spool-dir", self.spool, "--pid-file", pid_file,
                             "--log-file", self.log], [sock])
         self.assertEqual(d.proc.wait(timeout=20), 0, d.output())
         sock_port = sock.getsockname()[1]
