@@ -2,6 +2,8 @@
 /* emailrelay-submit: put a message from stdin or a file into the spool, durably, with
  * E-MailRelay's emailrelay-submit options. Meant to be installed setgid to the spool's group. */
 
+#include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <glib.h>
 #include <glib/gi18n.h>
@@ -251,35 +253,57 @@ typedef struct Job {
 } Job;
 
 /* Copy the envelope into each sub-directory (not "postmaster", not dot-names); the content
- * stays in the main directory, shared, as --pop-by-name expects. */
+ * stays in the main directory, shared, as --pop-by-name expects. Everything relative to the
+ * spool's descriptor, never by path: setgid, a path could be switched under us (a symbolic
+ * link flipped) between a check and a use. A sub-directory that is a symbolic link is not a
+ * POP user's (pop3d refuses it too). */
 static int copy_to_subdirs(Spool *spool, const char *id, const Envelope *e, unsigned *ret_copies) {
-        g_autoptr(GDir) d = g_dir_open(spool_path(spool), 0, NULL);
         g_autoptr(GString) text = envelope_to_string(e);
+        g_autofree char *final = g_strconcat(id, ".envelope", NULL);
+        g_autofree char *tmp = g_strconcat(id, ".envelope.new", NULL);
         unsigned copies = 0;
-        const char *name;
 
-        if (!d)
-                return -errno;
-        while ((name = g_dir_read_name(d))) {
-                g_autofree char *sub = g_build_filename(spool_path(spool), name, NULL);
-                if (name[0] == '.' || streq(name, "postmaster") || !g_file_test(sub, G_FILE_TEST_IS_DIR))
+        int list_fd = openat(spool_dir_fd(spool), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (list_fd < 0)
+                return negative_errno();
+        DIR *d = fdopendir(list_fd);
+        if (!d) {
+                int r = negative_errno();
+                safe_close(list_fd);
+                return r;
+        }
+        int r = 0;
+        struct dirent *de;
+        while ((de = readdir(d))) {
+                const char *name = de->d_name;
+                if (name[0] == '.' || streq(name, "postmaster"))
                         continue;
-                g_autofree char *path = g_strdup_printf("%s/%s.envelope", sub, id);
-                g_autofree char *tmp = g_strdup_printf("%s/%s.envelope.new", sub, id);
-                _cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0660);
-                if (fd < 0)
-                        return negative_errno();
-                if (fchmod(fd, 0660) < 0 || write(fd, text->str, text->len) != (ssize_t) text->len ||
-                    fdatasync(fd) < 0 || rename(tmp, path) < 0) {
-                        int r = negative_errno();
-                        (void) unlink(tmp);
-                        return r;
+                _cleanup_close_ int sub = openat(spool_dir_fd(spool), name,
+                                                 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                struct stat st;
+                if (sub < 0) {
+                        /* ELOOP or ENOTDIR, as the kernel has it, for a link opened so. */
+                        if (fstatat(spool_dir_fd(spool), name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+                                log_warning(_("%s/%s is a symbolic link: not copied into"), spool_path(spool), name);
+                        continue;   /* ENOTDIR: a message file */
                 }
-                _cleanup_close_ int dfd = open(sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-                if (dfd >= 0)
-                        (void) fsync(dfd);
+                _cleanup_close_ int fd = openat(sub, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0660);
+                if (fd < 0) {
+                        r = negative_errno();
+                        break;
+                }
+                if (fchmod(fd, 0660) < 0 || write(fd, text->str, text->len) != (ssize_t) text->len ||
+                    fdatasync(fd) < 0 || renameat(sub, tmp, sub, final) < 0) {
+                        r = negative_errno();
+                        (void) unlinkat(sub, tmp, 0);
+                        break;
+                }
+                (void) fsync(sub);
                 copies++;
         }
+        closedir(d);
+        if (r < 0)
+                return r;
         *ret_copies = copies;
         return 0;
 }
@@ -323,8 +347,8 @@ static int spool_one(Spool *spool, const Job *job, char **ret_id) {
                         return log_error_errno(r, _("cannot copy the envelope into the sub-directories: %s"), g_strerror(-r));
                 if (copies > 0) {
                         /* Each POP user has a copy; the main envelope would be forwarded too. */
-                        g_autofree char *main_env = spool_file_path(spool, spool_message_id(m), ".envelope");
-                        (void) unlink(main_env);
+                        g_autofree char *main_env = g_strconcat(spool_message_id(m), ".envelope", NULL);
+                        (void) unlinkat(spool_dir_fd(spool), main_env, 0);
                         (void) spool_sync_dir(spool);
                 } else
                         log_warning(_("no sub-directories in %s to copy into"), spool_path(spool));
@@ -444,22 +468,27 @@ static int run(Options *op, int argc, char **argv) {
         }
 
         /* Setgid, the group's privilege is for a spool only: a setgid directory of that group,
-         * as the installed spool is. Anywhere else, run with the caller's own rights. */
+         * as the installed spool is. Anywhere else, run with the caller's own rights. The
+         * directory is opened once and that descriptor checked and used (every file is made
+         * relative to it): a path checked and then opened again could be a symbolic link
+         * switched in between, to any directory the group can write. */
         const char *spool_dir = options_get_default(op, "spool-dir", SPOOLDIR);
+        r = spool_open(spool_dir, &spool);
         if (getegid() != getgid()) {
                 struct stat st;
-                if ((stat(spool_dir, &st) < 0 || st.st_gid != getegid() || !(st.st_mode & S_ISGID) ||
-                     !S_ISDIR(st.st_mode)) && setgid(getgid()) < 0) {
+                bool a_spool = r >= 0 && fstat(spool_dir_fd(spool), &st) == 0 && S_ISDIR(st.st_mode) &&
+                               st.st_gid == getegid() && (st.st_mode & S_ISGID);
+                /* Nor for creating a wake-up file of the caller's choosing. */
+                if ((!a_spool || options_get(op, "wakeup-file")) && setgid(getgid()) < 0) {
                         log_error(_("cannot drop the group privilege: %s"), g_strerror(errno));
                         return EXIT_FAILURE;
                 }
-                /* Nor for creating a wake-up file of the caller's choosing. */
-                if (options_get(op, "wakeup-file") && setgid(getgid()) < 0) {
-                        log_error(_("cannot drop the group privilege: %s"), g_strerror(errno));
-                        return EXIT_FAILURE;
+                if (!a_spool) {
+                        /* Opened with the group's rights: open it again with the caller's. */
+                        spool = spool_free(spool);
+                        r = spool_open(spool_dir, &spool);
                 }
         }
-        r = spool_open(spool_dir, &spool);
         if (r < 0) {
                 log_error(_("cannot open the spool directory %s: %s"), spool_dir, g_strerror(-r));
                 return EXIT_FAILURE;

@@ -203,6 +203,17 @@ class SubmitTest(unittest.TestCase):
         for other in ("postmaster", ".hidden"):
             self.assertEqual(os.listdir(os.path.join(self.spool, other)), [])
 
+    def test_copy_skips_a_symlinked_subdirectory(self):
+        """A sub-directory that is a symbolic link is no POP user's: nothing is written through it."""
+        os.mkdir(os.path.join(self.spool, "alice"))
+        outside = tempfile.mkdtemp(prefix="submit-outside-")
+        self.addCleanup(shutil.rmtree, outside, True)
+        os.symlink(outside, os.path.join(self.spool, "mallory"))
+        p = self.submit("--copy", "x@example.com", input=b"Subject: c\n\nshared\n")
+        self.assertEqual(os.listdir(outside), [])
+        self.assertEqual(len(os.listdir(os.path.join(self.spool, "alice"))), 1)
+        self.assertIn("%s/mallory is a symbolic link: not copied into" % self.spool, p.stderr.decode())
+
     def test_usage_errors(self):
         p = self.submit("--frobnicate", expect=2)
         self.assertIn("unknown option: --frobnicate", p.stderr.decode())
@@ -261,23 +272,52 @@ class SubmitTest(unittest.TestCase):
         self.assertTrue(any(e[0] == "fsync" for e in events[r + 1:]), "no directory fsync after the rename: %r" % events)
 
 
+OPENAT = {"x86_64": 257, "aarch64": 56}
+
+
+def opening(tracer, path):
+    """Whether the process traced by strace (pid tracer) is at an openat of path."""
+    try:
+        with open("/proc/%d/task/%d/children" % (tracer, tracer)) as f:
+            children = f.read().split()
+        for pid in children:
+            with open("/proc/%s/syscall" % pid) as f:
+                fields = f.read().split()
+            if fields[0] != str(OPENAT[os.uname().machine]):
+                continue
+            with open("/proc/%s/mem" % pid, "rb") as mem:
+                mem.seek(int(fields[2], 16))   # openat(dirfd, pathname, ...)
+                if mem.read(len(path) + 1) == path.encode() + b"\0":
+                    return True
+    except (FileNotFoundError, ProcessLookupError, OSError, ValueError):
+        pass
+    return False
+
+
 class SetgidTest(unittest.TestCase):
     """Installed setgid to the spool's group, submit must give a local user the spool and
     nothing else of the group's."""
+
+    @staticmethod
+    def setgid_install(prefix):
+        """A fresh directory everyone can reach, holding a copy of submit installed setgid to
+        group mail (a system group 'nobody' is not in): (directory, group, program)."""
+        import grp
+        group = grp.getgrnam("mail")
+        work = tempfile.mkdtemp(prefix=prefix)
+        os.chmod(work, 0o755)
+        binary = os.path.join(work, "emailrelay-submit")
+        shutil.copy(SUBMIT, binary)
+        os.chown(binary, 0, group.gr_gid)
+        os.chmod(binary, 0o2755)
+        return work, group, binary
 
     @unittest.skipUnless(os.geteuid() == 0 and shutil.which("setpriv"), "needs root and setpriv to set up users")
     @unittest.skipIf(os.environ.get("EMAILRELAY_SANITIZED"),
                      "a set-group-ID process cannot read ASAN_OPTIONS and LeakSanitizer aborts; the plain build runs this")
     def test_setgid_boundaries(self):
-        import grp
-        group = grp.getgrnam("mail")  # a system group 'nobody' is not in
-        work = tempfile.mkdtemp(prefix="submit-setgid-")
+        work, group, binary = self.setgid_install("submit-setgid-")
         try:
-            os.chmod(work, 0o755)
-            binary = os.path.join(work, "emailrelay-submit")
-            shutil.copy(SUBMIT, binary)
-            os.chown(binary, 0, group.gr_gid)
-            os.chmod(binary, 0o2755)
             spool = os.path.join(work, "spool")
             os.mkdir(spool)
             os.chown(spool, 0, group.gr_gid)
@@ -316,6 +356,49 @@ class SetgidTest(unittest.TestCase):
                                env=NO_LEAK_CHECK)
             self.assertEqual(p.returncode, 1)
             self.assertEqual(os.listdir(other), [])
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    @unittest.skipUnless(os.geteuid() == 0 and shutil.which("strace"), "needs root and strace")
+    @unittest.skipUnless(os.uname().machine in OPENAT, "the openat system call's number on this machine")
+    @unittest.skipIf(os.environ.get("EMAILRELAY_SANITIZED"),
+                     "a set-group-ID process cannot read ASAN_OPTIONS and LeakSanitizer aborts; the plain build runs this")
+    def test_spool_switched_after_the_check(self):
+        """--spool-dir a symbolic link to the real spool, switched to another directory of the
+        group while submit runs: what submit checked is what it writes into, or nothing is
+        written. strace (as root, -u so that the set-group-ID bit takes effect) holds submit
+        in its open of the path, before the path is looked up, and the link is switched then:
+        a check by path (stat) followed by an open by path wrote the message into the other
+        directory with the group's rights."""
+        work, group, binary = self.setgid_install("submit-setgid-race-")
+        try:
+            dirs = {}
+            for name, mode in (("spool", 0o2770), ("other", 0o770)):
+                dirs[name] = os.path.join(work, name)
+                os.mkdir(dirs[name])
+                os.chown(dirs[name], 0, group.gr_gid)
+                os.chmod(dirs[name], mode)
+            link = os.path.join(work, "link")
+            os.symlink(dirs["spool"], link)
+            # -P: only system calls on the link are tampered with; the first openat is held.
+            p = subprocess.Popen(["strace", "-qq", "-o", "/dev/null", "-u", "nobody", "-P", link, "-e", "trace=openat",
+                                  "-e", "inject=openat:delay_enter=3000000:when=1",
+                                  binary, "--spool-dir", link, "x@example.com"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=NO_LEAK_CHECK)
+            p.stdin.write(b"Subject: raced\n\nhi\n")
+            p.stdin.close()
+            self.assertTrue(harness.wait_for(lambda: opening(p.pid, link) or p.poll() is not None))
+            if p.poll() is not None:
+                self.fail("submit ended before its open was held: %s" % p.stderr.read())
+            os.symlink(dirs["other"], link + ".new")
+            os.replace(link + ".new", link)
+            p.wait(timeout=60)
+            err = p.stderr.read().decode()
+            self.assertEqual(os.listdir(dirs["other"]), [], err)
+            # It found the other directory no spool, and wrote with nobody's rights: refused.
+            self.assertEqual(p.returncode, 1, err)
+            self.assertIn("Permission denied", err)
+            self.assertEqual(os.listdir(dirs["spool"]), [])
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
