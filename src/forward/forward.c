@@ -639,8 +639,7 @@ static bool fail_copy(Pass *p, const char *id, GPtrArray *rcpts, const char *rea
         g_autoptr(SpoolLock) l = NULL;
         g_auto(Envelope) e = {};
         g_autofree char *copy = NULL;
-        g_autofree char *content = spool_file_path(p->spool, id, ".content");
-        _cleanup_close_ int in = open(content, O_RDONLY | O_CLOEXEC);
+        _cleanup_close_ int in = spool_open_content(p->spool, id);
         int r;
 
         if (in < 0 || (r = spool_read_envelope(p->spool, id, SPOOL_STATE_BUSY, &e, NULL)) < 0 ||
@@ -776,10 +775,13 @@ static void forward_one(Pass *p, const char *id) {
                         p->hop_down = true;
                 }
         } else {
-                _cleanup_close_ int fd = -EBADF;
-                g_autofree char *content = spool_file_path(p->spool, id, ".content");
-                fd = open(content, O_RDONLY | O_CLOEXEC);
-                if (fd < 0) {
+                _cleanup_close_ int fd = spool_open_content(p->spool, id);
+                if (fd == -ELOOP || fd == -EINVAL) {
+                        /* Planted, not written by intake: never send what it leads to. */
+                        log_warning("message %s: %s/%s.content is %s: not sent", id, spool_path(p->spool), id,
+                                    fd == -ELOOP ? "a symbolic link" : "not a regular file");
+                        outcome_set(&o, VERDICT_PERMANENT, 0, "the content file is not a regular file");
+                } else if (fd < 0) {
                         outcome_set(&o, VERDICT_PERMANENT, 0, "the content file is missing");
                 } else
                         transact(p, id, &e, fd, &o);
@@ -885,10 +887,10 @@ static int forward_immediately(Pass *p, const char *id) {
                 printf("%d %s\n", r == -EPROTO ? code : 0, why ? why : g_strerror(-r));
                 return r == -EPROTO && code >= 400 ? EXIT_FORWARD_FAILURES : EXIT_FORWARD_UNREACHABLE;
         }
-        g_autofree char *content = spool_file_path(p->spool, id, ".content");
-        _cleanup_close_ int fd = open(content, O_RDONLY | O_CLOEXEC);
+        _cleanup_close_ int fd = spool_open_content(p->spool, id);
         if (fd < 0) {
-                log_error_errno(-errno, "message %s: cannot open %s: %m", id, content);
+                log_error("message %s: cannot open %s/%s.content: %s", id, spool_path(p->spool), id,
+                          fd == -ELOOP ? "a symbolic link" : fd == -EINVAL ? "not a regular file" : g_strerror(-fd));
                 return EXIT_FORWARD_CONFIG;
         }
         transact(p, id, &e, fd, &o);

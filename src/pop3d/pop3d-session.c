@@ -226,8 +226,12 @@ static int maildrop_open(Session *s) {
                         return -EINVAL;
                 if (mkdirat(spool_dir_fd(server->spool), s->user, 0770) < 0 && errno != EEXIST)
                         return negative_errno();
-                g_autofree char *path = g_build_filename(spool_path(server->spool), s->user, NULL);
-                r = spool_open(path, &s->own_spool);
+                /* By the spool's descriptor and never through a symbolic link: a link planted
+                 * in the spool would serve a directory outside it. */
+                r = spool_open_sub(server->spool, s->user, &s->own_spool);
+                if (r == -ELOOP)
+                        log_event(s, LOG_WARNING, NULL, "the maildrop %s/%s is a symbolic link: refused",
+                                  spool_path(server->spool), s->user);
                 if (r < 0)
                         return r;
                 s->maildrop = s->own_spool;
@@ -717,10 +721,7 @@ static void retrieval_continue(Session *s) {
 }
 
 static int open_content(Session *s, const Message *m) {
-        g_autofree char *name = g_strconcat(m->id, ".content", NULL);
-        int dir_fd = m->shared ? spool_dir_fd(s->server->spool) : spool_dir_fd(s->maildrop);
-        int fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
-        return fd < 0 ? negative_errno() : fd;
+        return spool_open_content(m->shared ? s->server->spool : s->maildrop, m->id);
 }
 
 static void retrieval_start(Session *s, Message *m, bool top, uint64_t lines) {

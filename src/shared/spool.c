@@ -81,6 +81,32 @@ int spool_open(const char *path, Spool **ret) {
         return 0;
 }
 
+/* fd, or the error for a name that did not open as wanted: -ELOOP if it is a symbolic link
+ * (Linux says ENOTDIR or ELOOP, depending on the flags, for a link opened with O_NOFOLLOW). */
+static int opened_nofollow(int dir_fd, const char *name, int fd) {
+        if (fd >= 0)
+                return fd;
+        int r = negative_errno();
+        struct stat st;
+        if ((r == -ENOTDIR || r == -ELOOP) && fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            S_ISLNK(st.st_mode))
+                return -ELOOP;
+        return r;
+}
+
+int spool_open_sub(const Spool *parent, const char *name, Spool **ret) {
+        int fd = opened_nofollow(parent->dir_fd, name,
+                                 openat(parent->dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (fd < 0)
+                return fd;
+        Spool *s = g_new0(Spool, 1);
+        s->path = g_build_filename(parent->path, name, NULL);
+        s->dir_fd = fd;
+        atomic_init(&s->seq, 0);
+        *ret = s;
+        return 0;
+}
+
 Spool *spool_free(Spool *s) {
         if (!s)
                 return NULL;
@@ -407,6 +433,23 @@ static int parse_envelope_fd(const Spool *s, int fd, const char *name, Envelope 
         if (r < 0 && ret_error)
                 *ret_error = g_strdup_printf("%s/%s: %s", s->path, name, error);
         return r;
+}
+
+int spool_open_content(const Spool *s, const char *id) {
+        g_autofree char *name = file_name(id, ".content");
+        /* O_NONBLOCK: a FIFO planted in its place must not hang the open. */
+        int fd = opened_nofollow(s->dir_fd, name, openat(s->dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW |
+                                                                            O_NOCTTY | O_NONBLOCK));
+        if (fd < 0)
+                return fd;
+        struct stat st;
+        int r = fstat(fd, &st) < 0 ? negative_errno() : S_ISREG(st.st_mode) ? 0 : -EINVAL;
+        if (r < 0) {
+                safe_close(fd);
+                return r;
+        }
+        (void) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+        return fd;
 }
 
 int spool_read_envelope(Spool *s, const char *id, SpoolState state, Envelope *ret, char **ret_error) {

@@ -42,6 +42,9 @@ typedef struct Spool Spool;
 
 /* Open (not create) a spool directory. */
 int spool_open(const char *path, Spool **ret);
+/* Open a sub-directory of a spool (a --pop-by-name maildrop) as a spool of its own, by the
+ * parent's descriptor. A symbolic link is refused with -ELOOP, a non-directory -ENOTDIR. */
+int spool_open_sub(const Spool *parent, const char *name, Spool **ret);
 Spool *spool_free(Spool *s);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(Spool, spool_free)
 const char *spool_path(const Spool *s);
@@ -96,6 +99,11 @@ int spool_list(Spool *s, SpoolState state, GPtrArray **ret_ids);
 /* Read and parse an envelope. On a malformed file returns -EBADMSG with *ret_error =
  * "<spool>/<file>: line N: <what>". */
 int spool_read_envelope(Spool *s, const char *id, SpoolState state, Envelope *ret, char **ret_error);
+
+/* Open a message's <id>.content for reading: a regular file, never through a symbolic link
+ * (-ELOOP) nor anything else that is not a regular file (-EFTYPE's stand-in, -EINVAL), so that
+ * a planted link cannot mail out or serve a file of the service user's. */
+int spool_open_content(const Spool *s, const char *id);
 
 /* Path of a message file, e.g. spool_file_path(s, id, ".content"). */
 char *spool_file_path(const Spool *s, const char *id, const char *suffix);

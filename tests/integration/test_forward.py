@@ -146,6 +146,25 @@ class ForwardTest(unittest.TestCase):
         self.assertTrue(m.envelope.endswith(b"X-MailRelay-End: 1\r\nX-MailRelay-Reason: 5.7.1 no thanks\r\n"
                                             b"X-MailRelay-ReasonCode: 554\r\n"), m.envelope)
 
+    def test_symlinked_content_not_sent(self):
+        """A <id>.content planted as a symbolic link (to a file the service user can read) is
+        never sent: the message fails to .bad, with a warning naming the file."""
+        self.start_sink()
+        secret = os.path.join(self.work, "secret")
+        with open(secret, "w") as f:
+            f.write("Subject: private\n\nthe service user's secret\n")
+        self.submit("a@example.com")
+        mid, = [f[:-len(".content")] for f in os.listdir(self.spool) if f.endswith(".content")]
+        content = os.path.join(self.spool, mid + ".content")
+        os.unlink(content)
+        os.symlink(secret, content)
+        p = self.forward(expect=EXIT_FAILURES)
+        self.assertIn("message %s: %s is a symbolic link: not sent" % (mid, content), p.stderr)
+        self.assertEqual(self.received(), [])
+        m, = harness.spool_messages(self.spool)
+        self.assertEqual(m.state, "envelope.bad")
+        self.assertIn(b"X-MailRelay-Reason: the content file is not a regular file\r\n", m.envelope)
+
     def test_temporary_failure_is_retried_later(self):
         self.start_sink("-b", "451 4.3.0 try later", "-r", "RCPT")
         self.submit("a@example.com")

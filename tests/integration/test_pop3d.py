@@ -375,6 +375,36 @@ class ByNameTest(Pop3dTestCase):
         self.assertEqual(c.cmd("STAT"), "+OK 0 0")
         self.assertTrue(os.path.isdir(os.path.join(self.spool, "alice")))
 
+    def test_symlinked_maildrop_refused(self):
+        """A maildrop that is a symbolic link (to a directory outside the spool, with messages
+        in it) is not served: -ERR, and a warning naming it."""
+        outside = os.path.join(self.work, "outside")
+        os.mkdir(outside)
+        mid = self.submit()
+        for suffix in (".content", ".envelope"):
+            os.rename(os.path.join(self.spool, mid + suffix), os.path.join(outside, mid + suffix))
+        os.symlink(outside, os.path.join(self.spool, "alice"))
+        self.start("--pop-by-name")
+        c = self.greeted()
+        c.cmd("USER alice")
+        self.assertEqual(c.cmd("PASS secret"), "-ERR cannot open maildrop")
+        self.assertTrue(harness.wait_for(lambda: "the maildrop %s/alice is a symbolic link: refused" % self.spool
+                                         in self.daemon.output()), self.daemon.output())
+        self.assertEqual(sorted(os.listdir(outside)), [mid + ".content", mid + ".envelope"])
+
+    def test_symlinked_content_not_served(self):
+        """A planted <id>.content that is a symbolic link is not listed nor served."""
+        secret = os.path.join(self.work, "secret")
+        with open(secret, "w") as f:
+            f.write("Subject: not for you\n\nsecret\n")
+        mid = self.submit()
+        os.unlink(os.path.join(self.spool, mid + ".content"))
+        os.symlink(secret, os.path.join(self.spool, mid + ".content"))
+        self.start()
+        c = self.login()
+        self.assertEqual(c.cmd("STAT"), "+OK 0 0")
+        self.assertEqual(c.cmd("RETR 1"), "-ERR no such message")
+
 
 class ClientsTest(Pop3dTestCase):
     def test_poplib(self):

@@ -78,6 +78,39 @@ static void test_ids(void) {
         rm_rf(dir);
 }
 
+/* What a planted file cannot do: a content file or a maildrop reached through a symbolic link,
+ * or a content file that is no regular file (a FIFO would hang a plain open). */
+static void test_no_links_followed(void) {
+        g_autofree char *dir = tmp_spool();
+        g_autoptr(Spool) s = NULL;
+        g_autoptr(Spool) sub = NULL;
+        g_assert_cmpint(spool_open(dir, &s), ==, 0);
+        g_autofree char *real = g_build_filename(dir, "real.content", NULL);
+        g_assert_true(g_file_set_contents(real, "x\r\n", -1, NULL));
+        g_autofree char *link = g_build_filename(dir, "link.content", NULL);
+        g_assert_cmpint(symlink(real, link), ==, 0);
+        g_autofree char *fifo = g_build_filename(dir, "fifo.content", NULL);
+        g_assert_cmpint(mkfifo(fifo, 0600), ==, 0);
+
+        int fd = spool_open_content(s, "real");
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(fcntl(fd, F_GETFL) & O_NONBLOCK, ==, 0);
+        close(fd);
+        g_assert_cmpint(spool_open_content(s, "link"), ==, -ELOOP);
+        g_assert_cmpint(spool_open_content(s, "fifo"), ==, -EINVAL);
+        g_assert_cmpint(spool_open_content(s, "missing"), ==, -ENOENT);
+
+        g_autofree char *alice = g_build_filename(dir, "alice", NULL);
+        g_assert_cmpint(mkdir(alice, 0700), ==, 0);
+        g_autofree char *mallory = g_build_filename(dir, "mallory", NULL);
+        g_assert_cmpint(symlink("/tmp", mallory), ==, 0);
+        g_assert_cmpint(spool_open_sub(s, "alice", &sub), ==, 0);
+        g_assert_cmpstr(spool_path(sub), ==, alice);
+        g_assert_cmpint(spool_open_sub(s, "mallory", &sub), ==, -ELOOP);
+        g_assert_cmpint(spool_open_sub(s, "real.content", &sub), ==, -ENOTDIR);
+        rm_rf(dir);
+}
+
 static void test_write_commit(void) {
         g_autofree char *dir = tmp_spool();
         g_autoptr(Spool) s = NULL;
@@ -412,6 +445,7 @@ static void test_delete_respects_lock(void) {
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/spool/ids", test_ids);
+        g_test_add_func("/spool/no-links-followed", test_no_links_followed);
         g_test_add_func("/spool/write-commit", test_write_commit);
         g_test_add_func("/spool/abort-leaves-nothing", test_abort_leaves_nothing);
         g_test_add_func("/spool/list-order", test_list_order);
