@@ -101,6 +101,43 @@ static int parse_v1(const uint8_t *buf, size_t len, ProxyHeader *ret, const char
         return (int) n;
 }
 
+/* CRC-32C (Castagnoli, reflected polynomial 0x82f63b78), for the PP2_TYPE_CRC32C TLV. */
+static uint32_t crc32c(const uint8_t *p, size_t n) {
+        uint32_t c = 0xffffffffu;
+        for (size_t i = 0; i < n; i++) {
+                c ^= p[i];
+                for (int k = 0; k < 8; k++)
+                        c = (c >> 1) ^ (0x82f63b78u & (0u - (c & 1u)));
+        }
+        return ~c;
+}
+
+/* The TLVs after the address block: each whole, and a CRC32C one (type 0x03) matching the
+ * header it is in, computed with its own value zeroed, as the specification says. */
+static int check_tlvs(const uint8_t *buf, size_t n, size_t at, const char **error) {
+        while (at < n) {
+                if (n - at < 3)
+                        return fail(error, "PROXY v2 header has a truncated TLV");
+                uint8_t type = buf[at];
+                size_t len = (size_t) buf[at + 1] << 8 | buf[at + 2];
+                if (len > n - at - 3)
+                        return fail(error, "PROXY v2 header has a TLV longer than the header");
+                if (type == 0x03) {
+                        if (len != 4)
+                                return fail(error, "PROXY v2 header has a CRC32C TLV of the wrong size");
+                        uint8_t copy[PROXY_HEADER_MAX];
+                        memcpy(copy, buf, n);
+                        memset(copy + at + 3, 0, 4);
+                        uint32_t want = (uint32_t) buf[at + 3] << 24 | (uint32_t) buf[at + 4] << 16 |
+                                        (uint32_t) buf[at + 5] << 8 | buf[at + 6];
+                        if (crc32c(copy, n) != want)
+                                return fail(error, "PROXY v2 header fails its CRC32C check");
+                }
+                at += 3 + len;
+        }
+        return 0;
+}
+
 static int parse_v2(const uint8_t *buf, size_t len, ProxyHeader *ret, const char **error) {
         if (len < 16)
                 return 0;
@@ -116,14 +153,23 @@ static int parse_v2(const uint8_t *buf, size_t len, ProxyHeader *ret, const char
         ret->version = 2;
         ret->local = true;
         unsigned command = buf[12] & 0x0f;
-        if (command == 0x0)                     /* LOCAL: the balancer's own health check */
-                return (int) n;
+        if (command == 0x0)                     /* LOCAL: the balancer's own health check; the */
+                return (int) n;                 /* rest of the block is to be ignored */
         if (command != 0x1)
                 return fail(error, "PROXY v2 header has an unknown command");
 
+        /* UNSPEC, then TCP, UDP and unix stream and datagram over each family: other values
+         * must be rejected. Of these a mail relay takes TCP and UNSPEC (the real connection's
+         * address stands); a datagram or a unix-socket client cannot have made an SMTP
+         * connection, so such a header is refused too. */
+        if (!memchr("\x00\x11\x12\x21\x22\x31\x32", buf[13], 7))
+                return fail(error, "PROXY v2 header has an unknown address family or protocol");
         const uint8_t *a = buf + 16;
+        size_t addresses = 0;
         memset(&ret->source, 0, sizeof ret->source);
         switch (buf[13]) {
+        case 0x00:                              /* UNSPEC: the real connection's address */
+                break;
         case 0x11: {                            /* TCP over IPv4: src, dst, sport, dport */
                 struct sockaddr_in *sin = (struct sockaddr_in *) &ret->source;
                 if (body < 12)
@@ -133,6 +179,7 @@ static int parse_v2(const uint8_t *buf, size_t len, ProxyHeader *ret, const char
                 memcpy(&sin->sin_port, a + 8, 2);
                 ret->source_len = sizeof *sin;
                 ret->local = false;
+                addresses = 12;
                 break;
         }
         case 0x21: {                            /* TCP over IPv6 */
@@ -144,12 +191,16 @@ static int parse_v2(const uint8_t *buf, size_t len, ProxyHeader *ret, const char
                 memcpy(&sin6->sin6_port, a + 32, 2);
                 ret->source_len = sizeof *sin6;
                 ret->local = false;
+                addresses = 36;
                 break;
         }
         default:
-                /* UNSPEC, UDP, unix: the specification says to use the real connection's
-                 * address rather than refuse. */
-                break;
+                return fail(error, "PROXY v2 header names a client that is not a TCP connection");
+        }
+        int r = check_tlvs(buf, n, 16 + addresses, error);
+        if (r < 0) {
+                ret->local = true;
+                return r;
         }
         return (int) n;
 }

@@ -15,8 +15,8 @@
 
 typedef struct ProxyHeader {
         int version;                      /* 1 or 2 */
-        bool local;                       /* LOCAL (v2), UNKNOWN (v1) or an unsupported family:
-                                           * the connection's own address stands */
+        bool local;                       /* LOCAL or UNSPEC (v2), UNKNOWN (v1): the
+                                           * connection's own address stands */
         struct sockaddr_storage source;   /* the client, when !local */
         socklen_t source_len;
 } ProxyHeader;

@@ -174,7 +174,12 @@ class SmtpProxyTest(LimitsTestCase):
                          (b"PROXY TCP4 192.0.2.1 nonsense 1 2\r\n", "not an IPv4 address"),
                          (b"PROXY TCP4 192.0.2.1 127.0.0.1 1 99999\r\n", "port is not a number"),
                          (b"PROXY " + b"x" * 120, "line too long"),
-                         (V2_SIGNATURE + b"\x21\x11\xff\xff", "header too long")):
+                         (V2_SIGNATURE + b"\x21\x11\xff\xff", "header too long"),
+                         # Families the specification says to reject, and a unix-socket client
+                         # (these were taken as LOCAL, the balancer's address standing).
+                         (V2_SIGNATURE + b"\x21\xff\x00\x0c" + bytes(12), "unknown address family or protocol"),
+                         (V2_SIGNATURE + b"\x21\x31\x00\xd8" + bytes(216), "not a TCP connection"),
+                         (proxy_v2("192.0.2.7", tlvs=b"\x04\x00\x09x"), "a TLV longer than the header")):
             c = self.client(bad)
             # Closed without a word to whoever that was (reset, as what it sent is unread).
             self.assertTrue(gone(c), bad)

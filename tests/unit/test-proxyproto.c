@@ -118,16 +118,84 @@ static void test_v2(void) {
         g_autofree char *s6 = source_text(&h);
         g_assert_cmpstr(s6, ==, "[2001:db8::7]:4000");
 
-        /* LOCAL (health checks) and families the spec says to ignore: the real peer stands. */
+        /* LOCAL (health checks), whatever its block says, and PROXY with UNSPEC: the real
+         * peer stands. */
         n = v2(buf, 0x20, 0x00, body, 0);
         g_assert_cmpint(proxy_header_parse(buf, n, &h, &error), ==, 16);
         g_assert_true(h.local);
-        n = v2(buf, 0x21, 0x31, body, 64);             /* AF_UNIX */
-        g_assert_cmpint(proxy_header_parse(buf, n, &h, &error), ==, 80);
+        n = v2(buf, 0x20, 0xff, body, 5);
+        g_assert_cmpint(proxy_header_parse(buf, n, &h, &error), ==, 21);
         g_assert_true(h.local);
-        n = v2(buf, 0x21, 0x12, v4, 12);               /* UDP over IPv4 */
-        g_assert_cmpint(proxy_header_parse(buf, n, &h, &error), ==, 28);
+        n = v2(buf, 0x21, 0x00, body, 0);
+        g_assert_cmpint(proxy_header_parse(buf, n, &h, &error), ==, 16);
         g_assert_true(h.local);
+}
+
+/* A header with a CRC32C TLV after the IPv4 addresses; the checksum is over the whole header
+ * with the TLV's value zeroed. The value of the standard check vector, "123456789", is
+ * 0xe3069283 (RFC 3720, B.4): the test's own CRC is checked against it first. */
+static uint32_t crc32c_reference(const uint8_t *p, size_t n) {
+        uint32_t c = ~0u;
+        while (n--) {
+                c ^= *p++;
+                for (int k = 0; k < 8; k++)
+                        c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+        }
+        return ~c;
+}
+
+static void test_v2_crc32c(void) {
+        uint8_t buf[256], body[19] = { 192, 0, 2, 10, 127, 0, 0, 1, 0xdc, 0x04, 0x00, 0x19, 0x03, 0x00, 0x04 };
+        ProxyHeader h = {};
+        const char *error = NULL;
+
+        g_assert_cmphex(crc32c_reference((const uint8_t *) "123456789", 9), ==, 0xe3069283u);
+        size_t n = v2(buf, 0x21, 0x11, body, sizeof body);
+        uint32_t c = crc32c_reference(buf, n);
+        buf[n - 4] = (uint8_t) (c >> 24); buf[n - 3] = (uint8_t) (c >> 16);
+        buf[n - 2] = (uint8_t) (c >> 8); buf[n - 1] = (uint8_t) c;
+        g_assert_cmpint(proxy_header_parse(buf, n, &h, &error), ==, (int) n);
+        g_assert_false(h.local);
+        buf[16] ^= 1;                                  /* the client's address changed in transit */
+        g_assert_cmpint(proxy_header_parse(buf, n, &h, &error), ==, -EBADMSG);
+        g_assert_cmpstr(error, ==, "PROXY v2 header fails its CRC32C check");
+}
+
+/* What the specification says to reject, and what no SMTP client can be. */
+static void test_v2_refused(void) {
+        uint8_t buf[256], body[240] = {};
+        ProxyHeader h = {};
+        const char *error = NULL;
+        static const struct { uint8_t family; size_t n; const char *why; } cases[] = {
+                { 0xff, 12, "PROXY v2 header has an unknown address family or protocol" },
+                { 0x41, 12, "PROXY v2 header has an unknown address family or protocol" },
+                { 0x13, 12, "PROXY v2 header has an unknown address family or protocol" },
+                { 0x31, 216, "PROXY v2 header names a client that is not a TCP connection" },   /* AF_UNIX */
+                { 0x12, 12, "PROXY v2 header names a client that is not a TCP connection" },    /* UDP */
+                { 0x22, 36, "PROXY v2 header names a client that is not a TCP connection" },
+                { 0x01, 0, "PROXY v2 header has an unknown address family or protocol" },       /* UNSPEC, STREAM */
+                { 0x10, 12, "PROXY v2 header has an unknown address family or protocol" },
+        };
+        for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+                size_t n = v2(buf, 0x21, cases[i].family, body, cases[i].n);
+                error = NULL;
+                g_assert_cmpint(proxy_header_parse(buf, n, &h, &error), ==, -EBADMSG);
+                g_assert_cmpstr(error, ==, cases[i].why);
+        }
+
+        /* Malformed TLVs after good IPv4 addresses. */
+        static const struct { uint8_t tlv[8]; size_t n; const char *why; } tlvs[] = {
+                { { 0x04, 0x00 }, 2, "PROXY v2 header has a truncated TLV" },
+                { { 0x04, 0x00, 0x05, 'x' }, 4, "PROXY v2 header has a TLV longer than the header" },
+                { { 0x03, 0x00, 0x02, 0, 0 }, 5, "PROXY v2 header has a CRC32C TLV of the wrong size" },
+        };
+        for (size_t i = 0; i < G_N_ELEMENTS(tlvs); i++) {
+                memcpy(body + 12, tlvs[i].tlv, tlvs[i].n);
+                size_t n = v2(buf, 0x21, 0x11, body, 12 + tlvs[i].n);
+                error = NULL;
+                g_assert_cmpint(proxy_header_parse(buf, n, &h, &error), ==, -EBADMSG);
+                g_assert_cmpstr(error, ==, tlvs[i].why);
+        }
 }
 
 static void test_v2_bad(void) {
@@ -160,5 +228,7 @@ int main(int argc, char **argv) {
         g_test_add_func("/proxyproto/v1-bad", test_v1_bad);
         g_test_add_func("/proxyproto/v2", test_v2);
         g_test_add_func("/proxyproto/v2-bad", test_v2_bad);
+        g_test_add_func("/proxyproto/v2-crc32c", test_v2_crc32c);
+        g_test_add_func("/proxyproto/v2-refused", test_v2_refused);
         return g_test_run();
 }
