@@ -483,9 +483,17 @@ static bool apop_offered(Session *s) {
                sasl_config_allows(&s->server->config.auth_config, "APOP", s->tls);
 }
 
-/* --server-tls-required: no credentials in the clear. Replies and returns false. */
+/* Credentials only over TLS where TLS is there to be had: with STLS configured, logins in the
+ * clear (USER/PASS, APOP and SASL alike) wait for it, unless --server-auth-config names what
+ * may be used before TLS (m:); --server-tls-required allows no exception. */
+static bool login_needs_stls(const Session *s) {
+        const Pop3dConfig *c = &s->server->config;
+        return !s->tls && (c->tls_required || (c->stls && !c->auth_config.allow));
+}
+
+/* Replies and returns false when a login must wait for STLS. */
 static bool tls_allows_login(Session *s) {
-        if (s->server->config.tls_required && !s->tls) {
+        if (login_needs_stls(s)) {
                 reply(s, "-ERR must use STLS before authentication");
                 return false;
         }
@@ -565,6 +573,8 @@ static void cmd_apop(Session *s, const char *args) {
  * --server-auth-config lets through for this session's TLS state. */
 static char *sasl_offered(Session *s) {
         const Pop3dConfig *c = &s->server->config;
+        if (login_needs_stls(s))
+                return g_strdup("");
         return c->pam ? sasl_server_mechanisms_pam(&c->auth_config, s->tls) :
                         sasl_server_mechanisms(server_secrets(s->server), &c->auth_config, s->tls);
 }
@@ -955,8 +965,8 @@ static void handle_command(Session *s, char *line, size_t len) {
         case 11: reply(s, "+OK"); break;
         case 12: {
                 g_autofree char *offered = sasl_offered(s);
-                reply(s, "+OK capability list follows\r\nUSER\r\nCAPA\r\nTOP\r\nUIDL%s%s%s\r\n.",
-                      *offered ? "\r\nSASL " : "", offered,
+                reply(s, "+OK capability list follows%s\r\nCAPA\r\nTOP\r\nUIDL%s%s%s\r\n.",
+                      login_needs_stls(s) ? "" : "\r\nUSER", *offered ? "\r\nSASL " : "", offered,
                       s->server->config.stls && !s->tls && s->state == STATE_AUTHORIZATION ? "\r\nSTLS" : "");
                 break;
         }

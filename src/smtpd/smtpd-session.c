@@ -106,6 +106,14 @@ struct Session {
 
 static void session_free(Session *s);
 
+/* With STARTTLS configured, AUTH waits for it (ARCHITECTURE's "AUTH only over TLS unless
+ * configured otherwise"): unless --server-auth-config names what may be used before TLS (m:),
+ * nothing is offered nor accepted in the clear. */
+static bool auth_needs_starttls(const Session *s) {
+        const SmtpdConfig *c = &s->server->config;
+        return !s->tls && c->starttls && (c->tls_required || !c->auth_config.allow);
+}
+
 /* The AUTH mechanisms for this session: from the secrets, or PLAIN with PAM. */
 static char *offered_mechanisms(Session *s) {
         const SmtpdConfig *c = &s->server->config;
@@ -613,7 +621,7 @@ static void cmd_helo(Session *s, const char *args, bool ehlo) {
         (void) lineio_printf(s->io, "250-%s says hello\r\n", c->anonymous_server ? "smtp" : c->domain);
         if (c->max_size > 0)
                 (void) lineio_printf(s->io, "250-SIZE %" PRIu64 "\r\n", c->max_size);
-        if (c->auth && !s->auth_id && (s->tls || !c->tls_required)) {
+        if (c->auth && !s->auth_id && !auth_needs_starttls(s)) {
                 g_autofree char *mechs = offered_mechanisms(s);
                 if (*mechs)
                         (void) lineio_printf(s->io, "250-AUTH %s\r\n", mechs);
@@ -729,7 +737,10 @@ static bool auth_allows(Session *s) {
                 return true;
         if (secrets_server_trusted(server_secrets(s->server), s->host))
                 return true;
-        reply(s, 530, "5.7.0", "authentication required");
+        if (auth_needs_starttls(s))
+                reply(s, 530, "5.7.0", "must issue a STARTTLS command first");
+        else
+                reply(s, 530, "5.7.0", "authentication required");
         return false;
 }
 
@@ -874,6 +885,10 @@ static void cmd_auth(Session *s, const char *args) {
         }
         if (c->tls_required && !s->tls) {
                 reply(s, 530, "5.7.0", "encryption required");
+                return;
+        }
+        if (auth_needs_starttls(s)) {
+                reply(s, 530, "5.7.0", "must issue a STARTTLS command first");   /* RFC 3207 */
                 return;
         }
         g_autofree char *mech = g_strndup(args, strcspn(args, " "));

@@ -6,7 +6,9 @@ emailrelay-pop3d's STLS and POP3S. Certificates are made with certtool in a temp
 for each run. Bad input: plaintext injected after STARTTLS (CVE-2011-0411), handshake garbage,
 handshake timeouts, expired and wrong-name certificates, STARTTLS twice."""
 
+import hashlib
 import os
+import re
 import shutil
 import signal
 import smtplib
@@ -238,6 +240,25 @@ class ServerTest(TlsTestCase):
         self.starttls(c)
         self.assertIn("250-AUTH CRAM-SHA512 CRAM-SHA256 CRAM-SHA1 CRAM-MD5 PLAIN LOGIN", c.cmd("EHLO x"))
         self.assertEqual(c.cmd("MAIL FROM:<a@b>"), ["530 5.7.0 authentication required"])
+        self.assertEqual(c.cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA=="), ["235 2.7.0 authentication successful"])
+        self.assertEqual(c.cmd("MAIL FROM:<a@b>"), ["250 2.1.0 sender <a@b> OK"])
+
+    def test_auth_waits_for_starttls(self):
+        """With STARTTLS there to be had, AUTH is neither offered nor taken in the clear, even
+        without --server-tls-required (RFC 3207's 530 "must issue a STARTTLS command first")."""
+        secrets = os.path.join(self.work, "secrets")
+        with open(secrets, "w") as f:
+            f.write("server plain alice secret\n")
+        self.tls_server("--server-auth", secrets)
+        c = self.client()
+        c.reply()
+        lines = c.cmd("EHLO x")
+        self.assertIn("250-STARTTLS", lines)
+        self.assertFalse([x for x in lines if "AUTH" in x], lines)
+        self.assertEqual(c.cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA=="), ["530 5.7.0 must issue a STARTTLS command first"])
+        self.assertEqual(c.cmd("MAIL FROM:<a@b>"), ["530 5.7.0 must issue a STARTTLS command first"])
+        self.starttls(c)
+        self.assertIn("250-AUTH CRAM-SHA512 CRAM-SHA256 CRAM-SHA1 CRAM-MD5 PLAIN LOGIN", c.cmd("EHLO x"))
         self.assertEqual(c.cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA=="), ["235 2.7.0 authentication successful"])
         self.assertEqual(c.cmd("MAIL FROM:<a@b>"), ["250 2.1.0 sender <a@b> OK"])
 
@@ -631,6 +652,31 @@ class Pop3Test(TlsTestCase):
         q.quit()
         self.assertIn("USER", p.capa())   # the session from before the renewal goes on
         self.wait_log("re-read the TLS credentials from %s" % os.path.join(live, "fullchain.pem"))
+
+    def test_login_waits_for_stls(self):
+        """With STLS there to be had, no login in the clear: CAPA offers neither USER nor SASL,
+        and USER, APOP and AUTH are refused until STLS."""
+        self.pop("--server-tls")
+        c = self.client(self.ports[0])
+        challenge = re.search(r"<[^>]+>", c.line()).group(0)
+        capa = c.cmd("CAPA")
+        while capa[-1] != ".":
+            capa.append(c.line())
+        self.assertIn("STLS", capa)
+        self.assertNotIn("USER", capa)
+        self.assertFalse([x for x in capa if x.startswith("SASL")], capa)
+        digest = hashlib.md5((challenge + "secret").encode()).hexdigest()
+        for cmd in ("USER alice", "APOP alice " + digest, "AUTH PLAIN AGFsaWNlAHNlY3JldA=="):
+            self.assertEqual(c.cmd(cmd), ["-ERR must use STLS before authentication"], cmd)
+        self.assertEqual(c.cmd("STLS"), ["+OK begin TLS negotiation"])
+        c.sock = self.context().wrap_socket(c.sock, server_hostname="localhost")
+        capa = c.cmd("CAPA")
+        while capa[-1] != ".":
+            capa.append(c.line())
+        self.assertIn("USER", capa)
+        self.assertIn("SASL CRAM-SHA512 CRAM-SHA256 CRAM-SHA1 CRAM-MD5 PLAIN LOGIN", capa)
+        self.assertEqual(c.cmd("USER alice"), ["+OK user: alice"])
+        self.assertEqual(c.cmd("PASS secret"), ["+OK authenticated"])
 
     def test_stls_with_poplib(self):
         import poplib
