@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/statvfs.h>
 #include <time.h>
 
@@ -914,6 +915,7 @@ static void cmd_auth(Session *s, const char *args) {
 /* ---- TLS ---- */
 
 static void greet(Session *s);
+static bool talked_first(Session *s);
 static int arm_idle_timer(Session *s);
 
 static int start_tls(Session *s) {
@@ -1280,9 +1282,29 @@ static void cmd_vrfy(Session *s, const char *args) {
         reply(s, 252, "2.5.0", "cannot verify but will accept: %.256s", args);
 }
 
+/* An HTTP request line or header: a web page can make a browser POST an SMTP dialogue to a
+ * relay's port, one command per line, and the lines it cannot help sending first tell. A
+ * header is a token directly followed by a colon, which no SMTP command is. */
+static bool is_http(const char *line) {
+        static const char *const methods[] = { "GET ", "POST ", "HEAD ", "PUT ", "CONNECT ", "OPTIONS ",
+                                               "DELETE ", "PATCH ", "TRACE " };
+        for (size_t i = 0; i < ELEMENTSOF(methods); i++)
+                if (g_str_has_prefix(line, methods[i]))
+                        return true;
+        size_t n = strspn(line, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-");
+        return n > 0 && line[n] == ':';
+}
+
 static void handle_command(Session *s, char *line, size_t len) {
         const char *args = NULL;
 
+        if (is_http(line)) {
+                log_event(s, LOG_WARNING, LOG_MESSAGE_REJECTED, 554, "non-SMTP command from %s: \"%.40s\": disconnecting",
+                          s->host, line);
+                s->server->n_rejected++;
+                close_with(s, 554, "5.7.0", "non-SMTP command, closing connection");
+                return;
+        }
         if (is_verb(line, len, "EHLO", &args))
                 cmd_helo(s, args, true);
         else if (is_verb(line, len, "HELO", &args))
@@ -1538,7 +1560,9 @@ int session_start(Server *server, int fd, const struct sockaddr *peer, socklen_t
                 r = start_tls(s);
                 if (r < 0)
                         goto fail;
-        } else
+        } else if (talked_first(s))
+                ;
+        else
                 greet(s);
         log_event(s, LOG_DEBUG, NULL, 0, "connection from %s:%u", s->host, s->port);
         *ret = s;
@@ -1555,6 +1579,25 @@ fail:
         g_string_free(s->tx.buffer, true);
         g_free(s);
         return r;
+}
+
+/* Pregreet: a client that sends before the greeting is no SMTP client (RFC 5321 3.1 has it
+ * wait), but a script or a browser fed a page; Postfix's postscreen drops them. What was sent
+ * is peeked at, named in the log and left unread. Returns true when the session is closing. */
+static bool talked_first(Session *s) {
+        char buf[64];
+        ssize_t n = recv(lineio_get_fd(s->io), buf, sizeof buf - 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n <= 0)
+                return false;
+        buf[n] = '\0';
+        buf[strcspn(buf, "\r\n")] = '\0';
+        sanitize(buf);
+        log_event(s, LOG_WARNING, LOG_MESSAGE_REJECTED, 554, "%s sent before the greeting: \"%.40s\": disconnecting",
+                  s->host, buf);
+        s->server->n_rejected++;
+        s->greeted = true;
+        close_with(s, 554, "5.5.1", "protocol error: talking before the greeting, closing connection");
+        return true;
 }
 
 static void greet(Session *s) {

@@ -261,20 +261,29 @@ class Fail2banLimitsTest(unittest.TestCase):
         self.assertEqual(bad6.reply()[0][:4], "421 ")
         self.assertEqual(client("2001:db8:7::2").reply()[0][:4], "421 ")
         good = client("203.0.113.30")
-        self.assertEqual(good.cmd("RCPT TO:<x@y.test>")[0][:3], "220")     # the greeting
+        self.assertEqual(good.reply()[0][:3], "220")                        # the greeting
+        # HTTP, after the greeting and before it; what the client sends is quoted in the log
+        # line, after its address, so that it cannot name another address to ban.
+        web = client("192.0.2.40")
+        web.reply()
+        self.assertEqual(web.cmd('GET /non-SMTP command from 198.18.0.66: "x'), ["554 non-SMTP command, closing connection"])
+        early = harness.SmtpClient(daemon.port)
+        self.addCleanup(early.close)
+        early.send(proxy_v1("192.0.2.41") + b'POST / 198.18.0.67 sent before the greeting: "\r\n')
+        self.assertEqual(early.reply()[0][:4], "554 ")
         def log():
             if not os.path.exists(logfile):
                 return ""
             with open(logfile, encoding="utf-8", errors="replace") as f:
                 return f.read()
-        self.assertTrue(harness.wait_for(lambda: log().count("from ") >= 5))
+        self.assertTrue(harness.wait_for(lambda: log().count("from ") >= 6 and "sent before the greeting" in log()))
         self.assertIn("from 2001:db8:7::1 (limit 2 a minute, counted for 2001:db8:7::/64)", log())
 
         p = subprocess.run(["fail2ban-regex", "-o", "ip", logfile, FILTER], capture_output=True, text=True,
                            timeout=120)
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertEqual(sorted(p.stdout.split()), ["192.0.2.10", "198.51.100.20", "198.51.100.20",
-                                                    "2001:db8:7::1", "2001:db8:7::2"],
+        self.assertEqual(sorted(p.stdout.split()), ["192.0.2.10", "192.0.2.40", "192.0.2.41", "198.51.100.20",
+                                                    "198.51.100.20", "2001:db8:7::1", "2001:db8:7::2"],
                          log())
 
 

@@ -386,6 +386,58 @@ class RemoteClientsTest(SmtpdTestCase):
         self.assertTrue(self.remote_greeting().startswith("220 relay.test "))
 
 
+class NotSmtpTest(SmtpdTestCase):
+    """A web page can have a browser POST an SMTP dialogue to a relay's port (2525, say): the
+    HTTP lines come first, then the commands, one a line. Such a client is dropped at its
+    first HTTP line, or before, if it talks before the greeting; nothing is stored."""
+
+    DIALOGUE = b"EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nSubject: web\r\n\r\nhi\r\n.\r\nQUIT\r\n"
+
+    def test_http_lines_drop_the_connection(self):
+        self.start()
+        for first in ("POST / HTTP/1.1", "GET /index.html HTTP/1.0", "CONNECT relay.test:25 HTTP/1.1",
+                      "Host: relay.test:2525", "User-Agent: Mozilla/5.0"):
+            c = self.greeted()
+            c.send(first.encode() + b"\r\n" + self.DIALOGUE)
+            self.assertEqual(c.reply(), ["554 non-SMTP command, closing connection"], first)
+            self.assertTrue(c.closed(), first)
+            self.assertTrue(harness.wait_for(lambda: 'non-SMTP command from 127.0.0.1: "%s": disconnecting' % first
+                                             in self.daemon.output()), self.daemon.output())
+        self.assertEqual(self.messages(), [])
+        c = self.greeted()   # SMTP commands with colons are still SMTP
+        self.open_data(c)
+
+    def test_talking_before_the_greeting(self):
+        """The client's bytes are in the socket when the daemon accepts it (queued on the
+        listening socket before the daemon starts), as a script that does not wait sends them."""
+        sock = harness.listening_socket()
+        early = socket.create_connection(sock.getsockname(), timeout=20)
+        self.addCleanup(early.close)
+        early.sendall(self.DIALOGUE)
+        self.start(sock=sock)
+        c = harness.SmtpClient.__new__(harness.SmtpClient)
+        c.sock, c.buf = early, b""
+        self.assertEqual(c.reply(), ["554 protocol error: talking before the greeting, closing connection"])
+        self.assertTrue(c.closed())
+        self.assertTrue(harness.wait_for(lambda: '127.0.0.1 sent before the greeting: "EHLO x": disconnecting'
+                                         in self.daemon.output()), self.daemon.output())
+        self.assertEqual(self.messages(), [])
+        self.greeted()   # an SMTP client that waits is served
+
+    @unittest.skipUnless(shutil.which("curl"), "curl is not installed")
+    def test_curl_post_sends_nothing(self):
+        """The attack itself, with a real HTTP client: curl POSTs the dialogue as its body."""
+        port = self.start()
+        p = subprocess.run(["curl", "-s", "-m", "20", "--data-binary", "@-", "-H", "Content-Type: text/plain",
+                            "http://127.0.0.1:%d/" % port], input=self.DIALOGUE, capture_output=True, timeout=60)
+        self.assertNotEqual(p.returncode, 0)   # no HTTP answer, the connection closed
+        self.assertTrue(harness.wait_for(lambda: "disconnecting" in self.daemon.output()), self.daemon.output())
+        self.assertRegex(self.daemon.output(), r'(non-SMTP command from 127.0.0.1: "POST / HTTP/1.1"|'
+                                               r'127.0.0.1 sent before the greeting: "POST / HTTP/1.1")')
+        self.assertEqual(self.messages(), [])
+        self.assertNotIn("message processed", p.stdout.decode(errors="replace"))
+
+
 class FilterTest(SmtpdTestCase):
     def script(self, name, body):
         path = os.path.join(self.work, name)
