@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <sys/statvfs.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "child.h"
@@ -65,6 +66,7 @@ typedef struct Transaction {
         bool too_big;
         bool line_too_long;
         int write_error;
+        bool space_low;             /* --min-free-space crossed while the content came */
         uint64_t bdat_remaining;
         bool bdat_last;
         FilterRun *filter_run;
@@ -239,13 +241,26 @@ static void transaction_reset(Session *s) {
         t->smtputf8 = t->utf8_names = t->too_big = t->line_too_long = t->bdat_last = false;
         t->declared_size = t->size = t->bdat_remaining = 0;
         t->write_error = 0;
+        t->space_low = false;
         lineio_set_max_line(s->io, SMTP_MAX_COMMAND_LINE);
 }
+
+static bool spool_space_low(Session *s);
 
 static void content_flush(Session *s) {
         Transaction *t = &s->tx;
         if (t->buffer->len == 0 || t->write_error || t->too_big)
                 return;
+        /* The floor holds while the content comes, not only at MAIL: one client's big message
+         * must not take the last of the disk. Crossed, what was written goes at once and the
+         * rest is read and dropped; the answer at the end is 452. */
+        if (spool_space_low(s)) {
+                t->space_low = true;
+                t->write_error = -ENOSPC;
+                (void) ftruncate(spool_message_content_fd(t->message), 0);
+                g_string_truncate(t->buffer, 0);
+                return;
+        }
         int r = spool_message_write(t->message, t->buffer->str, t->buffer->len);
         if (r < 0)
                 t->write_error = r;
@@ -472,6 +487,11 @@ static void finish_message(Session *s) {
                 s->server->n_rejected++;
                 log_event(s, LOG_WARNING, LOG_MESSAGE_REJECTED, 500, "message rejected: a line longer than %u octets", SMTP_MAX_TEXT_LINE + 2);
                 return discard(s, 500, "5.5.6", "message line too long");
+        }
+        if (t->space_low) {
+                log_event(s, LOG_WARNING, NULL, 452, "spool space fell below --min-free-space (%" PRIu64
+                          " bytes) during the message: discarded", s->server->config.min_free_bytes);
+                return discard(s, 452, "4.3.1", "insufficient system storage");
         }
         if (t->write_error) {
                 log_event(s, LOG_ERR, NULL, 452, "cannot write to the spool: %s", g_strerror(-t->write_error));

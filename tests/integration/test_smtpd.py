@@ -668,6 +668,24 @@ class FullDiskTest(SmtpdTestCase):
         self.assertEqual(c.reply(), ["250 2.0.0 message processed"])
         self.assertEqual(len(self.inside_files()), 2)
 
+    def test_floor_holds_during_the_data(self):
+        """--min-free-space is kept while a message comes in, not only at MAIL: one client's
+        6 MB message on an 8 MiB spool with a 4 MiB floor gets 452 4.3.1 and leaves nothing,
+        and the space is there again for the next, small one."""
+        c = self.start_on_tmpfs("8m", "--min-free-space", str(4 * 1024 * 1024))
+        self.open_data(c)
+        line = "y" * 76 + "\r\n"
+        c.send("Subject: bigger than the floor allows\r\n\r\n" + line * (6 * 1000 * 1000 // len(line)) + ".\r\n")
+        self.assertEqual(c.reply(), ["452 4.3.1 insufficient system storage"])
+        self.assertEqual(self.inside_files(), [])
+        self.assertIn("spool space fell below --min-free-space (4194304 bytes) during the message: discarded",
+                      self.daemon.output())
+        c.cmd("RSET")
+        self.open_data(c, ehlo=False)
+        c.send("Subject: small\r\n\r\nfits\r\n.\r\n")
+        self.assertEqual(c.reply(), ["250 2.0.0 message processed"])
+        self.assertEqual(len(self.inside_files()), 2)
+
     def test_low_space_refuses_mail(self):
         c = self.start_on_tmpfs("2m", "--min-free-space", str(8 * 1024 * 1024))
         c.cmd("EHLO x")

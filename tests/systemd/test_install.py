@@ -28,6 +28,8 @@ SINK_DIR = "/var/tmp/sink"
 SEND = r'''
 import smtplib
 with smtplib.SMTP("127.0.0.1", 25, local_hostname="client.test", timeout=30) as s:
+    s.ehlo()
+    print("SIZE", s.esmtp_features.get("size"))
     s.sendmail("a@client.test", ["b@example.com"], b"Subject: install test\r\n\r\nbody\r\n")
 '''
 
@@ -85,7 +87,8 @@ class InstallTests:
         self.sh("echo 'forward-to 127.0.0.1:10025' >> %s" % self.config)
         self.c.start_sink("sink", 10025, SINK_DIR, SINK)
         self.sh(["systemctl", "enable", "--now", "emailrelay-smtpd.socket", "emailrelay-forward.path"])
-        self.sh(["/usr/bin/python3", "-c", SEND])
+        # The sample config's size limit (Postfix's default) is in force.
+        self.assertEqual(self.sh(["/usr/bin/python3", "-c", SEND]).split(), ["SIZE", "10240000"])
         self.assertTrue(self.c.wait_until("[ -n \"$(ls -A %s)\" ]" % SINK_DIR, timeout=60),
                         self.sh("systemctl status --no-pager emailrelay-smtpd.service emailrelay-forward.service "
                                 "|| true; journalctl --no-pager -q -n 40"))
