@@ -733,10 +733,15 @@ void smtp_client_quit(SmtpClient *c) {
         smtp_client_free(c);
 }
 
+/* The content as DATA: canonical CRLF lines, each dot at a line start stuffed. Bare CR and
+ * bare LF go out as CRLF, whatever the spool holds (a file from a filter, an older spool),
+ * so that nothing here can end the data early for a next hop that takes <CR>.<CR> or
+ * <LF>.<LF> for the end (the SMTP smuggling of 2023): a CR or LF never leaves alone, and
+ * every line that starts with a dot is stuffed, wherever the line break came from. */
 int smtp_client_send_data(SmtpClient *c, int fd) {
         GString *out = g_string_sized_new(65536 + 1024);
         char chunk[65536];
-        bool at_line_start = true, last_cr = false;
+        bool at_line_start = true, pending_cr = false;
         int r = 0;
 
         if (lseek(fd, 0, SEEK_SET) < 0) {
@@ -755,13 +760,26 @@ int smtp_client_send_data(SmtpClient *c, int fd) {
                         break;
                 for (ssize_t i = 0; i < n; i++) {
                         char ch = chunk[i];
+                        if (pending_cr) {
+                                pending_cr = false;
+                                g_string_append_len(out, "\r\n", 2);
+                                at_line_start = true;
+                                if (ch == '\n')
+                                        continue;       /* it was a CRLF */
+                        }
+                        if (ch == '\r') {
+                                pending_cr = true;      /* CRLF or a bare CR: the next byte says */
+                                continue;
+                        }
+                        if (ch == '\n') {                /* a bare LF */
+                                g_string_append_len(out, "\r\n", 2);
+                                at_line_start = true;
+                                continue;
+                        }
                         if (at_line_start && ch == '.')
                                 g_string_append_c(out, '.');
-                        if (ch == '\n' && !last_cr)
-                                g_string_append_c(out, '\r');   /* bare LF goes out as CRLF */
                         g_string_append_c(out, ch);
-                        at_line_start = ch == '\n';
-                        last_cr = ch == '\r';
+                        at_line_start = false;
                 }
                 if (out->len >= 65536) {
                         r = smtp_client_send(c, out->str, out->len);
@@ -770,8 +788,8 @@ int smtp_client_send_data(SmtpClient *c, int fd) {
                         g_string_truncate(out, 0);
                 }
         }
-        if (!at_line_start)
-                g_string_append(out, last_cr ? "\n" : "\r\n");
+        if (pending_cr || !at_line_start)
+                g_string_append(out, "\r\n");
         g_string_append(out, ".\r\n");
         r = smtp_client_send(c, out->str, out->len);
 done:

@@ -67,6 +67,7 @@ typedef struct Transaction {
         bool line_too_long;
         int write_error;
         bool space_low;             /* --min-free-space crossed while the content came */
+        bool pending_cr;            /* BDAT: a CR ended the last chunk; CRLF or bare? */
         uint64_t bdat_remaining;
         bool bdat_last;
         FilterRun *filter_run;
@@ -241,7 +242,7 @@ static void transaction_reset(Session *s) {
         t->smtputf8 = t->utf8_names = t->too_big = t->line_too_long = t->bdat_last = false;
         t->declared_size = t->size = t->bdat_remaining = 0;
         t->write_error = 0;
-        t->space_low = false;
+        t->space_low = t->pending_cr = false;
         lineio_set_max_line(s->io, SMTP_MAX_COMMAND_LINE);
 }
 
@@ -283,6 +284,49 @@ static void content_append(Session *s, const char *data, size_t len) {
         g_string_append_len(t->buffer, data, len);
         if (t->buffer->len >= WRITE_CHUNK)
                 content_flush(s);
+}
+
+/* Text content, canonical: a bare CR or a bare LF is stored as CRLF (Postfix's
+ * smtpd_forbid_bare_newline=normalize, extended to CR), so that the spool holds only CRLF
+ * lines and no byte sequence in it can end the data for a next hop that takes <CR>.<CR> or
+ * <LF>.<LF> for the end. A CR at the end of the input waits in t->pending_cr: the next
+ * byte, in the next BDAT chunk perhaps, tells a CRLF from a bare CR. */
+static void content_append_text(Session *s, const char *data, size_t len) {
+        Transaction *t = &s->tx;
+        const char *p = data, *end = data + len;
+
+        if (t->pending_cr && p < end) {
+                t->pending_cr = false;
+                content_append(s, "\r\n", 2);
+                if (*p == '\n')
+                        p++;
+        }
+        const char *cr = memchr(p, '\r', end - p), *lf = memchr(p, '\n', end - p);
+        while (p < end) {
+                const char *q = !cr ? lf : !lf ? cr : MIN(cr, lf);
+                if (!q) {
+                        content_append(s, p, end - p);
+                        break;
+                }
+                content_append(s, p, q - p);
+                if (q == cr && q + 1 == end) {
+                        t->pending_cr = true;
+                        break;
+                }
+                content_append(s, "\r\n", 2);
+                p = q + (q == cr && q[1] == '\n' ? 2 : 1);
+                if (cr && cr < p)
+                        cr = memchr(p, '\r', end - p);
+                if (lf && lf < p)
+                        lf = memchr(p, '\n', end - p);
+        }
+}
+
+static void content_end_text(Session *s) {
+        if (s->tx.pending_cr) {
+                s->tx.pending_cr = false;
+                content_append(s, "\r\n", 2);
+        }
 }
 
 static char *received_line(Session *s) {
@@ -1193,19 +1237,11 @@ static void on_data_line(Session *s, char *line, size_t len) {
                 line++;
                 len--;
         }
-        /* A bare LF inside a line is stored as a line break, so that the forwarder dot-stuffs
-         * what follows it: "\n.\n" can never end a message further down the line. */
-        const char *p = line, *end = line + len;
-        while (p < end) {
-                const char *lf = memchr(p, '\n', end - p);
-                if (!lf) {
-                        content_append(s, p, end - p);
-                        break;
-                }
-                content_append(s, p, lf - p);
-                content_append(s, "\r\n", 2);
-                p = lf + 1;
-        }
+        /* A bare CR or LF inside a line is stored as a line break, so that the forwarder
+         * dot-stuffs what follows it: "\n.\n" or "\r.\r" can never end a message further down
+         * the line; so is a CR that came just before the line's own CRLF. */
+        content_append_text(s, line, len);
+        content_end_text(s);
         content_append(s, "\r\n", 2);
 }
 
@@ -1251,9 +1287,11 @@ static void cmd_bdat(Session *s, const char *args) {
         t->bdat_last = last;
         if (n > 0)
                 lineio_read_raw(s->io, n);
-        else if (last)
+        else if (last) {
+                if (t->body != ENVELOPE_BODY_BINARYMIME)
+                        content_end_text(s);
                 finish_message(s);
-        else
+        } else
                 reply(s, 250, "2.0.0", "%" PRIu64 " octets received", n);
 }
 
@@ -1269,11 +1307,17 @@ static void on_bdat_data(Session *s, const char *data, size_t len) {
                 }
                 return;
         }
-        content_append(s, data, len);
+        /* BINARYMIME is octets as they come (RFC 3030); any other body is text lines. */
+        if (t->body == ENVELOPE_BODY_BINARYMIME)
+                content_append(s, data, len);
+        else
+                content_append_text(s, data, len);
         if (t->bdat_remaining > 0)
                 return;
-        if (t->bdat_last)
+        if (t->bdat_last) {
+                content_end_text(s);
                 finish_message(s);
+        }
         else
                 reply(s, 250, "2.0.0", "%" PRIu64 " octets received", t->size);
 }

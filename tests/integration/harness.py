@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -165,6 +166,31 @@ class SmtpClient:
                 self.buf += chunk
         except (ConnectionResetError, socket.timeout):
             return False
+
+    def close(self):
+        self.sock.close()
+
+
+class ScriptedServer(threading.Thread):
+    """A scripted TCP peer on 127.0.0.1 (port 0), one connection at a time in a thread of its
+    own: a subclass's session(conn, f) speaks for it, f being conn's binary file."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.sock = listening_socket()
+        self.port = self.sock.getsockname()[1]
+
+    def run(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                self.session(conn, conn.makefile("rb"))
+
+    def session(self, conn, f):
+        raise NotImplementedError
 
     def close(self):
         self.sock.close()

@@ -14,7 +14,6 @@ import smtplib
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
 
@@ -290,55 +289,43 @@ class ServerTest(AuthTestCase):
         self.assertEqual(len(self.messages()), 4)
 
 
-class FakeServer(threading.Thread):
+class FakeServer(harness.ScriptedServer):
     """A scripted next hop offering XOAUTH2 (which emailrelay-smtpd does not serve): records
     the AUTH and MAIL lines, accepts a token it is told."""
 
     def __init__(self, token, mechs="XOAUTH2 PLAIN"):
-        super().__init__(daemon=True)
-        self.sock = harness.listening_socket()
-        self.port = self.sock.getsockname()[1]
+        super().__init__()
         self.token, self.mechs, self.lines = token, mechs, []
 
-    def run(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                f = conn.makefile("rb")
-                conn.sendall(b"220 fake\r\n")
-                for raw in f:
-                    line = raw.decode().rstrip("\r\n")
-                    self.lines.append(line)
-                    verb = line.split(" ")[0].upper()
-                    if verb == "EHLO":
-                        conn.sendall(("250-fake\r\n250 AUTH %s\r\n" % self.mechs).encode())
-                    elif verb == "AUTH":
-                        ok = line.split(" ")[1:] == ["XOAUTH2", self.token]
-                        if ok:
-                            conn.sendall(b"235 ok\r\n")
-                        else:
-                            conn.sendall(b"334 eyJzdGF0dXMiOiI0MDEifQ==\r\n")
-                            self.lines.append(f.readline().decode().rstrip("\r\n"))
-                            conn.sendall(b"535 5.7.8 bad token\r\n")
-                    elif verb in ("MAIL", "RCPT", "RSET"):
-                        conn.sendall(b"250 ok\r\n")
-                    elif verb == "DATA":
-                        conn.sendall(b"354 go\r\n")
-                        for body in f:
-                            if body == b".\r\n":
-                                break
-                        conn.sendall(b"250 stored\r\n")
-                    elif verb == "QUIT":
-                        conn.sendall(b"221 bye\r\n")
+    def session(self, conn, f):
+        conn.sendall(b"220 fake\r\n")
+        for raw in f:
+            line = raw.decode().rstrip("\r\n")
+            self.lines.append(line)
+            verb = line.split(" ")[0].upper()
+            if verb == "EHLO":
+                conn.sendall(("250-fake\r\n250 AUTH %s\r\n" % self.mechs).encode())
+            elif verb == "AUTH":
+                ok = line.split(" ")[1:] == ["XOAUTH2", self.token]
+                if ok:
+                    conn.sendall(b"235 ok\r\n")
+                else:
+                    conn.sendall(b"334 eyJzdGF0dXMiOiI0MDEifQ==\r\n")
+                    self.lines.append(f.readline().decode().rstrip("\r\n"))
+                    conn.sendall(b"535 5.7.8 bad token\r\n")
+            elif verb in ("MAIL", "RCPT", "RSET"):
+                conn.sendall(b"250 ok\r\n")
+            elif verb == "DATA":
+                conn.sendall(b"354 go\r\n")
+                for body in f:
+                    if body == b".\r\n":
                         break
-                    else:
-                        conn.sendall(b"500 what\r\n")
-
-    def close(self):
-        self.sock.close()
+                conn.sendall(b"250 stored\r\n")
+            elif verb == "QUIT":
+                conn.sendall(b"221 bye\r\n")
+                break
+            else:
+                conn.sendall(b"500 what\r\n")
 
 
 class ClientTest(AuthTestCase):

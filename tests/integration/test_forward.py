@@ -589,5 +589,115 @@ class ForwardSocksTest(unittest.TestCase):
         return p
 
 
+class CapturingHop(harness.ScriptedServer):
+    """A next hop that records the exact bytes of each DATA phase: just enough SMTP (EHLO
+    without extensions, so that the forwarder uses DATA). The end of the data is CRLF.CRLF
+    only, as RFC 5321 has it; what a lenient server would also take for the end is the test's
+    to look for in the bytes."""
+
+    def __init__(self):
+        super().__init__()
+        self.data = []
+        self.start()
+
+    def session(self, conn, f):
+        conn.sendall(b"220 capture\r\n")
+        for line in f:
+            verb = line[:4].upper()
+            if verb == b"DATA":
+                conn.sendall(b"354 go\r\n")
+                raw = b""
+                while not raw.endswith(b"\r\n.\r\n"):
+                    chunk = f.readline()
+                    if not chunk:
+                        return
+                    raw += chunk
+                self.data.append(raw)
+                conn.sendall(b"250 stored\r\n")
+            elif verb == b"QUIT":
+                conn.sendall(b"221 bye\r\n")
+                return
+            else:
+                conn.sendall(b"250 ok\r\n")
+
+
+class SmugglingTest(unittest.TestCase):
+    """SMTP smuggling (2023): whatever bare CR, bare LF and dot combination reaches the relay,
+    the next hop receives only CRLF lines with every leading dot stuffed, so no server
+    downstream, however lenient about line ends, can see the data end before the real end.
+    Through the whole relay (smtpd in, forwarder out) and through the forwarder alone, from a
+    content file a filter may have written with any bytes."""
+
+    VARIANTS = [b"\r.\r", b"\n.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\r", b"\r\n.\n", b".\r", b"\r\r\n.\r\r\n",
+                b"\n..\n", b"x\r"]
+
+    def setUp(self):
+        self.work = tempfile.mkdtemp(prefix="smuggling-test-")
+        self.addCleanup(shutil.rmtree, self.work, True)
+        self.spool = os.path.join(self.work, "spool")
+        os.mkdir(self.spool)
+        self.config = os.path.join(self.work, "emailrelay.conf")
+        open(self.config, "w").close()
+        self.hop = CapturingHop()
+        self.addCleanup(self.hop.close)
+
+    def message(self, variant):
+        return (b"Subject: smuggle\r\n\r\nbefore" + variant + b"MAIL FROM:<evil@x>" + variant +
+                b"RCPT TO:<victim@y>" + variant + b"DATA" + variant + b"after\r\n")
+
+    def check(self, raw, variant):
+        self.assertTrue(raw.endswith(b"\r\n.\r\n"), (variant, raw))
+        body = raw[:-3]
+        # No CR without its LF, no LF without its CR.
+        self.assertNotRegex(body, rb"\r(?!\n)|(?<!\r)\n", variant)
+        lines = body.split(b"\r\n")
+        # Every line that starts with a dot is stuffed: none is a lone ".", none is ".x".
+        for line in lines:
+            if line.startswith(b"."):
+                self.assertTrue(line.startswith(b".."), (variant, raw))
+        # The smuggled command is content, at the start of a line of its own.
+        self.assertTrue([x for x in lines if x.startswith(b"MAIL FROM:<evil@x>")], (variant, raw))
+
+    def forward(self):
+        p = subprocess.run([FORWARD, "--spool-dir", self.spool, "--forward-to", "127.0.0.1:%d" % self.hop.port,
+                            self.config], capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, EXIT_OK, p.stderr)
+
+    def test_through_smtpd_and_the_forwarder(self):
+        sock = harness.listening_socket()
+        d = harness.Daemon([SMTPD, "--spool-dir", self.spool, "--wakeup-file", "none", self.config], [sock])
+        self.addCleanup(d.stop)
+        for variant in self.VARIANTS:
+            c = harness.SmtpClient(d.port)
+            self.addCleanup(c.close)
+            c.reply()
+            c.cmd("EHLO x")
+            c.cmd("MAIL FROM:<a@b>")
+            c.cmd("RCPT TO:<c@d>")
+            self.assertEqual(c.cmd("DATA")[0][:3], "354")
+            c.send(self.message(variant) + b".\r\n")
+            self.assertEqual(c.reply(), ["250 2.0.0 message processed"], variant)
+            c.cmd("QUIT")
+        self.forward()
+        self.assertEqual(len(self.hop.data), len(self.VARIANTS))
+        for raw in self.hop.data:
+            self.check(raw, raw[:80])
+
+    def test_forwarder_alone_from_any_bytes(self):
+        for variant in self.VARIANTS:
+            subprocess.run([SUBMIT, "--spool-dir", self.spool, "--wakeup-file", "none", "c@d"], input=b"x\n",
+                           check=True, timeout=30)
+            new = [f for f in os.listdir(self.spool) if f.endswith(".content")
+                   and not os.path.exists(os.path.join(self.work, "done-" + f))]
+            name, = new
+            with open(os.path.join(self.spool, name), "wb") as f:   # as a filter may leave it
+                f.write(self.message(variant))
+            open(os.path.join(self.work, "done-" + name), "w").close()
+        self.forward()
+        self.assertEqual(len(self.hop.data), len(self.VARIANTS))
+        for raw in self.hop.data:
+            self.check(raw, raw[:80])
+
+
 if __name__ == "__main__":
     harness.main()

@@ -186,7 +186,7 @@ class DialogueTest(SmtpdTestCase):
 
     def test_no_smuggling_bare_lf_and_cr(self):
         """Only CRLF.CRLF ends the data: "\\n.\\n", "\\r.\\r" and "\\n.\\r\\n" are content, and a bare LF
-        is stored as a line break so that the forwarder dot-stuffs what follows it."""
+        or a bare CR is stored as a line break so that the forwarder dot-stuffs what follows it."""
         self.start()
         c = self.greeted()
         self.open_data(c)
@@ -194,7 +194,8 @@ class DialogueTest(SmtpdTestCase):
         self.assertEqual(c.reply(), ["250 2.0.0 message processed"])
         m, = self.messages()
         body = m.content.split(b"\r\n", 1)[1]
-        self.assertEqual(body, b"Subject: s\r\n\r\nbefore\r\n.\r\nMAIL FROM:<evil@x>\r\nmore\r.\rRCPT\r\nlf-dot\r\n.\r\nend\r\n")
+        self.assertEqual(body, b"Subject: s\r\n\r\nbefore\r\n.\r\nMAIL FROM:<evil@x>\r\nmore\r\n.\r\nRCPT\r\nlf-dot\r\n.\r\n"
+                               b"end\r\n")
         self.assertEqual(c.cmd("NOOP"), ["250 2.0.0 noop"])
 
     def test_pipelining_replies_batched(self):
@@ -712,6 +713,21 @@ class ChunkingTest(SmtpdTestCase):
         m, = self.messages()
         self.assertEqual(m.content.split(b"\r\n", 1)[1], part1 + part2)
         self.assertIn(b"X-MailRelay-Content: binarymime\r\n", m.envelope)
+
+    def test_bdat_text_is_canonical(self):
+        """BDAT without BINARYMIME carries text lines: bare CR and bare LF are stored as CRLF,
+        a CRLF split between two chunks stays one, and a CR ending the last chunk is a line
+        end; BINARYMIME octets (above) are kept as they came."""
+        self.start("--server-smtp-config", "+chunking")
+        c = self.greeted()
+        c.cmd("EHLO x")
+        c.cmd("MAIL FROM:<a@b>")
+        c.cmd("RCPT TO:<c@d>")
+        for chunk, last in ((b"Subject: t\r\n\r\na\r.\rb\n.\nc\r", False), (b"\nd\r", False), (b"e\r", True)):
+            c.send(b"BDAT %d%s\r\n" % (len(chunk), b" LAST" if last else b"") + chunk)
+            c.reply()
+        m, = self.messages()
+        self.assertEqual(m.content.split(b"\r\n", 1)[1], b"Subject: t\r\n\r\na\r\n.\r\nb\r\n.\r\nc\r\nd\r\ne\r\n")
 
 
 class ProcessTest(SmtpdTestCase):
