@@ -267,13 +267,12 @@ static const char *socks4_reply_text(uint8_t code) {
 /* Connect to the SOCKS server and ask it for the far host (RFC-less SOCKS 4 and 4A,
  * openssh.com/txt/socks4.protocol and socks4a.protocol). Leaves c->fd connected through the
  * proxy, anything the far side already sent kept in c->buf; or a reason in why. */
+static int socks4a_request(SmtpClient *c, const SocksSpec *sp, unsigned timeout, char *why, size_t why_size);
+
 static int socks4a_connect(SmtpClient *c, const char *address, unsigned timeout, const SmtpClientOptions *o,
                            char *why, size_t why_size) {
         SocksSpec s = {};
         const char *error = NULL;
-        uint8_t req[8 + 1 + 256 + 1];
-        size_t len = 0;
-        struct in_addr in4;
         int r;
 
         r = socks_parse(address, &s, &error);
@@ -281,12 +280,22 @@ static int socks4a_connect(SmtpClient *c, const char *address, unsigned timeout,
                 snprintf(why, why_size, "%s", error);
                 return r;
         }
-
         r = connect_address(s.proxy, timeout, o->client_interface, o->client_interface_len, &c->fd);
-        if (r < 0) {
+        if (r < 0)
                 snprintf(why, why_size, "SOCKS server %s: %s", s.proxy, g_strerror(-r));
-                goto done;
-        }
+        else
+                r = socks4a_request(c, &s, timeout, why, why_size);
+        socks_spec_done(&s);
+        return r;
+}
+
+/* The CONNECT request and the proxy's reply, on c->fd already connected to the proxy. */
+static int socks4a_request(SmtpClient *c, const SocksSpec *sp, unsigned timeout, char *why, size_t why_size) {
+        const SocksSpec s = *sp;
+        uint8_t req[8 + 1 + 256 + 1];
+        size_t len = 0;
+        struct in_addr in4;
+        int r = 0;
 
         req[len++] = 4;                   /* VN */
         req[len++] = 1;                   /* CD: CONNECT */
@@ -330,7 +339,7 @@ static int socks4a_connect(SmtpClient *c, const char *address, unsigned timeout,
         }
         if (r < 0) {
                 snprintf(why, why_size, "SOCKS server %s: cannot send the request: %s", s.proxy, g_strerror(-r));
-                goto done;
+                return r;
         }
 
         /* The 8-byte reply; bytes after it (the far server's greeting) stay in the buffer. */
@@ -338,7 +347,7 @@ static int socks4a_connect(SmtpClient *c, const char *address, unsigned timeout,
                 r = wait_fd(c->fd, POLLIN, deadline);
                 if (r < 0) {
                         snprintf(why, why_size, "SOCKS server %s: no reply: %s", s.proxy, g_strerror(-r));
-                        goto done;
+                        return r;
                 }
                 ssize_t n = recv(c->fd, c->buf + c->end, sizeof c->buf - c->end, 0);
                 if (n < 0) {
@@ -346,32 +355,27 @@ static int socks4a_connect(SmtpClient *c, const char *address, unsigned timeout,
                                 continue;
                         r = negative_errno();
                         snprintf(why, why_size, "SOCKS server %s: %s", s.proxy, g_strerror(-r));
-                        goto done;
+                        return r;
                 }
                 if (n == 0) {
                         r = -ECONNRESET;
                         snprintf(why, why_size, "SOCKS server %s closed the connection without a reply", s.proxy);
-                        goto done;
+                        return r;
                 }
                 c->end += (size_t) n;
         }
         uint8_t vn = (uint8_t) c->buf[0], cd = (uint8_t) c->buf[1];
         if (vn != 0) {
-                r = -EPROTO;
                 snprintf(why, why_size, "SOCKS server %s: not a SOCKS4 reply (version %u)", s.proxy, vn);
-                goto done;
+                return -EPROTO;
         }
         if (cd != 90) {
-                r = -ECONNREFUSED;
                 snprintf(why, why_size, "SOCKS server %s refused %s:%u: reply code %u (%s)", s.proxy, s.far_host,
                          s.far_port, cd, socks4_reply_text(cd));
-                goto done;
+                return -ECONNREFUSED;
         }
         c->start = 8;
-        r = 0;
-done:
-        socks_spec_done(&s);
-        return r;
+        return 0;
 }
 
 static ssize_t raw_send(SmtpClient *c, const void *p, size_t len) {
@@ -474,7 +478,9 @@ static int reply_within(SmtpClient *c, SmtpReply *ret, unsigned timeout) {
                 int r = read_line(c, line, sizeof line, deadline);
                 if (r < 0)
                         return r;
-                if (strlen(line) < 3 || !g_ascii_isdigit(line[0]) || !g_ascii_isdigit(line[1]) ||
+                /* RFC 5321 4.2: the first digit is 2 to 5; anything else (a 907, a 100) is not an
+                 * SMTP reply, and must not be taken for a verdict on the message. */
+                if (strlen(line) < 3 || line[0] < '2' || line[0] > '5' || !g_ascii_isdigit(line[1]) ||
                     !g_ascii_isdigit(line[2]) || (line[3] && line[3] != ' ' && line[3] != '-'))
                         return -EPROTO;
                 int code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
@@ -632,26 +638,64 @@ static int client_ehlo(SmtpClient *c, const char *ehlo_name, SmtpReply *reply) {
         return reply->code == 250 ? 0 : -EPROTO;
 }
 
+static int client_start(SmtpClient *c, const char *ehlo_name, const SmtpClientOptions *o, SmtpClient **ret,
+                        SmtpReply *ret_reply, SmtpReply reply);
+
 int smtp_client_connect(const char *address, const char *ehlo_name, const SmtpClientOptions *o,
                         SmtpClient **ret, SmtpReply *ret_reply) {
         SmtpClient *c = g_new0(SmtpClient, 1);
         SmtpReply reply = {};
-        unsigned connect_timeout = o->connect_timeout, prompt_timeout = o->prompt_timeout;
-        bool implicit = o->tls && o->tls_connection;
         int r;
 
         c->fd = -EBADF;
         c->peer = g_strdup(address);
         c->response_timeout = o->response_timeout;
-        if (strchr(address, '@')) {
-                r = socks4a_connect(c, address, connect_timeout, o, reply.text, sizeof reply.text);
-                if (r < 0)
-                        goto fail;
-        } else {
-                r = connect_address(address, connect_timeout, o->client_interface, o->client_interface_len, &c->fd);
-                if (r < 0)
-                        goto fail;
+        if (strchr(address, '@'))
+                r = socks4a_connect(c, address, o->connect_timeout, o, reply.text, sizeof reply.text);
+        else
+                r = connect_address(address, o->connect_timeout, o->client_interface, o->client_interface_len, &c->fd);
+        if (r < 0) {
+                if (ret_reply)
+                        *ret_reply = reply;
+                smtp_client_free(c);
+                return r;
         }
+        return client_start(c, ehlo_name, o, ret, ret_reply, reply);
+}
+
+int smtp_client_open_fd(int fd, const char *socks_far, const char *ehlo_name, const SmtpClientOptions *o,
+                        SmtpClient **ret, SmtpReply *ret_reply) {
+        SmtpClient *c = g_new0(SmtpClient, 1);
+        SmtpReply reply = {};
+        int r = 0;
+
+        c->fd = fd;
+        c->peer = g_strdup(socks_far ? socks_far : "a socket");
+        c->response_timeout = o->response_timeout;
+        if (socks_far) {
+                g_autofree char *address = g_strconcat(socks_far, "@socks.invalid:1080", NULL);
+                SocksSpec s = {};
+                const char *error = NULL;
+                r = socks_parse(address, &s, &error);
+                if (r >= 0)
+                        r = socks4a_request(c, &s, o->connect_timeout, reply.text, sizeof reply.text);
+                socks_spec_done(&s);
+        }
+        if (r < 0) {
+                if (ret_reply)
+                        *ret_reply = reply;
+                smtp_client_free(c);
+                return r;
+        }
+        return client_start(c, ehlo_name, o, ret, ret_reply, reply);
+}
+
+/* From the connection up: implicit TLS, greeting, EHLO, STARTTLS. Frees c on failure. */
+static int client_start(SmtpClient *c, const char *ehlo_name, const SmtpClientOptions *o, SmtpClient **ret,
+                        SmtpReply *ret_reply, SmtpReply reply) {
+        unsigned connect_timeout = o->connect_timeout, prompt_timeout = o->prompt_timeout;
+        bool implicit = o->tls && o->tls_connection;
+        int r;
 
         if (implicit && (r = client_handshake(c, o->tls, connect_timeout, reply.text, sizeof reply.text)) < 0)
                 goto fail;

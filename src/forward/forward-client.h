@@ -62,6 +62,12 @@ typedef struct SmtpReply {
  * else empty. */
 int smtp_client_connect(const char *address, const char *ehlo_name, const SmtpClientOptions *options,
                         SmtpClient **ret, SmtpReply *ret_reply);
+/* The same on a socket already connected (fd, taken over) to the next hop, or to a SOCKS4a
+ * proxy when socks_far ("host:port") is given: what the fuzz target drives, with a hostile
+ * peer's bytes waiting in a socketpair. */
+int smtp_client_open_fd(int fd, const char *socks_far, const char *ehlo_name, const SmtpClientOptions *options,
+                        SmtpClient **ret, SmtpReply *ret_reply);
+
 /* The forwarder's stop request (its SIGTERM flag). While cancellable is on, a wait for the next
  * hop gives up with -EINTR as soon as *flag is set: for the connection, greeting, EHLO, STARTTLS
  * and AUTH, when no message is in hand. Off (the default) during a transaction, which finishes

@@ -237,7 +237,10 @@ class Container:
     # -- inside --
 
     def _nsenter(self, cmd, input=None, timeout=60):
-        argv = ["nsenter", "--target", str(self.leader), "--all",
+        # --root and --wd as well: entering the mount namespace lands at its root mount, which
+        # is the container's only when nspawn ran at a real root; from a chroot (the fresh
+        # machine's tree, tests/fresh/run) it is the host's. The container's PID 1 knows.
+        argv = ["nsenter", "--target", str(self.leader), "--all", "--root", "--wd",
                 "env", "-i", "PATH=" + INSIDE_PATH, "LANG=C.UTF-8", "SYSTEMD_PAGER=", "SYSTEMD_COLORS=0"] + list(cmd)
         return subprocess.run(argv, input=input, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               timeout=timeout, text=isinstance(input, str) or input is None)
