@@ -25,6 +25,7 @@
 
 #include "child.h"
 #include "filter.h"
+#include "log.h"
 #include "macro.h"
 
 #define USEC_PER_MSEC UINT64_C(1000)
@@ -1128,10 +1129,16 @@ static int list_subdirs(int dir_fd, GPtrArray **ret) {
                 }
                 if (de->d_name[0] == '.' || streq(de->d_name, "postmaster"))
                         continue;
+                /* Real directories only: a symbolic link is no POP user's maildrop (pop3d refuses
+                 * one) and would have the copy written outside the spool. */
                 if (de->d_type != DT_DIR) {
                         if (de->d_type != DT_LNK && de->d_type != DT_UNKNOWN)
                                 continue;
-                        if (fstatat(dir_fd, de->d_name, &st, 0) < 0 || !S_ISDIR(st.st_mode))
+                        if (fstatat(dir_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                                continue;
+                        if (S_ISLNK(st.st_mode))
+                                log_warning("copy: %s in the spool is a symbolic link: not copied into", de->d_name);
+                        if (!S_ISDIR(st.st_mode))
                                 continue;
                 }
                 g_ptr_array_add(names, g_strdup(de->d_name));
@@ -1163,7 +1170,7 @@ static int link_file_at(int from_dir_fd, const char *from, int dir_fd, const cha
 static void copy_rollback(int dir_fd, GPtrArray *subdirs, size_t n, const char *content_name,
                           const char *envelope_name) {
         for (size_t i = 0; i < n; i++) {
-                _cleanup_close_ int sub_fd = openat(dir_fd, subdirs->pdata[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                _cleanup_close_ int sub_fd = openat(dir_fd, subdirs->pdata[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 
                 if (sub_fd < 0)
                         continue;
@@ -1240,7 +1247,7 @@ static int copy_message(const Filter *f, const char *content_path, const char *e
                 const char *what = NULL;
                 Piece piece;
 
-                sub_fd = openat(dir_fd, sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                sub_fd = openat(dir_fd, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
                 if (sub_fd < 0) {
                         r = negative_errno();
                         what = "";

@@ -1400,6 +1400,12 @@ static void test_copy(void) {
         /* Plain files are not mailboxes. */
         notes = g_build_filename(s.dir, "notes", NULL);
         write_file(notes, "x", -1);
+        /* Nor is a symbolic link to a directory, which would take the copy out of the spool. */
+        g_autofree char *outside = tmp_path("copy-outside");
+        rm_rf(outside);
+        g_assert_cmpint(mkdir(outside, 0755), ==, 0);
+        g_autofree char *mallory = g_build_filename(s.dir, "mallory", NULL);
+        g_assert_cmpint(symlink(outside, mallory), ==, 0);
 
         run_copy(&s, "copy:", FILTER_SERVER, &d);
         g_assert_cmpint(d.o.result, ==, FILTER_ABANDON);
@@ -1409,6 +1415,10 @@ static void test_copy(void) {
 
         assert_copied(&s, "alice", true);
         assert_copied(&s, "bob", true);
+        names = dir_names(outside, NULL);
+        g_assert_cmpstr(names, ==, "");
+        g_clear_pointer(&names, g_free);
+        rm_rf(outside);
         names = dir_names(s.dir, "postmaster");
         g_assert_cmpstr(names, ==, "");
         g_clear_pointer(&names, g_free);
@@ -1418,7 +1428,7 @@ static void test_copy(void) {
 
         /* The original is gone: the copies are the message now. */
         names = dir_names(s.dir, NULL);
-        g_assert_cmpstr(names, ==, ".hidden alice bob notes postmaster");
+        g_assert_cmpstr(names, ==, ".hidden alice bob mallory notes postmaster");
         copy_spool_done(&s);
 }
 
