@@ -114,10 +114,15 @@ class SetupUnitsTest(unittest.TestCase):
 
     def test_02_mail_reaches_the_sink(self):
         before = self.sink_count()
-        # Without a login the relay refuses: the account is required.
+        # In clear text the relay refuses before any login can be offered: the setup
+        # gave it a certificate, so AUTH waits for STARTTLS.
         p = self.swaks(2525, "--header", "Subject: no login")
         self.assertNotEqual(p.returncode, 0, p.stdout)
-        self.assertIn("<** 530 5.7.0 authentication required", p.stdout)
+        self.assertIn("<** 530 5.7.0 must issue a STARTTLS command first", p.stdout)
+        # Under TLS without a login it still refuses: the account is required.
+        p = self.swaks(2525, "--tls", "--header", "Subject: no login")
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        self.assertIn("<~* 530 5.7.0 authentication required", p.stdout)
         # STARTTLS with the certificate it was given, CRAM-MD5 against the md5 hash it stored.
         p = self.swaks(2525, "--tls", "--auth", "CRAM-MD5", "--auth-user", "alice", "--auth-password", "Sm-9qz",
                        "--header", "Subject: through the setup")
@@ -132,13 +137,16 @@ class SetupUnitsTest(unittest.TestCase):
             p = self.swaks(2525, "--tls", "--auth", "CRAM-MD5", "--auth-user", "alice", "--auth-password", "Sm-9qz",
                            "--header", "Subject: for pop")
             self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
-            out = self.sh("curl -sS --max-time 20 -u bob:Pop-4kw pop3://127.0.0.1:2110/1")
+            # STLS on the certificate the setup handed over, then the account.
+            out = self.sh("curl -sS --max-time 20 --ssl-reqd -k -u bob:Pop-4kw pop3://127.0.0.1:2110/1")
             self.assertIn("Subject: for pop", out)
-            bad = self.c.run("curl -sS --max-time 30 -u bob:wrong pop3://127.0.0.1:2110/")
-            self.assertNotEqual(bad.returncode, 0)
-            # And with STLS, on the certificate the setup handed over.
             out = self.sh("curl -sS --max-time 20 --ssl-reqd -k -u bob:Pop-4kw pop3://127.0.0.1:2110/")
             self.assertRegex(out, r"^1 \d+")
+            bad = self.c.run("curl -sS --max-time 30 --ssl-reqd -k -u bob:wrong pop3://127.0.0.1:2110/")
+            self.assertNotEqual(bad.returncode, 0)
+            # The right password in clear text is refused: it never crosses the wire unencrypted.
+            plain = self.c.run("curl -sS --max-time 30 -u bob:Pop-4kw pop3://127.0.0.1:2110/")
+            self.assertNotEqual(plain.returncode, 0, plain.stdout)
         finally:
             self.sh("systemctl start emailrelay-forward.path emailrelay-forward.timer")
         self.wait_for(lambda: self.sh("ls -A /var/spool/emailrelay") == "", 60, "the spool to empty")
@@ -198,9 +206,9 @@ class SetupUnitsTest(unittest.TestCase):
                        "--header", "Subject: system account")
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         self.wait_for(lambda: self.sink_count() == before + 1, 60, "the system account's message at the sink")
-        self.assertIn("pamuser", self.sh("curl -sS --max-time 20 -u pamuser:Pam-pw-07 pop3://127.0.0.1:2110/ "
+        self.assertIn("pamuser", self.sh("curl -sS --max-time 20 --ssl-reqd -k -u pamuser:Pam-pw-07 pop3://127.0.0.1:2110/ "
                                          "-w 'login ok as pamuser'"))
-        self.assertNotEqual(self.c.run("curl -sS --max-time 30 -u pamuser:wrong pop3://127.0.0.1:2110/").returncode, 0)
+        self.assertNotEqual(self.c.run("curl -sS --max-time 30 --ssl-reqd -k -u pamuser:wrong pop3://127.0.0.1:2110/").returncode, 0)
         self.assertIn("no file changes", self.setup_run(answers))
 
 
