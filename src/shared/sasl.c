@@ -202,16 +202,15 @@ static uint32_t get_le32(const uint8_t *p) {
         return (uint32_t) p[0] | (uint32_t) p[1] << 8 | (uint32_t) p[2] << 16 | (uint32_t) p[3] << 24;
 }
 
-/* E-MailRelay 2.x writes one byte before the two states (observed: 0x3a, ':', for the
- * reference's example); readers take 32 bytes, or 33 with that first byte skipped. */
-#define MD5_MASK_LEAD 0x3a
-
+/* E-MailRelay 2.6's form: the base64 of 32 bytes, the inner then the outer state, each as four
+ * little-endian words ("foobar" gives 3pIN0aPbd5aN0S4ogKA3w2P3P9XH0hXchLP1W+adpQE=, as its
+ * emailrelay-passwd prints). E-MailRelay refuses anything else ("invalid md5 hash state").
+ * Earlier versions of this suite wrote 33 bytes, a 0x3a byte first; those are still read. */
 char *sasl_md5_mask_encode(const SaslMd5Mask *m) {
-        uint8_t raw[33];
-        raw[0] = MD5_MASK_LEAD;
+        uint8_t raw[32];
         for (int i = 0; i < 4; i++) {
-                put_le32(raw + 1 + 4 * i, m->inner[i]);
-                put_le32(raw + 17 + 4 * i, m->outer[i]);
+                put_le32(raw + 4 * i, m->inner[i]);
+                put_le32(raw + 16 + 4 * i, m->outer[i]);
         }
         return g_base64_encode(raw, sizeof raw);
 }
@@ -242,7 +241,7 @@ int sasl_md5_mask_decode(const char *text, SaslMd5Mask *ret) {
         }
         g_autofree char *raw = NULL;
         size_t len = 0;
-        if (sasl_base64_decode(text, &raw, &len) < 0 || (len != 32 && len != 33))
+        if (sasl_base64_decode(text, &raw, &len) < 0 || (len != 32 && !(len == 33 && raw[0] == 0x3a)))
                 return -EINVAL;
         const uint8_t *p = (const uint8_t *) raw + (len - 32);
         for (int i = 0; i < 4; i++) {

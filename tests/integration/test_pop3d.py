@@ -196,7 +196,7 @@ class DialogueTest(Pop3dTestCase):
     def test_no_plain_secrets(self):
         # the hash of "secret", as emailrelay-passwd makes it: CRAM-MD5 only
         with open(self.secrets, "w") as f:
-            f.write("server md5 alice Oqng9/H7wAyKgbuqw5VzG1bNO6feqtblyiNEi6QuN5dH\n")
+            f.write("server md5 alice qeD38fvADIqBu6rDlXMbVs07p96q1uXKI0SLpC43l0c=\n")
         self.start()
         c = self.greeted()
         self.assertEqual(c.cmd("USER alice"), "-ERR no SASL PLAIN mechanism to do USER/PASS authentication")

@@ -27,17 +27,22 @@ static char *b64(const char *s, size_t len) {
         return sasl_base64_encode(s, len);
 }
 
-/* The reference's emailrelay-passwd example (4.7) is the password "secret". */
+/* What E-MailRelay 2.6.1's emailrelay-passwd prints for "foobar": 32 bytes. */
 static void test_md5_vector(void) {
         SaslMd5Mask m, back;
+        sasl_md5_mask("foobar", 6, &m);
+        g_autofree char *foobar = sasl_md5_mask_encode(&m);
+        g_assert_cmpstr(foobar, ==, "3pIN0aPbd5aN0S4ogKA3w2P3P9XH0hXchLP1W+adpQE=");
         sasl_md5_mask("secret", 6, &m);
         g_autofree char *enc = sasl_md5_mask_encode(&m);
-        g_assert_cmpstr(enc, ==, "Oqng9/H7wAyKgbuqw5VzG1bNO6feqtblyiNEi6QuN5dH");
+        g_assert_cmpstr(enc, ==, "qeD38fvADIqBu6rDlXMbVs07p96q1uXKI0SLpC43l0c=");
         g_assert_cmpint(sasl_md5_mask_decode(enc, &back), ==, 0);
         g_assert_cmpmem(&m, sizeof m, &back, sizeof back);
-        /* the 32-byte form and the dotted form read the same */
-        g_assert_cmpint(sasl_md5_mask_decode("qeD38fvADIqBu6rDlXMbVs07p96q1uXKI0SLpC43l0c=", &back), ==, 0);
+        /* the 33-byte form earlier versions wrote (a 0x3a byte first) and the dotted form read
+         * the same; 33 bytes with another first byte are not a hash */
+        g_assert_cmpint(sasl_md5_mask_decode("Oqng9/H7wAyKgbuqw5VzG1bNO6feqtblyiNEi6QuN5dH", &back), ==, 0);
         g_assert_cmpmem(&m, sizeof m, &back, sizeof back);
+        g_assert_cmpint(sasl_md5_mask_decode("O6ng9/H7wAyKgbuqw5VzG1bNO6feqtblyiNEi6QuN5dH", &back), ==, -EINVAL);
         g_autofree char *dotted = g_strdup_printf("%u.%u.%u.%u.%u.%u.%u.%u", m.inner[0], m.inner[1], m.inner[2], m.inner[3],
                                                   m.outer[0], m.outer[1], m.outer[2], m.outer[3]);
         g_assert_cmpint(sasl_md5_mask_decode(dotted, &back), ==, 0);
@@ -71,7 +76,7 @@ static void test_cram_md5_rfc2195(void) {
 
 static void test_mechanisms(void) {
         g_autoptr(Secrets) plain = load("server plain alice secret\n");
-        g_autoptr(Secrets) md5 = load("server md5 alice Oqng9/H7wAyKgbuqw5VzG1bNO6feqtblyiNEi6QuN5dH\n");
+        g_autoptr(Secrets) md5 = load("server md5 alice qeD38fvADIqBu6rDlXMbVs07p96q1uXKI0SLpC43l0c=\n");
         g_autoptr(Secrets) none = load("server none 127.0.0.1 local\n");
         g_autofree char *a = sasl_server_mechanisms(plain, NULL, false);
         g_assert_cmpstr(a, ==, "CRAM-SHA512 CRAM-SHA256 CRAM-SHA1 CRAM-MD5 PLAIN LOGIN");
@@ -197,10 +202,10 @@ static void test_server_external_check(void) {
 }
 
 static void test_cram_round_trip(void) {
-        g_autoptr(Secrets) s = load("server plain alice secret\nserver md5 carol Oqng9/H7wAyKgbuqw5VzG1bNO6feqtblyiNEi6QuN5dH\n");
+        g_autoptr(Secrets) s = load("server plain alice secret\nserver md5 carol qeD38fvADIqBu6rDlXMbVs07p96q1uXKI0SLpC43l0c=\n");
         g_autofree char *offered = sasl_server_mechanisms(s, NULL, false);
         SaslAccount plain = { .type = SECRET_PLAIN, .id = g_strdup("alice"), .secret = g_strdup("secret"), .secret_len = 6 };
-        SaslAccount md5 = { .type = SECRET_MD5, .id = g_strdup("carol"), .secret = g_strdup("Oqng9/H7wAyKgbuqw5VzG1bNO6feqtblyiNEi6QuN5dH") };
+        SaslAccount md5 = { .type = SECRET_MD5, .id = g_strdup("carol"), .secret = g_strdup("qeD38fvADIqBu6rDlXMbVs07p96q1uXKI0SLpC43l0c=") };
         SaslAccount plain_carol = { .type = SECRET_PLAIN, .id = g_strdup("carol"), .secret = g_strdup("secret"), .secret_len = 6 };
         SaslAccount wrong = { .type = SECRET_PLAIN, .id = g_strdup("alice"), .secret = g_strdup("Secret"), .secret_len = 6 };
         const struct { SaslMech mech; SaslAccount *acct; int result; } cases[] = {
