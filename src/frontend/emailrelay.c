@@ -284,6 +284,12 @@ static void flush_report(Relay *r, int status) {
         r->flush_started = false;
 }
 
+/* Something that lasts: a server, the admin interface or the poll timer. Without one, the
+ * relay ends when its forwarding does. */
+static bool serving(const Relay *r) {
+        return r->pids[ROLE_SMTPD] > 0 || r->pids[ROLE_POP3D] > 0 || r->admin || r->poll;
+}
+
 static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
         Relay *r = userdata;
         Role role = _ROLE_MAX;
@@ -314,6 +320,11 @@ static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata
                 }
                 if (r->forward_again || (r->wakeup && wakeup_is_raised(r->wakeup)))
                         start_forwarder(r);
+                else if (!r->stopping && !serving(r)) {
+                        /* --no-smtp --forward and no more to come: that one pass was all. */
+                        stop_all(r, status);
+                        return 0;
+                }
         } else if (!r->stopping) {
                 log_error("%s exited unexpectedly (%s %d): stopping", roles[role].program,
                           si->si_code == CLD_EXITED ? "status" : "signal", si->si_status);
@@ -502,6 +513,11 @@ static int check_options(Relay *r) {
         }
         if (r->dont_serve && !r->forward_at_start) {
                 log_error("--dont-serve without --forward has nothing to do");
+                return -EINVAL;
+        }
+        /* Never a silent exit 0: a relay that serves nothing needs a forwarding to do. */
+        if (r->no_smtp && !r->pop && !options_has(o, "admin") && !r->poll && !r->forward_at_start) {
+                log_error("--no-smtp without --pop, --admin, --poll or --forward has nothing to do");
                 return -EINVAL;
         }
         return 0;
@@ -741,8 +757,7 @@ static int serve(Relay *r) {
                 listener_set_done(&r->sockets[i]);
         if (r->forward_at_start)
                 start_forwarder(r);
-        if (!r->stopping && !r->admin && r->pids[ROLE_SMTPD] == 0 && r->pids[ROLE_POP3D] == 0 &&
-            r->pids[ROLE_FORWARD] == 0)
+        if (!r->stopping && !serving(r) && r->pids[ROLE_FORWARD] == 0)
                 stop_all(r, EXIT_OK);
 
         k = sd_event_loop(r->event);

@@ -217,6 +217,42 @@ class FrontendTest(FrontendTestCase):
         self.submit()
         self.assertTrue(harness.wait_for(lambda: self.sink_count() == 1, timeout=15))
 
+    def test_poll_only_forwarder_keeps_running(self):
+        """E-MailRelay's forward-only relay: --no-smtp --poll forwards every period, for as long
+        as it runs; it must not exit at once with nothing done."""
+        self.start_sink()
+        d = self.relay("--no-smtp", "--poll", "1", "--forward-to", self.sink_sock, "--log",
+                       "--log-file", self.log)
+        self.submit()
+        self.submit()
+        self.assertTrue(harness.wait_for(lambda: self.sink_count() == 2, timeout=20), d.output())
+        self.assertIsNone(d.proc.poll(), "the relay exited: %s" % d.output())
+        self.submit()   # a later poll takes this one
+        self.assertTrue(harness.wait_for(lambda: self.sink_count() == 3, timeout=20), d.output())
+        self.assertIsNone(d.proc.poll(), d.output())
+        self.assertEqual(d.stop(), 0)
+
+    def test_no_smtp_forward_once(self):
+        """--no-smtp --forward: one forwarding pass, then the relay ends with its status."""
+        self.start_sink()
+        self.submit()
+        p = self.run_frontend("--no-smtp", "--no-daemon", "--forward", "--forward-to", self.sink_sock,
+                              "--spool-dir", self.spool)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.sink_count(), 1)
+        self.assertEqual(os.listdir(self.spool), [])
+
+    def test_nothing_to_do_is_an_error(self):
+        """A combination that leaves the front-end nothing to do is refused with the reason,
+        never a silent exit 0, and daemonised leaves no pid file behind."""
+        pid_file = os.path.join(self.work, "emailrelay.pid")
+        for args in (["--no-smtp", "--no-daemon"], ["--no-smtp", "--pid-file", pid_file],
+                     ["--no-smtp", "--forward-to", self.sink_sock, "--no-daemon"]):
+            p = self.run_frontend(*args, "--spool-dir", self.spool)
+            self.assertEqual(p.returncode, 1, args)
+            self.assertIn("--no-smtp without --pop, --admin, --poll or --forward has nothing to do", p.stderr)
+            self.assertFalse(os.path.exists(pid_file))
+
     def test_pop_serves_the_spool(self):
         secrets = os.path.join(self.work, "pop.auth")
         with open(secrets, "w") as f:
