@@ -1014,10 +1014,6 @@ static int forward_until_idle(Pass *p, const char *wakeup, unsigned linger, cons
 
 /* ---- configuration ---- */
 
-static const char *const unimplemented[] = {
-        "log-format", "debug",
-};
-
 static int configure_auth(Config *c, const Options *o) {
         g_autofree char *error = NULL;
         int r;
@@ -1118,11 +1114,6 @@ static int configure(Config *c, const Options *o) {
                 .binarymimestrict = true,
                 .retry_give_up = 432000,
         };
-        for (size_t i = 0; i < ELEMENTSOF(unimplemented); i++)
-                if (options_has(o, unimplemented[i])) {
-                        log_error("option --%s is not supported by this version of " PROGRAM, unimplemented[i]);
-                        return -EOPNOTSUPP;
-                }
         c->forward_to = g_strdup(options_get(o, "forward-to"));
         if (isempty(c->forward_to)) {
                 log_error("no next hop: use --forward-to <host:port>");
@@ -1215,7 +1206,8 @@ static int run(Options *o, int argc, char **argv) {
                 return EXIT_FORWARD_CONFIG;
         if (daemon_help_version(o, PROGRAM, "[<option> ...] [<config-file>]"))
                 return 0;
-        (void) daemon_open_log(o, PROGRAM);
+        if (daemon_open_log(o, PROGRAM) < 0)
+                return EXIT_FORWARD_CONFIG;
         if (configure(&config, o) < 0) {
                 ret = EXIT_FORWARD_CONFIG;
                 goto out;

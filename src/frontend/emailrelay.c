@@ -433,12 +433,11 @@ static void admin_terminate(void *userdata) {
 
 static int check_options(Relay *r) {
         Options *o = r->o;
-        static const char *const unsupported[] = { "hidden", "show" };
-        for (size_t i = 0; i < ELEMENTSOF(unsupported); i++)
-                if (options_has(o, unsupported[i])) {
-                        log_error("option --%s is not supported by this version of " PROGRAM, unsupported[i]);
-                        return -EOPNOTSUPP;
-                }
+        /* E-MailRelay's Windows window options: ignored, as its help says they are elsewhere. */
+        static const char *const windows_only[] = { "hidden", "show" };
+        for (size_t i = 0; i < ELEMENTSOF(windows_only); i++)
+                if (options_has(o, windows_only[i]))
+                        log_warning("option --%s is for Windows only: ignored", windows_only[i]);
         bool as_server = options_has(o, "as-server");
         const char *as_client = options_get(o, "as-client"), *as_proxy = options_get(o, "as-proxy");
         if (!!as_client + !!as_proxy + as_server > 1) {
@@ -808,7 +807,8 @@ static int run(Options *o, int argc, char **argv) {
                 return EXIT_ERROR;
         if (daemon_help_version(o, PROGRAM, "[<option> ...] [<config-file>]"))
                 return EXIT_OK;
-        (void) daemon_open_log(o, PROGRAM);
+        if (daemon_open_log(o, PROGRAM) < 0)
+                return EXIT_ERROR;
         if (check_options(&r) < 0)
                 return EXIT_ERROR;
         int status = serve(&r);

@@ -16,12 +16,6 @@
 
 #define PROGRAM "emailrelay-pop3d"
 
-/* Options of the table that concern pop3d but that this version does not implement yet: an
- * error rather than silently running without them (TLS is a security setting). */
-static const char *const unimplemented[] = {
-        "log-format", "debug",
-};
-
 static char *default_domain(void) {
         char name[256] = "";
         if (gethostname(name, sizeof name - 1) < 0 || !*name)
@@ -42,11 +36,6 @@ static int configure(Server *server, const Options *o) {
                 .auth_delay_ms = 1000,
                 .handshake_timeout = 40,
         };
-        for (size_t i = 0; i < ELEMENTSOF(unimplemented); i++)
-                if (options_has(o, unimplemented[i])) {
-                        log_error("option --%s is not supported by this version of " PROGRAM, unimplemented[i]);
-                        return -EOPNOTSUPP;
-                }
         c->domain = default_domain();
         c->remote_clients = options_has(o, "remote-clients");
         c->no_delete = options_has(o, "pop-no-delete");
@@ -105,7 +94,8 @@ static int run(Options *op, int argc, char **argv) {
                 return 2;
         if (daemon_help_version(op, PROGRAM, "[<option> ...] [<config-file>]"))
                 return 0;
-        (void) daemon_open_log(op, PROGRAM);
+        if (daemon_open_log(op, PROGRAM) < 0)
+                return 2;
 
         r = configure(&server, op);
         if (r < 0) {

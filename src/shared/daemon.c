@@ -89,11 +89,35 @@ int daemon_open_log(const Options *o, const char *program) {
                 { "local5", LOG_LOCAL5 }, { "local6", LOG_LOCAL6 }, { "local7", LOG_LOCAL7 },
         };
         LogConfig lc = LOG_CONFIG_DEFAULT(program);
+        g_autofree const char **formats = NULL;
 
-        lc.verbose = options_get_all(o, "verbose", NULL) > 0;
+        /* --debug: E-MailRelay's debug output, which here is the debug level of --verbose. */
+        lc.verbose = options_get_all(o, "verbose", NULL) > 0 || options_has(o, "debug");
         lc.time = options_has(o, "log-time");
         lc.address = options_has(o, "log-address");
         lc.file = options_get(o, "log-file");
+        /* --log-format=time,address,...: each may repeat, as a list or as many options. */
+        size_t n = options_get_all(o, "log-format", &formats);
+        for (size_t i = 0; i < n; i++) {
+                g_auto(GStrv) items = g_strsplit(formats[i], ",", -1);
+                for (char **it = items; *it; it++) {
+                        const char *f = g_strstrip(*it);
+                        if (streq(f, "time"))
+                                lc.time = true;
+                        else if (streq(f, "address"))
+                                lc.address = true;
+                        else if (streq(f, "port"))
+                                lc.port = true;
+                        else if (streq(f, "msgid"))
+                                lc.msgid = true;
+                        else if (!streq(f, "unit") && *f) {  /* unit: no named instances yet */
+                                (void) log_open(&lc);
+                                log_error("unknown --log-format field \"%s\": use time, unit, address, port "
+                                          "or msgid", f);
+                                return -EINVAL;
+                        }
+                }
+        }
         if (options_has(o, "syslog")) {
                 const char *f = options_get(o, "syslog");
                 lc.syslog_facility = LOG_MAIL;
@@ -101,7 +125,9 @@ int daemon_open_log(const Options *o, const char *program) {
                         if (streq(f, facilities[i].name))
                                 lc.syslog_facility = facilities[i].value;
         }
-        return log_open(&lc);
+        /* As before: a log file that cannot be opened sends the lines to stderr, not an error. */
+        (void) log_open(&lc);
+        return 0;
 }
 
 int daemon_get_uint(const Options *o, const char *name, unsigned min, unsigned max, unsigned *v) {

@@ -32,7 +32,8 @@ void daemon_handle_termination(void (*handler)(int));
  * are read first, then the command line's, which override them. Errors are logged. */
 int daemon_parse_options(Options *o, int argc, char **argv);
 
-/* --verbose, --log-time, --log-address, --log-file, --syslog[=facility]. */
+/* --verbose, --debug, --log-time, --log-address, --log-format, --log-file, --syslog[=facility].
+ * -EINVAL, logged, for an unknown --log-format field. */
 int daemon_open_log(const Options *o, const char *program);
 
 /* options_get_uint() with the error logged. */

@@ -378,10 +378,35 @@ static void log_send_journal(
         (void) sd_journal_sendv(iov, (int) n_iov);
 }
 
+#define LOG_PREFIX_MAX 256
+
+/* The --log-format fields before the text, each followed by ": ": the configuration's name
+ * (unit), the client's address (address, with :port for port; [v6]:port) and the message id
+ * (msgid). A field the entry does not have is left out. Called with the state locked. */
+static void log_prefix(char *buf, size_t size, const char *address, const char *port, const char *msgid) {
+        const LogConfig *c = &log_state.config;
+        size_t n = 0;
+#define PUT(...) do { int k_ = snprintf(buf + n, size - n, __VA_ARGS__); \
+                      if (k_ > 0) n = n + (size_t) k_ < size ? n + (size_t) k_ : size - 1; } while (0)
+        if (!isempty(c->unit))
+                PUT("%s: ", c->unit);
+        if ((c->address || c->port) && address) {
+                bool v6 = strchr(address, ':') != NULL;
+                if (c->port && port)
+                        PUT("%s%s%s:%s: ", v6 ? "[" : "", address, v6 ? "]" : "", port);
+                else
+                        PUT("%s: ", address);
+        }
+        if (c->msgid && msgid)
+                PUT("%s: ", msgid);
+#undef PUT
+}
+
 int log_fields(int level, int error, const LogField *fields, size_t n_fields, const char *format, ...) {
         int saved_errno = errno, abs_error = error < 0 ? -error : error;
         char text_buf[LOG_STACK_LINE], line_buf[LOG_STACK_LINE], time_buf[128] = "";
-        const char *text = NULL, *line = NULL, *address = NULL;
+        const char *text = NULL, *line = NULL, *address = NULL, *port = NULL, *msgid = NULL;
+        char prefix[LOG_PREFIX_MAX] = "";
         size_t text_len = 0, line_len = 0;
         struct timespec ts;
         va_list ap;
@@ -396,6 +421,10 @@ int log_fields(int level, int error, const LogField *fields, size_t n_fields, co
                 assert(log_field_name_valid(fields[i].key));
                 if (fields[i].value && fields[i].key && streq(fields[i].key, "REMOTE_ADDR"))
                         address = fields[i].value;
+                else if (fields[i].value && fields[i].key && streq(fields[i].key, "REMOTE_PORT"))
+                        port = fields[i].value;
+                else if (fields[i].value && fields[i].key && streq(fields[i].key, "EMAILRELAY_ID"))
+                        msgid = fields[i].value;
         }
 
         log_lock_state();
@@ -417,6 +446,7 @@ int log_fields(int level, int error, const LogField *fields, size_t n_fields, co
                                 *p = *p == '\t' ? ' ' : '?';
 
         (void) clock_gettime(CLOCK_REALTIME, &ts);
+        log_prefix(prefix, sizeof prefix, address, port, msgid);
 
         if (log_state.journal)
                 log_send_journal(level, abs_error, fields, n_fields, log_state.config.program, text);
@@ -434,10 +464,8 @@ int log_fields(int level, int error, const LogField *fields, size_t n_fields, co
                 }
 
                 /* One buffer, one write(2): lines from concurrent writers do not interleave. */
-                line = log_format(line_buf, sizeof line_buf, &line_len, "%s: %s%s: %s%s%s\n",
-                                  log_state.config.program, time_buf, log_level_name(level),
-                                  log_state.config.address && address ? address : "",
-                                  log_state.config.address && address ? ": " : "", text);
+                line = log_format(line_buf, sizeof line_buf, &line_len, "%s: %s%s: %s%s\n",
+                                  log_state.config.program, time_buf, log_level_name(level), prefix, text);
         }
 
         if (line) {
@@ -458,9 +486,7 @@ int log_fields(int level, int error, const LogField *fields, size_t n_fields, co
         }
 
         if (log_state.syslog_open)
-                syslog(level, "%s%s%s",
-                       log_state.config.address && address ? address : "",
-                       log_state.config.address && address ? ": " : "", text);
+                syslog(level, "%s%s", prefix, text);
 
 finish:
         log_unlock_state();

@@ -20,7 +20,7 @@
 /* Options of the table that concern smtpd but that this version does not implement yet: an
  * error rather than silently running without them (most are security settings). */
 static const char *const unimplemented[] = {
-        "delivery-dir", "admin", "admin-terminate", "pop", "log-format", "debug",
+        "delivery-dir", "admin", "admin-terminate", "pop",
 };
 
 /* The forwarder beside this program (an installed suite), else in the build tree, else on $PATH. */
@@ -250,7 +250,8 @@ static int run(Options *op, int argc, char **argv) {
                 return 2;
         if (daemon_help_version(op, PROGRAM, "[<option> ...] [<config-file>]"))
                 return 0;
-        (void) daemon_open_log(op, PROGRAM);
+        if (daemon_open_log(op, PROGRAM) < 0)
+                return 2;
 
         r = configure(&server, op);
         if (r < 0) {

@@ -271,8 +271,8 @@ class ForwardTest(unittest.TestCase):
         p = subprocess.run([FORWARD, "--spool-dir", self.spool, self.config], capture_output=True, text=True, timeout=30)
         self.assertEqual(p.returncode, EXIT_CONFIG)
         self.assertIn("no next hop: use --forward-to", p.stderr)
-        p = self.forward("--log-format", "time", expect=EXIT_CONFIG)
-        self.assertIn("option --log-format is not supported by this version", p.stderr)
+        p = self.forward("--log-format", "time,colour", expect=EXIT_CONFIG)
+        self.assertIn('unknown --log-format field "colour": use time, unit, address, port or msgid', p.stderr)
         p = self.forward("--retry-schedule", "10,x", expect=EXIT_CONFIG)
         self.assertIn('--retry-schedule: "x" is not a number of seconds', p.stderr)
 

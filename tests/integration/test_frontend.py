@@ -5,6 +5,7 @@ ports), Postfix's smtp-sink is the next hop, and smtplib/poplib are the clients.
 
 import os
 import poplib
+import re
 import shutil
 import signal
 import smtplib
@@ -252,6 +253,29 @@ class FrontendTest(FrontendTestCase):
             self.assertEqual(p.returncode, 1, args)
             self.assertIn("--no-smtp without --pop, --admin, --poll or --forward has nothing to do", p.stderr)
             self.assertFalse(os.path.exists(pid_file))
+
+    def test_log_format_debug_and_windows_options(self):
+        """--log-format's fields on the children's lines, --debug's debug lines, and the
+        Windows-only --hidden and --show ignored with a warning: E-MailRelay accepts them all."""
+        sock = harness.listening_socket()
+        port = sock.getsockname()[1]
+        d = self.relay("--log", "--log-file", self.log, "--log-format", "time,address", "--log-format=port,msgid,unit",
+                       "--debug", "--hidden", "--show", "popup", sockets=[sock])
+        with smtplib.SMTP("127.0.0.1", port, timeout=20) as c:
+            client_port = c.sock.getsockname()[1]
+            c.sendmail("a@example.org", ["b@example.com"], MESSAGE)
+        (msg_id,) = [m.id for m in harness.spool_messages(self.spool)]
+        self.assertTrue(harness.wait_for(lambda: msg_id in read(self.log)), read(self.log))
+        log = read(self.log)
+        self.assertRegex(log, r"(?m)^emailrelay-smtpd: \d{8}\.\d{6}\.\d{3}: info: 127\.0\.0\.1:%d: %s: "
+                         % (client_port, re.escape(msg_id)))
+        self.assertRegex(log, r"(?m)^emailrelay-smtpd: [0-9.]+: debug: ")
+        self.assertRegex(log, r"(?m)^emailrelay: [0-9.]+: warning: option --hidden is for Windows only: ignored$")
+        self.assertRegex(log, r"(?m)^emailrelay: [0-9.]+: warning: option --show is for Windows only: ignored$")
+        self.assertEqual(d.stop(), 0)
+        p = self.run_frontend("--log-format", "time,colour", "--no-daemon", "--spool-dir", self.spool)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn('unknown --log-format field "colour": use time, unit, address, port or msgid', p.stderr)
 
     def test_pop_serves_the_spool(self):
         secrets = os.path.join(self.work, "pop.auth")
