@@ -380,16 +380,15 @@ static void log_send_journal(
 
 #define LOG_PREFIX_MAX 256
 
-/* The --log-format fields before the text, each followed by ": ": the configuration's name
- * (unit), the client's address (address, with :port for port; [v6]:port) and the message id
- * (msgid). A field the entry does not have is left out. Called with the state locked. */
+/* The --log-format fields before the text, each followed by ": ": the client's address
+ * (address; with port, address:port or [v6]:port) and the spool's message id (msgid). A field
+ * the entry does not have is left out (unit has none until named instances exist). Called with
+ * the state locked. */
 static void log_prefix(char *buf, size_t size, const char *address, const char *port, const char *msgid) {
         const LogConfig *c = &log_state.config;
         size_t n = 0;
 #define PUT(...) do { int k_ = snprintf(buf + n, size - n, __VA_ARGS__); \
                       if (k_ > 0) n = n + (size_t) k_ < size ? n + (size_t) k_ : size - 1; } while (0)
-        if (!isempty(c->unit))
-                PUT("%s: ", c->unit);
         if ((c->address || c->port) && address) {
                 bool v6 = strchr(address, ':') != NULL;
                 if (c->port && port)

@@ -18,7 +18,6 @@ typedef struct LogConfig {
         bool address;            /* --log-address: the REMOTE_ADDR field before the text */
         bool port;               /* --log-format=port: and its REMOTE_PORT, as address:port */
         bool msgid;              /* --log-format=msgid: the EMAILRELAY_ID field, the message */
-        const char *unit;        /* --log-format=unit: the configuration's name, when it has one */
         const char *file;        /* --log-file: path with optional %d (yyyymmdd) and %h (hh) */
         int syslog_facility;     /* LOG_MAIL etc.; -1 for no syslog */
         int journal;             /* 1 on, 0 off, -1 auto (JOURNAL_STREAM matches stderr) */

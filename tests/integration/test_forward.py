@@ -513,7 +513,10 @@ class ForwardSocksTest(unittest.TestCase):
             f.write("ip link set lo up\n"
                     "%s -u nobody -d %s/ 127.0.0.1:2525 100 &\nSINK=$!\n"
                     "%s -f %s 2>%s &\nDANTE=$!\n"
-                    "sleep 1\n"
+                    # Fixed ports are private to this namespace. Wait until both listen.
+                    "n=0; until ss -ltn | grep -q '127.0.0.1:2525 ' && ss -ltn | grep -q '127.0.0.1:1080 '; do\n"
+                    "  n=$((n+1)); [ $n -lt 600 ] || break; sleep 0.05\n"
+                    "done\n"
                     "%s --spool-dir %s --forward-to %s %s 2>%s\n"
                     "echo $? > %s\n"
                     "kill $SINK $DANTE\nwait\n"
