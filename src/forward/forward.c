@@ -221,7 +221,9 @@ static int oauth_helper_token(const char *program, const char *id, unsigned time
 }
 
 /* The accounts for a message's ClientAccountSelector: inline, or the secrets file's client
- * lines. Returns how many; 0 with "plain:b = =" lines or no lines means: do not authenticate. */
+ * lines. Returns how many; 0 means do not authenticate (no selector and no account, or the
+ * selector's "plain:b = =" line). A selector that no client line names is -ENOKEY: such a message
+ * must never go out unauthenticated because of a typing mistake in the secrets. */
 static int client_accounts(Pass *p, const char *selector, SaslAccount **ret, char **ret_error) {
         Config *c = p->config;
         GArray *out = g_array_new(false, true, sizeof(SaslAccount));
@@ -238,6 +240,12 @@ static int client_accounts(Pass *p, const char *selector, SaslAccount **ret, cha
                         log_info("re-read the secrets file %s", secrets_path(c->secrets));
                 size_t n = 0;
                 g_autofree const Secret **lines = secrets_client_accounts(c->secrets, selector, &n);
+                if (n == 0 && !isempty(selector)) {
+                        g_array_unref(out);
+                        *ret_error = g_strdup_printf("no client account for selector \"%s\" in %s", selector,
+                                                     secrets_path(c->secrets));
+                        return -ENOKEY;
+                }
                 for (size_t i = 0; i < n; i++) {
                         const Secret *x = lines[i];
                         if (!*x->id)
@@ -266,6 +274,12 @@ static int client_accounts(Pass *p, const char *selector, SaslAccount **ret, cha
                 }
         }
         int n = (int) out->len;
+        if (n == 0 && !isempty(selector) && !c->secrets) {
+                g_array_unref(out);
+                *ret_error = g_strdup_printf("no client account for selector \"%s\": no --client-auth secrets file",
+                                             selector);
+                return -ENOKEY;
+        }
         *ret = (SaslAccount *) g_array_free(out, n == 0);
         return n;
 }
@@ -276,22 +290,11 @@ static void client_accounts_free(SaslAccount *a, int n) {
         g_free(a);
 }
 
-/* Authenticate the fresh connection if this selector has an account. */
-static int authenticate(Pass *p, const char *address, const char *selector, char **ret_reason, int *ret_code) {
-        SaslAccount *accounts = NULL;
-        g_autofree char *error = NULL;
+/* Log in on the fresh connection with the first of these accounts that works. */
+static int authenticate(Pass *p, const char *address, SaslAccount *accounts, int n, char **ret_reason, int *ret_code) {
         SmtpReply reply = {};
 
-        int n = client_accounts(p, selector, &accounts, &error);
-        if (n < 0) {
-                *ret_reason = TAKE_PTR(error);
-                *ret_code = 0;
-                return n;
-        }
-        if (n == 0)
-                return 0;
         int r = smtp_client_auth(p->client, accounts, (size_t) n, &p->config->auth_config, &reply);
-        client_accounts_free(accounts, n);
         if (r == -ENOENT) {
                 *ret_reason = g_strdup_printf("cannot authenticate with %s: it offers no usable mechanism (AUTH %s)", address,
                                               p->client->auth_mechs ? p->client->auth_mechs : "not offered");
@@ -308,10 +311,11 @@ static int authenticate(Pass *p, const char *address, const char *selector, char
 }
 
 /* Connected to address, authenticated for the selector, or why not (reason and code for the
- * message's record). */
+ * message's record). -ENOKEY: the selector names no account, and nothing was connected. */
 static int ensure_connected(Pass *p, const char *address, const char *selector, char **ret_reason, int *ret_code) {
         SmtpReply reply = {};
-        int r;
+        SaslAccount *accounts = NULL;
+        int r, n;
 
         if (!selector)
                 selector = "";
@@ -321,6 +325,16 @@ static int ensure_connected(Pass *p, const char *address, const char *selector, 
         /* A next hop that is down costs one connection attempt per pass, not one per message. */
         if (g_hash_table_contains(p->unreachable, address))
                 return -EHOSTDOWN;
+        /* The accounts before the connection: a selector without one is not worth connecting for. */
+        n = client_accounts(p, selector, &accounts, ret_reason);
+        *ret_code = 0;
+        if (n == -ENOKEY)
+                return n;
+        if (n < 0) {
+                log_warning("cannot forward to %s: %s", address, *ret_reason);
+                g_hash_table_add(p->unreachable, g_strdup(address));
+                return -EACCES;
+        }
         const Config *c = p->config;
         SmtpClientOptions opts = {
                 .connect_timeout = c->connection_timeout,
@@ -334,9 +348,12 @@ static int ensure_connected(Pass *p, const char *address, const char *selector, 
                 .client_interface_len = c->client_interface_len,
         };
         r = smtp_client_connect(address, c->ehlo_name, &opts, &p->client, &reply);
-        if (r == -EINTR)
+        if (r == -EINTR) {
+                client_accounts_free(accounts, n);
                 return r;   /* stopping: nothing to record against the address or the message */
+        }
         if (r < 0) {
+                client_accounts_free(accounts, n);
                 g_hash_table_add(p->unreachable, g_strdup(address));
                 if (r == -EPROTO && reply.code) {
                         *ret_reason = g_strdup_printf("%s", reply.text);
@@ -349,7 +366,8 @@ static int ensure_connected(Pass *p, const char *address, const char *selector, 
                 log_warning("cannot forward to %s: %s", address, *ret_reason);
                 return r;
         }
-        r = authenticate(p, address, selector, ret_reason, ret_code);
+        r = n > 0 ? authenticate(p, address, accounts, n, ret_reason, ret_code) : 0;
+        client_accounts_free(accounts, n);
         if (r == -EINTR) {
                 disconnect(p);
                 return r;
@@ -767,7 +785,13 @@ static void forward_one(Pass *p, const char *id) {
                 p->skipped++;
                 return;
         }
-        if (r < 0) {
+        if (r == -ENOKEY) {
+                /* As E-MailRelay: this message fails and the pass stops. It stays queued for
+                 * its retries (fixing the secrets file fixes it) rather than becoming .bad. */
+                log_message(LOG_ERR, id, 0, address, "message %s failed: %s: stopping the pass", id, why);
+                outcome_set(&o, VERDICT_TEMPORARY, 0, why);
+                p->stop = true;
+        } else if (r < 0) {
                 if (r == -EPROTO && code >= 500)
                         outcome_set(&o, VERDICT_PERMANENT, code, why);
                 else {

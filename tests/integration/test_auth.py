@@ -426,6 +426,26 @@ class ClientTest(AuthTestCase):
                      for m in self.arrived())
         self.assertEqual(got, [("", ""), ("alice", "alice"), ("bob", "<>")])
 
+    def test_unknown_selector_is_never_sent_unauthenticated(self):
+        # The next hop trusts us, so a message sent without AUTH would arrive: it must not.
+        self.start(spool=self.out)
+        with open(self.secrets, "a") as f:
+            f.write("server none 127.0.0.1 local\n")
+        self.write_client_secrets("client plain alice secret a\n")
+        self.submit(selector="typo")
+        self.submit()
+        err = self.forward("--client-auth", self.client_secrets, "--retry-schedule", "0", expect=1)
+        self.assertIn('no client account for selector "typo" in %s: stopping the pass' % self.client_secrets, err)
+        self.assertEqual(self.arrived(), [])   # the pass stopped: the second one waits too
+        left = {self.field(m, "X-MailRelay-ClientAccountSelector"): m for m in harness.spool_messages(self.spool)}
+        self.assertEqual(sorted(left), ["", "typo"])
+        self.assertEqual(left["typo"].state, "envelope")   # kept for its retries, not .bad
+        self.assertIn(b'X-MailRelay-Reason: no client account for selector "typo"', left["typo"].envelope)
+        # fixed in the secrets file: both go, the selected one authenticated
+        self.write_client_secrets("client plain alice secret typo\n")
+        self.forward("--client-auth", self.client_secrets)
+        self.assertEqual(sorted(self.field(m, "X-MailRelay-Authentication") for m in self.arrived()), ["", "alice"])
+
     def test_configuration_errors(self):
         p = subprocess.run([FORWARD, "--spool-dir", self.spool, "--forward-to", "127.0.0.1:1", "--client-auth", "plain:!!:x",
                             self.config], capture_output=True, text=True, timeout=30)
