@@ -690,13 +690,45 @@ int smtp_client_open_fd(int fd, const char *socks_far, const char *ehlo_name, co
         return client_start(c, ehlo_name, o, ret, ret_reply, reply);
 }
 
+/* RFC 5321 4.1.4: a client without a fully qualified name sends an address literal, the local
+ * address of the connection ("[192.0.2.1]", "[IPv6:2001:db8::1]"). NULL on a unix socket. */
+static char *local_address_literal(int fd) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        char text[INET6_ADDRSTRLEN];
+
+        if (getsockname(fd, (struct sockaddr *) &ss, &len) < 0)
+                return NULL;
+        if (ss.ss_family == AF_INET6) {
+                const struct sockaddr_in6 *a = (const struct sockaddr_in6 *) &ss;
+                if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
+                        if (!inet_ntop(AF_INET, &a->sin6_addr.s6_addr[12], text, sizeof text))
+                                return NULL;
+                        return g_strdup_printf("[%s]", text);
+                }
+                if (!inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof text))
+                        return NULL;
+                return g_strdup_printf("[IPv6:%s]", text);
+        }
+        if (ss.ss_family == AF_INET) {
+                const struct sockaddr_in *a = (const struct sockaddr_in *) &ss;
+                if (!inet_ntop(AF_INET, &a->sin_addr, text, sizeof text))
+                        return NULL;
+                return g_strdup_printf("[%s]", text);
+        }
+        return NULL;
+}
+
 /* From the connection up: implicit TLS, greeting, EHLO, STARTTLS. Frees c on failure. */
 static int client_start(SmtpClient *c, const char *ehlo_name, const SmtpClientOptions *o, SmtpClient **ret,
                         SmtpReply *ret_reply, SmtpReply reply) {
         unsigned connect_timeout = o->connect_timeout, prompt_timeout = o->prompt_timeout;
         bool implicit = o->tls && o->tls_connection;
+        g_autofree char *literal = strchr(ehlo_name, '.') ? NULL : local_address_literal(c->fd);
         int r;
 
+        if (literal)
+                ehlo_name = literal;
         if (implicit && (r = client_handshake(c, o->tls, connect_timeout, reply.text, sizeof reply.text)) < 0)
                 goto fail;
 

@@ -442,10 +442,9 @@ static void transact(Pass *p, const char *id, const Envelope *e, int content_fd,
 
         GString *cmds = g_string_new(NULL);
         g_string_append_printf(cmds, "MAIL FROM:<%s>", e->from ? e->from : "");
+        /* BODY= only where the message needs it: 7BIT is what a MAIL without it means. */
         if (c->eightbitmime && e->body == ENVELOPE_BODY_8BIT)
                 g_string_append(cmds, " BODY=8BITMIME");
-        else if (c->eightbitmime && e->body == ENVELOPE_BODY_7BIT)
-                g_string_append(cmds, " BODY=7BIT");
         else if (binary)
                 g_string_append(cmds, " BODY=BINARYMIME");
         if (e->utf8_mailbox_names && c->smtputf8)
@@ -1198,8 +1197,8 @@ static int configure(Config *c, const Options *o) {
                 return -EINVAL;
         }
 
-        /* EHLO name: --domain if it is a dotted name, else the host name (E-MailRelay sends
-         * its address when the domain is not an FQDN; a host name is what servers expect). */
+        /* EHLO name: --domain if it is a dotted name, else the host name; when that has no
+         * dot either, the client sends the connection's address literal, as E-MailRelay does. */
         const char *domain = options_get(o, "domain");
         char host[256] = "localhost";
         (void) gethostname(host, sizeof host - 1);

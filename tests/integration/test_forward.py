@@ -97,7 +97,7 @@ class ForwardTest(unittest.TestCase):
         self.assertEqual(os.listdir(self.spool), [])
         got = self.received()  # ordered by recipients
         self.assertEqual(len(got), 2)
-        self.assertEqual(got[0][0], "<s@example.org> BODY=7BIT")
+        self.assertEqual(got[0][0], "<s@example.org>")   # 7bit needs no BODY=
         self.assertEqual(got[0][1], ["<a@example.com>", "<b@example.com>"])
         self.assertEqual(got[0][2], b"From: s@example.org\nSubject: one\n\n.dot line\nbody\n")
         self.assertEqual(got[1][0], "<anonymous> BODY=8BITMIME")
@@ -535,7 +535,7 @@ class ForwardSocksTest(unittest.TestCase):
         self.assertEqual(rc, EXIT_OK, err)
         self.assertEqual(os.listdir(self.spool), [])
         (mail, rcpts, body), = self.received()
-        self.assertEqual(mail, "<s@example.org> BODY=7BIT")
+        self.assertEqual(mail, "<s@example.org>")
         self.assertEqual(rcpts, ["<a@example.com>", "<b@example.com>"])
         self.assertEqual(body, b"From: s@example.org\nSubject: socks\n\nbody\n")
 
@@ -622,6 +622,91 @@ class CapturingHop(harness.ScriptedServer):
                 return
             else:
                 conn.sendall(b"250 ok\r\n")
+
+
+class RecordingHop(harness.ScriptedServer):
+    """A next hop that records every command line, offering 8BITMIME or not."""
+
+    def __init__(self, host="127.0.0.1", eightbitmime=True):
+        super().__init__()
+        if host != "127.0.0.1":
+            self.sock.close()
+            self.sock = socket.socket(socket.AF_INET6)
+            self.sock.bind((host, 0))
+            self.sock.listen(8)
+            self.port = self.sock.getsockname()[1]
+        self.eightbitmime, self.lines = eightbitmime, []
+        self.start()
+
+    def session(self, conn, f):
+        conn.sendall(b"220 recorder\r\n")
+        for raw in f:
+            line = raw.decode().rstrip("\r\n")
+            self.lines.append(line)
+            verb = line[:4].upper()
+            if verb == "EHLO":
+                conn.sendall(b"250-recorder\r\n250 8BITMIME\r\n" if self.eightbitmime else b"250 recorder\r\n")
+            elif verb == "DATA":
+                conn.sendall(b"354 go\r\n")
+                for body in f:
+                    if body == b".\r\n":
+                        break
+                conn.sendall(b"250 stored\r\n")
+            elif verb == "QUIT":
+                conn.sendall(b"221 bye\r\n")
+                return
+            else:
+                conn.sendall(b"250 ok\r\n")
+
+
+@unittest.skipUnless(shutil.which("unshare"), "no unshare(1) for a host name of the test's own")
+class EhloAndBodyTest(unittest.TestCase):
+    """The forwarder's EHLO name (RFC 5321 4.1.4: an address literal when neither --domain nor
+    the host name is fully qualified, as E-MailRelay sends its address) and its BODY= parameter
+    (only where the message needs one, and only to a server that offers 8BITMIME)."""
+
+    def setUp(self):
+        self.work = tempfile.mkdtemp(prefix="ehlo-test-")
+        self.addCleanup(shutil.rmtree, self.work, True)
+        self.spool = os.path.join(self.work, "spool")
+        os.mkdir(self.spool)
+        self.config = os.path.join(self.work, "emailrelay.conf")
+        open(self.config, "w").close()
+
+    def forward(self, hop, hostname, *args, address="127.0.0.1"):
+        subprocess.run([SUBMIT, "--spool-dir", self.spool, "--wakeup-file", "none", "c@d"], input="\u00e9t\u00e9\n".encode(),
+                       check=True, timeout=30)
+        hop.lines.clear()
+        target = "[%s]:%d" % (address, hop.port) if ":" in address else "%s:%d" % (address, hop.port)
+        # A UTS namespace of its own: the host name is the test's, whatever the machine's is.
+        p = subprocess.run(["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', hostname, FORWARD,
+                            "--spool-dir", self.spool, "--forward-to", target, *args, self.config],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, EXIT_OK, p.stderr)
+        ehlo, = [x for x in hop.lines if x.startswith("EHLO ")]
+        mail, = [x for x in hop.lines if x.startswith("MAIL ")]
+        return ehlo, mail
+
+    def test_ehlo_name(self):
+        hop = RecordingHop()
+        self.addCleanup(hop.close)
+        self.assertEqual(self.forward(hop, "relay.example")[0], "EHLO relay.example")
+        self.assertEqual(self.forward(hop, "nodots", "--domain", "mail.example")[0], "EHLO mail.example")
+        self.assertEqual(self.forward(hop, "nodots")[0], "EHLO [127.0.0.1]")
+        self.assertEqual(self.forward(hop, "nodots", "--domain", "alsonodots")[0], "EHLO [127.0.0.1]")
+        if socket.has_ipv6 and subprocess.run(["ip", "-6", "addr", "show", "lo"], capture_output=True, text=True).stdout:
+            hop6 = RecordingHop(host="::1")
+            self.addCleanup(hop6.close)
+            self.assertEqual(self.forward(hop6, "nodots", address="::1")[0], "EHLO [IPv6:::1]")
+
+    def test_body_parameter(self):
+        hop = RecordingHop()
+        self.addCleanup(hop.close)
+        # 8-bit content arrives with BODY=8BITMIME; a submitted message's body is 8bit
+        self.assertEqual(self.forward(hop, "relay.example")[1], "MAIL FROM:<anonymous> BODY=8BITMIME")
+        plain = RecordingHop(eightbitmime=False)
+        self.addCleanup(plain.close)
+        self.assertEqual(self.forward(plain, "relay.example")[1], "MAIL FROM:<anonymous>")
 
 
 class SmugglingTest(unittest.TestCase):
