@@ -196,6 +196,48 @@ class ScriptedServer(threading.Thread):
         self.sock.close()
 
 
+class RecordingHop(ScriptedServer):
+    """A scripted next hop that records every command line and answers just enough SMTP: EHLO
+    with the given extensions, DATA, QUIT, 250 to the rest. A subclass's command(line, conn, f)
+    answers what it wants to answer itself and returns True."""
+
+    def __init__(self, extensions=("8BITMIME",), host="127.0.0.1"):
+        super().__init__()
+        if host != "127.0.0.1":
+            self.sock.close()
+            self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+            self.sock.bind((host, 0))
+            self.sock.listen(8)
+            self.port = self.sock.getsockname()[1]
+        self.extensions, self.lines = list(extensions), []
+
+    def command(self, line, conn, f):
+        return False
+
+    def session(self, conn, f):
+        conn.sendall(b"220 recorder\r\n")
+        for raw in f:
+            line = raw.decode().rstrip("\r\n")
+            self.lines.append(line)
+            verb = line.split(" ")[0].upper()
+            if self.command(line, conn, f):
+                continue
+            if verb == "EHLO":
+                conn.sendall("".join("250-%s\r\n" % x for x in ["recorder"] + self.extensions[:-1]).encode() +
+                             ("250 %s\r\n" % (self.extensions[-1] if self.extensions else "recorder")).encode())
+            elif verb == "DATA":
+                conn.sendall(b"354 go\r\n")
+                for body in f:
+                    if body == b".\r\n":
+                        break
+                conn.sendall(b"250 stored\r\n")
+            elif verb == "QUIT":
+                conn.sendall(b"221 bye\r\n")
+                return
+            else:
+                conn.sendall(b"250 ok\r\n")
+
+
 def wait_for(predicate, timeout=20, interval=0.02):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -297,43 +297,24 @@ class ServerTest(AuthTestCase):
         self.assertEqual(len(self.messages()), 4)
 
 
-class FakeServer(harness.ScriptedServer):
+class FakeServer(harness.RecordingHop):
     """A scripted next hop offering XOAUTH2 (which emailrelay-smtpd does not serve): records
     the AUTH and MAIL lines, accepts a token it is told."""
 
     def __init__(self, token, mechs="XOAUTH2 PLAIN"):
-        super().__init__()
-        self.token, self.mechs, self.lines = token, mechs, []
+        super().__init__(extensions=["AUTH " + mechs])
+        self.token = token
 
-    def session(self, conn, f):
-        conn.sendall(b"220 fake\r\n")
-        for raw in f:
-            line = raw.decode().rstrip("\r\n")
-            self.lines.append(line)
-            verb = line.split(" ")[0].upper()
-            if verb == "EHLO":
-                conn.sendall(("250-fake\r\n250 AUTH %s\r\n" % self.mechs).encode())
-            elif verb == "AUTH":
-                ok = line.split(" ")[1:] == ["XOAUTH2", self.token]
-                if ok:
-                    conn.sendall(b"235 ok\r\n")
-                else:
-                    conn.sendall(b"334 eyJzdGF0dXMiOiI0MDEifQ==\r\n")
-                    self.lines.append(f.readline().decode().rstrip("\r\n"))
-                    conn.sendall(b"535 5.7.8 bad token\r\n")
-            elif verb in ("MAIL", "RCPT", "RSET"):
-                conn.sendall(b"250 ok\r\n")
-            elif verb == "DATA":
-                conn.sendall(b"354 go\r\n")
-                for body in f:
-                    if body == b".\r\n":
-                        break
-                conn.sendall(b"250 stored\r\n")
-            elif verb == "QUIT":
-                conn.sendall(b"221 bye\r\n")
-                break
-            else:
-                conn.sendall(b"500 what\r\n")
+    def command(self, line, conn, f):
+        if line.split(" ")[0].upper() != "AUTH":
+            return False
+        if line.split(" ")[1:] == ["XOAUTH2", self.token]:
+            conn.sendall(b"235 ok\r\n")
+        else:
+            conn.sendall(b"334 eyJzdGF0dXMiOiI0MDEifQ==\r\n")
+            self.lines.append(f.readline().decode().rstrip("\r\n"))
+            conn.sendall(b"535 5.7.8 bad token\r\n")
+        return True
 
 
 class ClientTest(AuthTestCase):

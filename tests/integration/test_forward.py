@@ -624,54 +624,29 @@ class CapturingHop(harness.ScriptedServer):
                 conn.sendall(b"250 ok\r\n")
 
 
-class RecordingHop(harness.ScriptedServer):
-    """A next hop that records every command line, offering 8BITMIME or not."""
-
-    def __init__(self, host="127.0.0.1", eightbitmime=True):
-        super().__init__()
-        if host != "127.0.0.1":
-            self.sock.close()
-            self.sock = socket.socket(socket.AF_INET6)
-            self.sock.bind((host, 0))
-            self.sock.listen(8)
-            self.port = self.sock.getsockname()[1]
-        self.eightbitmime, self.lines = eightbitmime, []
-        self.start()
-
-    def session(self, conn, f):
-        conn.sendall(b"220 recorder\r\n")
-        for raw in f:
-            line = raw.decode().rstrip("\r\n")
-            self.lines.append(line)
-            verb = line[:4].upper()
-            if verb == "EHLO":
-                conn.sendall(b"250-recorder\r\n250 8BITMIME\r\n" if self.eightbitmime else b"250 recorder\r\n")
-            elif verb == "DATA":
-                conn.sendall(b"354 go\r\n")
-                for body in f:
-                    if body == b".\r\n":
-                        break
-                conn.sendall(b"250 stored\r\n")
-            elif verb == "QUIT":
-                conn.sendall(b"221 bye\r\n")
-                return
-            else:
-                conn.sendall(b"250 ok\r\n")
-
-
-@unittest.skipUnless(shutil.which("unshare"), "no unshare(1) for a host name of the test's own")
-class EhloAndBodyTest(unittest.TestCase):
-    """The forwarder's EHLO name (RFC 5321 4.1.4: an address literal when neither --domain nor
-    the host name is fully qualified, as E-MailRelay sends its address) and its BODY= parameter
-    (only where the message needs one, and only to a server that offers 8BITMIME)."""
+class ScratchSpool(unittest.TestCase):
+    """A work directory with an empty spool and an empty config file."""
 
     def setUp(self):
-        self.work = tempfile.mkdtemp(prefix="ehlo-test-")
+        self.work = tempfile.mkdtemp(prefix="forward-test-")
         self.addCleanup(shutil.rmtree, self.work, True)
         self.spool = os.path.join(self.work, "spool")
         os.mkdir(self.spool)
         self.config = os.path.join(self.work, "emailrelay.conf")
         open(self.config, "w").close()
+
+
+@unittest.skipUnless(shutil.which("unshare"), "no unshare(1) for a host name of the test's own")
+class EhloAndBodyTest(ScratchSpool):
+    """The forwarder's EHLO name (RFC 5321 4.1.4: an address literal when neither --domain nor
+    the host name is fully qualified, as E-MailRelay sends its address) and its BODY= parameter
+    (only where the message needs one, and only to a server that offers 8BITMIME)."""
+
+    def hop(self, **kw):
+        hop = harness.RecordingHop(**kw)
+        hop.start()
+        self.addCleanup(hop.close)
+        return hop
 
     def forward(self, hop, hostname, *args, address="127.0.0.1"):
         subprocess.run([SUBMIT, "--spool-dir", self.spool, "--wakeup-file", "none", "c@d"], input="\u00e9t\u00e9\n".encode(),
@@ -688,28 +663,22 @@ class EhloAndBodyTest(unittest.TestCase):
         return ehlo, mail
 
     def test_ehlo_name(self):
-        hop = RecordingHop()
-        self.addCleanup(hop.close)
+        hop = self.hop()
         self.assertEqual(self.forward(hop, "relay.example")[0], "EHLO relay.example")
         self.assertEqual(self.forward(hop, "nodots", "--domain", "mail.example")[0], "EHLO mail.example")
         self.assertEqual(self.forward(hop, "nodots")[0], "EHLO [127.0.0.1]")
         self.assertEqual(self.forward(hop, "nodots", "--domain", "alsonodots")[0], "EHLO [127.0.0.1]")
         if socket.has_ipv6 and subprocess.run(["ip", "-6", "addr", "show", "lo"], capture_output=True, text=True).stdout:
-            hop6 = RecordingHop(host="::1")
-            self.addCleanup(hop6.close)
-            self.assertEqual(self.forward(hop6, "nodots", address="::1")[0], "EHLO [IPv6:::1]")
+            self.assertEqual(self.forward(self.hop(host="::1"), "nodots", address="::1")[0], "EHLO [IPv6:::1]")
 
     def test_body_parameter(self):
-        hop = RecordingHop()
-        self.addCleanup(hop.close)
+        hop = self.hop()
         # 8-bit content arrives with BODY=8BITMIME; a submitted message's body is 8bit
         self.assertEqual(self.forward(hop, "relay.example")[1], "MAIL FROM:<anonymous> BODY=8BITMIME")
-        plain = RecordingHop(eightbitmime=False)
-        self.addCleanup(plain.close)
-        self.assertEqual(self.forward(plain, "relay.example")[1], "MAIL FROM:<anonymous>")
+        self.assertEqual(self.forward(self.hop(extensions=()), "relay.example")[1], "MAIL FROM:<anonymous>")
 
 
-class SmugglingTest(unittest.TestCase):
+class SmugglingTest(ScratchSpool):
     """SMTP smuggling (2023): whatever bare CR, bare LF and dot combination reaches the relay,
     the next hop receives only CRLF lines with every leading dot stuffed, so no server
     downstream, however lenient about line ends, can see the data end before the real end.
@@ -720,12 +689,7 @@ class SmugglingTest(unittest.TestCase):
                 b"\n..\n", b"x\r"]
 
     def setUp(self):
-        self.work = tempfile.mkdtemp(prefix="smuggling-test-")
-        self.addCleanup(shutil.rmtree, self.work, True)
-        self.spool = os.path.join(self.work, "spool")
-        os.mkdir(self.spool)
-        self.config = os.path.join(self.work, "emailrelay.conf")
-        open(self.config, "w").close()
+        super().setUp()
         self.hop = CapturingHop()
         self.addCleanup(self.hop.close)
 
