@@ -85,8 +85,9 @@ typedef struct Relay {
         Admin *admin;
         AdminClient *flush_client;
         bool flush_started;
-        char *rundir;             /* private directory of the wake-up file (on_commit) */
-        char *wakeup;
+        char *rundir;             /* private directory of the wake-up and rescan files */
+        char *wakeup;             /* on_commit: raised by smtpd after each commit */
+        char *rescan;             /* without on_commit: raised by smtpd when a filter asks for a pass */
         sd_event_source *wakeup_source;   /* ours to unref: a floating inotify source outlives the loop */
         bool stopping;
         int exit_status;
@@ -136,6 +137,8 @@ static char **child_argv(Relay *r, Role role) {
          * configured wake-up file is passed on (a front-end beside the units), else none. */
         if (role != ROLE_POP3D && (r->wakeup || !options_has(o, "wakeup-file")))
                 g_ptr_array_add(a, g_strdup_printf("--wakeup-file=%s", r->wakeup ? r->wakeup : "none"));
+        if (role == ROLE_SMTPD && r->rescan)
+                g_ptr_array_add(a, g_strdup_printf("--rescan-file=%s", r->rescan));
         if (role == ROLE_SMTPD && r->forward_config)
                 g_ptr_array_add(a, g_strdup_printf("--immediate-config=%s", r->forward_config));
         g_ptr_array_add(a, g_strdup("/dev/null"));
@@ -348,8 +351,15 @@ static int on_poll(sd_event_source *s, uint64_t usec, void *userdata) {
 static int on_wakeup(sd_event_source *s, const struct inotify_event *e, void *userdata) {
         Relay *r = userdata;
         /* A running forwarder sees the flag itself, or exits with it raised and is started again. */
-        if (r->pids[ROLE_FORWARD] == 0 && wakeup_is_raised(r->wakeup))
+        if (r->wakeup && r->pids[ROLE_FORWARD] == 0 && wakeup_is_raised(r->wakeup))
                 start_forwarder(r);
+        /* A filter's rescan (exit 102, 103, 104): a pass now, or another one after the current,
+         * which may have listed the spool before the filter's messages were there. */
+        if (r->rescan && wakeup_is_raised(r->rescan)) {
+                (void) wakeup_clear(r->rescan);
+                log_info("a filter asked for a rescan: forwarding");
+                start_forwarder(r);
+        }
         return 0;
 }
 
@@ -679,9 +689,11 @@ static int serve(Relay *r) {
                 pid_fd = safe_close(pid_fd);
         }
 
-        /* The wake-up file of --forward-on-disconnect and the forwarder's options for
-         * --immediate: private to this relay. */
-        if (r->on_commit || r->immediate) {
+        /* The wake-up file of --forward-on-disconnect, else the rescan file of any forwarding
+         * (filter exits 102-104), and the forwarder's options for --immediate: private to this
+         * relay. */
+        bool want_rescan = r->forward_to && !r->on_commit && !r->dont_serve && !r->no_smtp;
+        if (r->on_commit || r->immediate || want_rescan) {
                 r->rundir = g_dir_make_tmp("emailrelay-XXXXXX", NULL);
                 if (!r->rundir) {
                         log_error("cannot make a runtime directory in %s", g_get_tmp_dir());
@@ -690,6 +702,8 @@ static int serve(Relay *r) {
         }
         if (r->on_commit)
                 r->wakeup = g_build_filename(r->rundir, "forward-wanted", NULL);
+        else if (want_rescan)
+                r->rescan = g_build_filename(r->rundir, "rescan-wanted", NULL);
         if (r->immediate && write_forward_config(r) < 0)
                 return EXIT_ERROR;
 
@@ -707,7 +721,7 @@ static int serve(Relay *r) {
                 log_error_errno(k, "cannot set up the event loop: %m");
                 return EXIT_ERROR;
         }
-        if (r->on_commit && (k = sd_event_add_inotify(r->event, &r->wakeup_source, r->rundir, IN_CREATE | IN_MOVED_TO | IN_ONLYDIR,
+        if ((r->wakeup || r->rescan) && (k = sd_event_add_inotify(r->event, &r->wakeup_source, r->rundir, IN_CREATE | IN_MOVED_TO | IN_ONLYDIR,
                                                        on_wakeup, r)) < 0) {
                 log_error_errno(k, "cannot watch %s: %m", r->rundir);
                 return EXIT_ERROR;
@@ -764,6 +778,8 @@ static int serve(Relay *r) {
 
         if (r->wakeup)
                 (void) unlink(r->wakeup);
+        if (r->rescan)
+                (void) unlink(r->rescan);
         if (r->forward_config)
                 (void) unlink(r->forward_config);
         if (r->rundir)
@@ -781,6 +797,7 @@ static void relay_done(Relay *r) {
         admin_free(r->admin);
         listener_set_done(&r->admin_sockets);
         g_free(r->wakeup);
+        g_free(r->rescan);
         g_free(r->forward_config);
         g_free(r->rundir);
         sd_event_source_unref(r->wakeup_source);

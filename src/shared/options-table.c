@@ -262,6 +262,9 @@ const OptionDef emailrelay_options[] = {
                          "before its last scan: what emailrelay-forward.path watches (not in E-MailRelay)")),
         VALUE("immediate-message", 0, "<id>", FORWARD | FRONTEND, .hidden = true,
               .help = N_("forwards this one message, still being received, for emailrelay-smtpd --immediate")),
+        VALUE("rescan-file", 0, "<path>", SMTPD | FRONTEND, .hidden = true,
+              .help = N_("file created when a filter exits 102, 103 or 104 (rescan) to ask for a forwarding "
+                         "pass (default the wake-up file)")),
         VALUE("immediate-config", 0, "<file>", SMTPD | FRONTEND, .hidden = true,
               .help = N_("the config file emailrelay-smtpd --immediate gives the forwarder (default its own)")),
         VALUE("wakeup-linger", 0, "<seconds>", FORWARD | FRONTEND, .verbose_help = true,

@@ -19,6 +19,7 @@
 #include "pamauth.h"
 #include "macro.h"
 #include "smtpd.h"
+#include "wakeup.h"
 #include "xtext.h"
 
 #define WRITE_CHUNK (64u * 1024u)
@@ -73,6 +74,7 @@ typedef struct Transaction {
         FilterRun *filter_run;
         CommitRequest *commit;
         Child *forward_run;         /* --immediate: the forwarder at work on the message */
+        bool rescan;                /* a filter asked for a forwarding pass once this one is stored */
 } Transaction;
 
 struct Session {
@@ -242,7 +244,7 @@ static void transaction_reset(Session *s) {
         t->smtputf8 = t->utf8_names = t->too_big = t->line_too_long = t->bdat_last = false;
         t->declared_size = t->size = t->bdat_remaining = 0;
         t->write_error = 0;
-        t->space_low = t->pending_cr = false;
+        t->space_low = t->pending_cr = t->rescan = false;
         lineio_set_max_line(s->io, SMTP_MAX_COMMAND_LINE);
 }
 
@@ -370,6 +372,21 @@ static void transaction_done(Session *s) {
         (void) lineio_resume(s->io);
 }
 
+/* Filter exit 102, 103 or 104: a forwarding pass now, as E-MailRelay starts one, which also
+ * picks up messages the filter put in the spool. */
+static void request_rescan(Session *s, const char *id) {
+        const char *path = s->server->config.rescan_file;
+        if (!path) {
+                log_event(s, LOG_DEBUG, NULL, 0, "message %s: the filter asked for a rescan, but no forwarder is watching", id);
+                return;
+        }
+        int r = wakeup_raise(path);
+        if (r < 0)
+                log_event(s, LOG_WARNING, NULL, 0, "message %s: cannot ask for a forwarding pass (%s): %s", id, path, g_strerror(-r));
+        else
+                log_event(s, LOG_INFO, NULL, 0, "message %s: the filter asked for a rescan: forwarding pass requested", id);
+}
+
 static void on_committed(SpoolMessage *m, int result, void *userdata) {
         Session *s = userdata;
         Transaction *t = &s->tx;
@@ -385,6 +402,9 @@ static void on_committed(SpoolMessage *m, int result, void *userdata) {
                           spool_message_id(m), s->host, t->from, t->rcpts->len, t->rcpts->len == 1 ? "" : "s", t->size);
                 reply(s, 250, "2.0.0", "message processed");
         }
+        /* After the commit is durable: the pass must find this message too. */
+        if (t->rescan)
+                request_rescan(s, spool_message_id(m));
         transaction_done(s);   /* frees the message: committed files stay */
 }
 
@@ -475,10 +495,18 @@ static void on_filtered(const FilterOutcome *o, void *userdata) {
         g_autofree char *id = g_strdup(spool_message_id(t->message));
 
         t->filter_run = NULL;
+        t->rescan = o->rescan;
+        /* Nothing is committed on these paths: the pass can start now. */
+        if (o->rescan && (o->result == FILTER_FAIL || (o->result == FILTER_ABANDON && !spool_message_has_envelope(t->message))))
+                request_rescan(s, id);
         switch (o->result) {
         case FILTER_OK:
                 if (o->reason)   /* a warning from a passing filter, e.g. copy: with no maildrops */
                         log_event(s, LOG_WARNING, NULL, 0, "filter: %s", o->reason);
+                if (t->rescan && s->server->config.immediate && t->rcpts->len > 0) {
+                        request_rescan(s, id);   /* this one goes now, not through the spool */
+                        t->rescan = false;
+                }
                 store_message(s);
                 return;
         case FILTER_ABANDON:

@@ -267,6 +267,8 @@ static int run(Options *op, int argc, char **argv) {
                 goto out;
         }
         spool_set_wakeup_file(server.spool, wakeup_choose(options_get(op, "wakeup-file")));
+        server.config.rescan_file = g_strdup(options_has(op, "rescan-file") ? wakeup_choose(options_get(op, "rescan-file"))
+                                                                          : spool_wakeup_file(server.spool));
         SpoolRecoverStats rs;
         r = spool_recover(server.spool, 60, &rs);
         if (r < 0)
@@ -315,6 +317,7 @@ out:
         g_free(server.config.domain);
         g_free(server.config.forwarder);
         g_free(server.config.immediate_config);
+        g_free(server.config.rescan_file);
         spool_free(server.spool);
         sd_event_unref(server.event);
         return r;

@@ -56,6 +56,9 @@ typedef struct SmtpdConfig {
         bool immediate;
         char *forwarder;            /* the emailrelay-forward to run */
         char *immediate_config;     /* --immediate-config, else smtpd's own config file */
+        /* Raised when a filter asks for a rescan (exit 102, 103, 104): --rescan-file (the
+         * front-end's flag), else the wake-up file, which the units' forwarder watches. */
+        char *rescan_file;
 } SmtpdConfig;
 
 typedef struct Session Session;

@@ -156,6 +156,17 @@ class SmtpClient:
         self.send(text + "\r\n")
         return self.reply()
 
+    def submit(self, content, sender="a@b", rcpts=("c@d",), ehlo="x"):
+        """One whole transaction after the greeting, EHLO to the end of DATA (content already
+        dot-stuffed and ending in CRLF.CRLF): the reply to the content, as a list of lines."""
+        self.cmd("EHLO " + ehlo)
+        self.cmd("MAIL FROM:<%s>" % sender)
+        for r in rcpts:
+            self.cmd("RCPT TO:<%s>" % r)
+        self.cmd("DATA")
+        self.send(content)
+        return self.reply()
+
     def closed(self):
         """True when the server has closed the connection (after any buffered data)."""
         try:

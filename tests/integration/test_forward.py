@@ -119,12 +119,8 @@ class ForwardTest(unittest.TestCase):
         try:
             c = harness.SmtpClient(daemon.port)
             c.reply()
-            c.cmd("EHLO client.example")
-            c.cmd("MAIL FROM:<x@example.org>")
-            c.cmd("RCPT TO:<y@example.com>")
-            c.cmd("DATA")
-            c.send("Subject: via smtpd\r\n\r\n..stuffed\r\nend\r\n.\r\n")
-            self.assertEqual(c.reply(), ["250 2.0.0 message processed"])
+            self.assertEqual(c.submit("Subject: via smtpd\r\n\r\n..stuffed\r\nend\r\n.\r\n", "x@example.org",
+                                      ["y@example.com"], "client.example"), ["250 2.0.0 message processed"])
             c.cmd("QUIT")
         finally:
             daemon.stop()

@@ -218,6 +218,30 @@ class FrontendTest(FrontendTestCase):
         self.submit()
         self.assertTrue(harness.wait_for(lambda: self.sink_count() == 1, timeout=15))
 
+    def test_filter_rescan_starts_a_pass(self):
+        """A server filter's exit 103 (ok + rescan) and 102 (abandon + rescan) start a forwarding
+        pass at once, as in E-MailRelay, even with an hour-long --poll: the message itself, and
+        what the filter put in the spool (here: with emailrelay-submit)."""
+        self.start_sink()
+        filt = os.path.join(self.work, "filter")
+        with open(filt, "w") as f:
+            f.write("#!/bin/sh\n"
+                    "grep -q '^Subject: make one' \"$1\" || exit 103\n"
+                    "printf 'Subject: made by the filter\\n\\nbody\\n' | %s --spool-dir %s --wakeup-file none made@example.com\n"
+                    "rm -f \"$1\" \"$2\"\n"   # abandoned: the filter took it over
+                    "exit 102\n" % (SUBMIT, self.spool))
+        os.chmod(filt, 0o755)
+        d = self.relay("--poll", "3600", "--forward-to", self.sink_sock, "--filter", filt, "--log", "--log-file", self.log,
+                       sockets=[harness.listening_socket()])
+        self.send(d.port)
+        self.assertTrue(harness.wait_for(lambda: self.sink_count() == 1, timeout=20), read(self.log))
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=20) as s:
+            s.sendmail("a@example.org", ["b@example.com"], b"Subject: make one\r\n\r\nbody\r\n")
+        self.assertTrue(harness.wait_for(lambda: self.sink_count() == 2, timeout=20), read(self.log))
+        self.assertTrue(harness.wait_for(lambda: os.listdir(self.spool) == [], timeout=20), os.listdir(self.spool))
+        self.assertIn("a filter asked for a rescan: forwarding", read(self.log))
+        self.assertEqual(d.stop(), 0)
+
     def test_poll_only_forwarder_keeps_running(self):
         """E-MailRelay's forward-only relay: --no-smtp --poll forwards every period, for as long
         as it runs; it must not exit at once with nothing done."""

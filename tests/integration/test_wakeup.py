@@ -81,6 +81,32 @@ class WakeupTest(unittest.TestCase):
         finally:
             daemon.stop()
 
+    def test_smtpd_raises_for_a_filters_rescan(self):
+        """Filter exits 102 (abandon) and 104 (fail) store nothing, yet ask for a forwarding
+        pass, as in E-MailRelay: the flag the units' forwarder watches goes up; exit 1 does not
+        raise it. A --rescan-file (the front-end's) is raised instead of the wake-up file."""
+        rescan = os.path.join(self.work, "run", "rescan-wanted")
+        for code, rescan_option, raised, reply in (("1", [], None, "452"), ("102", [], self.flag, "250"),
+                                           ("104", [], self.flag, "452"), ("104", ["--rescan-file", rescan], rescan, "452")):
+            for f in (self.flag, rescan):
+                if os.path.exists(f):
+                    os.unlink(f)
+            sock = harness.listening_socket()
+            daemon = harness.Daemon([SMTPD, "--spool-dir", self.spool, "--wakeup-file", self.flag, "--filter", "exit:" + code,
+                                     *rescan_option, self.config], [sock])
+            try:
+                c = harness.SmtpClient(daemon.port)
+                c.reply()
+                self.assertEqual(c.submit("Subject: hello\r\n\r\nbody\r\n.\r\n")[0][:3], reply, code)
+                c.cmd("QUIT")
+                c.close()
+                # Raised before the answer: wait for nothing.
+                self.assertEqual([f for f in (self.flag, rescan) if os.path.exists(f)], [raised] if raised else [], code)
+                if raised:
+                    self.assertIn("the filter asked for a rescan: forwarding pass requested", daemon.output())
+            finally:
+                daemon.stop()
+
     def test_lingering_forwarder_takes_late_mail(self):
         """A forwarder with --wakeup-linger forwards mail submitted after its last scan, on the
         same run, and exits once the spool has been idle that long."""
