@@ -238,6 +238,9 @@ int daemon_open_listeners(ListenerSet *set, const Options *o, const char *kind, 
                         if (other)
                                 continue;   /* another daemon's */
                         r = listeners_bind(set, addr, (uint16_t) port, socket_name);
+                        if (r == -EINVAL && addr[0] != '/')
+                                return log_error_errno(r, "--interface %s: not an IP address or an absolute path "
+                                                       "(E-MailRelay's interface names and fd#N are not supported)", addr);
                         if (r < 0)
                                 return log_error_errno(r, "cannot listen on %s port %u: %m", addr, port);
                         any = true;

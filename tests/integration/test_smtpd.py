@@ -821,6 +821,17 @@ class ProcessTest(SmtpdTestCase):
                            capture_output=True, text=True, timeout=20)
         self.assertEqual(p.returncode, 1)
         self.assertIn("--server-tls needs --server-tls-certificate", p.stderr)
+        # E-MailRelay's forms this relay does not have yet: refused by name, never half-used.
+        for args, error in ((["--interface", "eth0"], "--interface eth0: not an IP address or an absolute path"),
+                            (["--interface", "fd#3"], "--interface fd#3: not an IP address or an absolute path"),
+                            (["--filter", "deliver:"], 'filter "deliver:" is not supported yet'),
+                            (["--filter", "split:"], 'filter "split:" is not supported yet'),
+                            (["--address-verifier", "account:"], 'address verifier "account:" is not supported yet')):
+            p = subprocess.run([SMTPD, "--spool-dir", self.spool, "--port", "0", *args, self.config],
+                               capture_output=True, text=True, timeout=20)
+            self.assertNotEqual(p.returncode, 0, args)
+            self.assertIn(error, p.stderr)
+            self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
 
     def test_config_file_and_errors(self):
         with open(self.config, "w") as f:
