@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "adopt.h"
 #include "child.h"
 #include "config.h"
 #include "daemon.h"
@@ -585,7 +586,8 @@ static int open_sockets(Relay *r) {
 
 /* Started as root: bind first, then become --user (default daemon) for good, children too.
  * E-MailRelay switches back to root to write the spool; here the spool must be writable by the
- * user, and the start-up check says so rather than failing on the first message. */
+ * user. A spool that is root's (E-MailRelay's) is given to the user first (adopt.h), and the
+ * start-up check says what is wrong rather than failing on the first message. */
 static int drop_privileges(const char *user, const char *spool, const char *log_file) {
         if (geteuid() != 0 || streq(user, "root"))
                 return 0;
@@ -598,6 +600,10 @@ static int drop_privileges(const char *user, const char *spool, const char *log_
                 if (path && chown(path, pw->pw_uid, pw->pw_gid) < 0 && errno != ENOENT)
                         log_warning_errno(-errno, "cannot give %s to user %s: %m", path, user);
         }
+        /* An E-MailRelay spool is root's: given to the user first, or a precise refusal. */
+        if (spool_needs_adoption(spool, pw->pw_uid) && spool_adopt(spool, pw->pw_uid, pw->pw_gid, user, NULL) < 0)
+                return log_error_errno(-EPERM, "the spool directory %s cannot be given to user %s (--user): see above, "
+                                       "or give --user root", spool, user);
         if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0)
                 return log_error_errno(-errno, "cannot switch to user %s: %m", user);
         if (access(spool, R_OK | W_OK | X_OK) < 0)

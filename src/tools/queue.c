@@ -7,6 +7,7 @@
 #include <glib.h>
 #include <glib/gi18n.h>
 #include <locale.h>
+#include <pwd.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "adopt.h"
 #include "config.h"
 #include "envelope.h"
 #include "log.h"
@@ -43,6 +45,7 @@ static const OptionDef queue_options[] = {
         { "json", 'j', OPTION_ARG_NONE, NULL, PROG_QUEUE, false, false, false, N_("list and show: print JSON") },
         { "all-failed", 0, OPTION_ARG_NONE, NULL, PROG_QUEUE, false, false, false, N_("retry: every failed message") },
         { "retry-limit", 0, OPTION_ARG_REQUIRED, "<count>", PROG_QUEUE, false, false, false, N_("retry: only messages with fewer failed attempts than this") },
+        { "user", 'u', OPTION_ARG_REQUIRED, "<username>", PROG_QUEUE, false, false, false, N_("adopt: the user to give the spool to (default " SERVICE_USER ")") },
         { "min-age", 0, OPTION_ARG_REQUIRED, "<seconds>", PROG_QUEUE, false, false, false, N_("recover: remove unfinished incoming messages only when this old (default 60)") },
         { "version", 'V', OPTION_ARG_NONE, NULL, PROG_QUEUE, false, false, false, N_("Print the version and exit") },
         { "help", 'h', OPTION_ARG_NONE, NULL, PROG_QUEUE, false, false, false, N_("Print this help and exit") },
@@ -50,7 +53,7 @@ static const OptionDef queue_options[] = {
 };
 
 static const char usage_text[] =
-        "[<option> ...] list | show <id> | retry <id> ... | retry --all-failed | delete <id> ... | flush | recover";
+        "[<option> ...] list | show <id> | retry <id> ... | retry --all-failed | delete <id> ... | flush | recover | adopt";
 
 /* ---- reading the spool ---- */
 
@@ -978,6 +981,26 @@ static int spool_dir_from_config(const char *path, char **ret, char **ret_wakeup
         return r;
 }
 
+/* ---- adopt ---- */
+
+/* An E-MailRelay spool, root's, given to the service user (adopt.h says what is refused). */
+static int cmd_adopt(const char *spool_dir, const char *user) {
+        if (geteuid() != 0) {
+                log_error(_("adopt changes owners: run it as root"));
+                return EXIT_FAILURE;
+        }
+        struct passwd *pw = getpwnam(user);
+        if (!pw) {
+                log_error(_("--user %s: no such user"), user);
+                return EXIT_FAILURE;
+        }
+        AdoptReport rep;
+        int r = spool_adopt(spool_dir, pw->pw_uid, pw->pw_gid, user, &rep);
+        if (r == 0 && rep.dirs_changed == 0 && rep.files_changed == 0)
+                printf(_("%s is already user %s's: nothing changed\n"), spool_dir, user);
+        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
 static int run(Options *op, int argc, char **argv) {
         g_autofree char *error = NULL;
         g_autofree char *config_spool = NULL;
@@ -1007,14 +1030,14 @@ static int run(Options *op, int argc, char **argv) {
         }
 
         if (op->n_args == 0)
-                return usage_error(_("no command given: list, show, retry, delete or flush"));
+                return usage_error(_("no command given: list, show, retry, delete, flush, recover or adopt"));
         const char *cmd = op->args[0];
         char **ids = op->args + 1;
         size_t n_ids = op->n_args - 1;
         bool json = options_has(op, "json"), all_failed = options_has(op, "all-failed");
 
         if (!streq(cmd, "list") && !streq(cmd, "show") && !streq(cmd, "retry") && !streq(cmd, "delete") && !streq(cmd, "flush") &&
-            !streq(cmd, "recover")) {
+            !streq(cmd, "recover") && !streq(cmd, "adopt")) {
                 g_autofree char *safe = terminal_safe(cmd);
                 return usage_error(_("unknown command: %s"), safe);
         }
@@ -1027,7 +1050,9 @@ static int run(Options *op, int argc, char **argv) {
                 return usage_error("%s", error);
         if (options_has(op, "min-age") && !streq(cmd, "recover"))
                 return usage_error(_("--min-age is for recover"));
-        if ((streq(cmd, "list") || streq(cmd, "flush") || streq(cmd, "recover")) && n_ids > 0)
+        if (options_has(op, "user") && !streq(cmd, "adopt"))
+                return usage_error(_("--user is for adopt"));
+        if ((streq(cmd, "list") || streq(cmd, "flush") || streq(cmd, "recover") || streq(cmd, "adopt")) && n_ids > 0)
                 return usage_error(_("%s takes no arguments"), cmd);
         if (streq(cmd, "show") && n_ids != 1)
                 return usage_error(_("show takes one message id"));
@@ -1044,6 +1069,8 @@ static int run(Options *op, int argc, char **argv) {
                         return EXIT_FAILURE;
         }
         spool_dir = g_canonicalize_filename(options_get(op, "spool-dir") ?: config_spool ?: SPOOLDIR, NULL);
+        if (streq(cmd, "adopt"))
+                return cmd_adopt(spool_dir, options_get_default(op, "user", SERVICE_USER));
         r = spool_open(spool_dir, &spool);
         if (r < 0) {
                 log_error(_("cannot open the spool directory %s: %s"), spool_dir, g_strerror(-r));

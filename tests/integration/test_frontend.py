@@ -21,6 +21,7 @@ import harness  # noqa: E402
 
 FRONTEND = os.path.join(harness.BUILD_ROOT, "src", "frontend", "emailrelay")
 SUBMIT = harness.program("emailrelay-submit")
+QUEUE = harness.program("emailrelay-queue")
 SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 MESSAGE = b"From: a@example.org\r\nSubject: via the front-end\r\n\r\nbody\r\n"
 
@@ -343,12 +344,15 @@ class FrontendTest(FrontendTestCase):
         self.user = []
         self.frontend = self.installed_suite()
         # Bound before the check: an ephemeral port, never 25 (another program may hold it).
-        p = self.run_frontend("--no-daemon", "--spool-dir", self.spool, "--interface", "127.0.0.1", "--port", "0")
-        self.assertEqual(p.returncode, 1, p.stderr)
-        self.assertIn("not writable by user daemon", p.stderr)
+        # (A root-owned spool is given to daemon: UpgradeTest.)
         import pwd
         daemon = pwd.getpwnam("daemon")
         os.chown(self.spool, daemon.pw_uid, daemon.pw_gid)
+        os.chmod(self.spool, 0o555)
+        p = self.run_frontend("--no-daemon", "--spool-dir", self.spool, "--interface", "127.0.0.1", "--port", "0")
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("not writable by user daemon", p.stderr)
+        os.chmod(self.spool, 0o755)
         d = self.relay(sockets=[harness.listening_socket()])
         self.send(d.port)
         self.assertEqual(len(harness.spool_messages(self.spool)), 1)
@@ -577,6 +581,104 @@ class AdminTest(FrontendTestCase):
         self.assertIn('socket "admin" passed in LISTEN_FDS, but --admin is not given', d.output())
 
 @unittest.skipUnless(os.path.exists(SINK), "Postfix's smtp-sink is not installed (scripts/deps --test installs postfix)")
+@unittest.skipUnless(os.geteuid() == 0, "needs root: E-MailRelay's spool is root's")
+class UpgradeTest(FrontendTestCase):
+    """A spool left by E-MailRelay, made the way it makes one: the directory by root (0755), the
+    messages root's, 0600 and 0660, and a pop-by-name subdirectory. The front-end started by root
+    gives it to --user before it drops privileges for good, and the queued mail goes out;
+    emailrelay-queue adopt does the same for the units; both refuse what would be unsafe."""
+
+    def setUp(self):
+        super().setUp()
+        import pwd
+        self.pw = pwd.getpwnam("daemon")
+        self.user = []
+        self.frontend = self.installed_suite()
+        for mode in (0o600, 0o660):
+            before = set(os.listdir(self.spool))
+            self.submit()
+            for name in set(os.listdir(self.spool)) - before:
+                os.chmod(os.path.join(self.spool, name), mode)
+        self.alice = os.path.join(self.spool, "alice")
+        os.mkdir(self.alice, 0o755)
+        envelope = sorted(n for n in os.listdir(self.spool) if n.endswith(".envelope"))[0]
+        shutil.copy(os.path.join(self.spool, envelope), self.alice)
+        os.chmod(os.path.join(self.alice, envelope), 0o600)
+        self.files = [os.path.join(d, n) for d in (self.spool, self.alice) for n in os.listdir(d)
+                      if os.path.isfile(os.path.join(d, n))]
+        self.assertEqual(len(self.files), 5)
+
+    def owners(self):
+        return {(os.stat(f).st_uid, os.stat(f).st_gid) for f in self.files + [self.spool, self.alice]
+                if os.path.exists(f)}   # forwarded ones are gone
+
+    def test_frontend_takes_over_and_forwards(self):
+        hop = harness.RecordingHop()
+        hop.start()
+        self.addCleanup(hop.close)
+        d = self.relay("--forward", "--poll", "3600", "--forward-to", "127.0.0.1:%d" % hop.port, "--log",
+                       "--log-file", self.log, sockets=[harness.listening_socket()])
+        self.assertTrue(harness.wait_for(lambda: [l for l in hop.lines if l == "DATA"] == ["DATA"] * 2, timeout=30),
+                        (hop.lines, d.output()))
+        self.assertTrue(harness.wait_for(lambda: not any(n.endswith(".envelope") for n in os.listdir(self.spool)),
+                                         timeout=20), os.listdir(self.spool))
+        log = read(self.log)
+        self.assertIn("spool directory %s: owner 0:0 mode 0755 -> daemon (%d:%d) mode 0755"
+                      % (os.path.realpath(self.spool), self.pw.pw_uid, self.pw.pw_gid), log)
+        self.assertRegex(log, r"spool %s taken over for user daemon: 2 directories and 5 files changed, 0 already theirs, "
+                         r"0 refused" % re.escape(os.path.realpath(self.spool)))
+        self.assertEqual(self.owners(), {(self.pw.pw_uid, self.pw.pw_gid)})
+        # The modes stay E-MailRelay's: only the owner changed.
+        self.assertEqual(oct(os.stat(os.path.join(self.alice, os.listdir(self.alice)[0])).st_mode & 0o777), "0o600")
+        self.assertEqual(d.stop(), 0)
+
+    def queue_adopt(self, *args):
+        return subprocess.run([QUEUE, "--spool-dir", self.spool, "adopt", *args], capture_output=True, text=True, timeout=30)
+
+    def test_queue_adopt(self):
+        p = self.queue_adopt("--user", "daemon")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("taken over for user daemon: 2 directories and 5 files changed", p.stderr)
+        self.assertEqual(self.owners(), {(self.pw.pw_uid, self.pw.pw_gid)})
+        p = self.queue_adopt("--user", "daemon")
+        self.assertEqual((p.returncode, p.stdout.strip()), (0, "%s is already user daemon's: nothing changed" % self.spool))
+        p = self.queue_adopt("--user", "no-such-user-here")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("--user no-such-user-here: no such user", p.stderr)
+        p = subprocess.run(["setpriv", "--reuid", "daemon", "--regid", "daemon", "--clear-groups", QUEUE, "--spool-dir",
+                            self.spool, "adopt"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("adopt changes owners: run it as root", p.stderr)
+
+    def test_unsafe_spools_are_refused(self):
+        # A root file with a second link elsewhere: giving it away would give the other away too.
+        other = os.path.join(self.work, "elsewhere")
+        os.link(self.files[0], other)
+        p = self.queue_adopt("--user", "daemon")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("%s has 2 links: left to root" % os.path.basename(self.files[0]), p.stderr)
+        self.assertEqual(os.stat(other).st_uid, 0)
+        # The front-end refuses to start on it rather than run with mail it cannot send.
+        p = self.run_frontend("--no-daemon", "--spool-dir", self.spool, "--interface", "127.0.0.1", "--port", "0")
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("the spool directory %s cannot be given to user daemon (--user)" % self.spool, p.stderr)
+        os.unlink(other)
+        # A spool of a third user's, or one whose parent others may write: refused, nothing changed.
+        nobody = __import__("pwd").getpwnam("nobody")
+        for f in self.files + [self.alice]:
+            os.chown(f, 0, 0)
+        os.chown(self.spool, nobody.pw_uid, nobody.pw_gid)
+        p = self.queue_adopt("--user", "daemon")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("it belongs to uid %d, not root" % nobody.pw_uid, p.stderr)
+        os.chown(self.spool, 0, 0)
+        os.chmod(self.work, 0o777)
+        p = self.queue_adopt("--user", "daemon")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("its parent directory %s is writable by others (mode 0777)" % os.path.realpath(self.work), p.stderr)
+        self.assertEqual(self.owners(), {(0, 0)})
+
+
 class ImmediateTest(FrontendTestCase):
     """--immediate: the client's end of data is answered with the next hop's own reply, and the
     spool keeps nothing."""
