@@ -236,11 +236,13 @@ static void test_table_reference(void) {
         }
         for (size_t i = 0; i < G_N_ELEMENTS(hidden); i++)
                 g_assert_true(lookup(hidden[i])->hidden);
-        /* Hidden: E-MailRelay's own, and what emailrelay-smtpd --immediate tells its forwarder. */
+        /* Hidden: E-MailRelay's own, what emailrelay-smtpd --immediate tells its forwarder, and the
+         * front-end's rescan flag for its smtpd. */
         for (const OptionDef *d = emailrelay_options; d->name; d++)
                 if (d->hidden)
                         g_assert_true(lookup("test") == d || lookup("hidden") == d || lookup("show") == d ||
-                                      lookup("immediate-message") == d || lookup("immediate-config") == d);
+                                      lookup("immediate-message") == d || lookup("immediate-config") == d ||
+                                      lookup("rescan-file") == d);
 }
 
 static void test_table_programs(void) {
