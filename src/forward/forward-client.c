@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "forward-client.h"
+#include "log.h"
 #include "macro.h"
 
 #define MAX_REPLY_LINES 100
@@ -415,6 +416,11 @@ int smtp_client_send(SmtpClient *c, const void *data, size_t len) {
         return 0;
 }
 
+void smtp_client_trace(SmtpClient *c, bool sent, const char *line, size_t len) {
+        LogField fields[] = { { "REMOTE_ADDR", c->peer } };
+        log_protocol(sent, line, len, sent && c->secret, fields, ELEMENTSOF(fields));
+}
+
 int smtp_client_printf(SmtpClient *c, const char *format, ...) {
         char line[2048];
         va_list ap;
@@ -423,6 +429,7 @@ int smtp_client_printf(SmtpClient *c, const char *format, ...) {
         va_end(ap);
         if (n < 0 || (size_t) n >= sizeof line)
                 return -E2BIG;
+        smtp_client_trace(c, true, line, (size_t) n);
         return smtp_client_send(c, line, (size_t) n);
 }
 
@@ -478,6 +485,7 @@ static int reply_within(SmtpClient *c, SmtpReply *ret, unsigned timeout) {
                 int r = read_line(c, line, sizeof line, deadline);
                 if (r < 0)
                         return r;
+                smtp_client_trace(c, false, line, strlen(line));
                 /* RFC 5321 4.2: the first digit is 2 to 5; anything else (a 907, a 100) is not an
                  * SMTP reply, and must not be taken for a verdict on the message. */
                 if (strlen(line) < 3 || line[0] < '2' || line[0] > '5' || !g_ascii_isdigit(line[1]) ||
@@ -560,7 +568,9 @@ int smtp_client_auth(SmtpClient *c, const SaslAccount *accounts, size_t n_accoun
                                 r = smtp_client_printf(c, "*\r\n");
                                 continue;
                         }
+                        c->secret = true;
                         r = smtp_client_printf(c, "%s\r\n", response);
+                        c->secret = false;
                         explicit_bzero(response, strlen(response));
                 }
                 if (r < 0)

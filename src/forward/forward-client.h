@@ -25,6 +25,7 @@ typedef struct SmtpClient {
         bool starttls_offered;
         Tls *tls_session;
         char *cipher;               /* "TLS1.3-AES-256-GCM" once encrypted */
+        bool secret;                /* sending SASL responses: --verbose shows none of them */
 } SmtpClient;
 
 typedef struct SmtpClientOptions {
@@ -40,6 +41,11 @@ typedef struct SmtpClientOptions {
         const struct sockaddr *client_interface;
         socklen_t client_interface_len;
 } SmtpClientOptions;
+
+/* --verbose: one line of the dialogue for the protocol trace (log_protocol), with the next hop
+ * as REMOTE_ADDR. smtp_client_printf and the replies are traced already; pipelined commands sent
+ * together with smtp_client_send are traced with this, one by one. */
+void smtp_client_trace(SmtpClient *c, bool sent, const char *line, size_t len);
 
 /* A reply: code and its text (lines joined by "; ", the code and its separator removed). */
 typedef struct SmtpReply {

@@ -474,6 +474,8 @@ static void transact(Pass *p, const char *id, const Envelope *e, int content_fd,
         g_string_free(cmds, true);
         if (pipelined) {
                 g_autofree char *all = g_strjoinv("\r\n", lines);
+                for (char **l = lines; *l && **l; l++)
+                        smtp_client_trace(c, true, *l, strlen(*l));
                 r = smtp_client_send(c, all, strlen(all));
                 if (r < 0)
                         goto lost;

@@ -104,6 +104,7 @@ _printf_(2, 3) static void reply(Session *s, const char *format, ...) {
         va_start(ap, format);
         vsnprintf(text, sizeof text, format, ap);
         va_end(ap);
+        log_protocol_peer(true, text, strlen(text), false, s->host, s->port);
         (void) lineio_printf(s->io, "%s\r\n", text);
 }
 
@@ -990,10 +991,13 @@ static int on_io(LineIo *io, LineIoEvent event, char *data, size_t len, int erro
                 (void) arm_idle_timer(s);
                 if (s->state == STATE_CLOSING)
                         ;
-                else if (s->sasl)
+                else if (s->sasl) {
+                        log_protocol_peer(false, data, len, true, s->host, s->port);
                         auth_response(s, data);
-                else
+                } else {
+                        log_protocol_peer(false, data, len, false, s->host, s->port);
                         handle_command(s, data, len);
+                }
                 if (!s->auth_delay && !s->pam_check)
                         (void) end_if_over_limit(s);
                 return 0;

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <syslog.h>
@@ -493,6 +494,59 @@ finish:
         log_free_unless(line, line_buf);
         errno = saved_errno;
         return -abs_error;
+}
+
+bool log_protocol_enabled(void) {
+        log_lock_state();
+        log_init_default_locked();
+        bool on = log_state.config.verbose;
+        log_unlock_state();
+        return on;
+}
+
+/* Where a command's secret starts (see log_protocol), or len for none. */
+static size_t secret_offset(const char *line, size_t len) {
+        size_t i;
+        if (len > 5 && strncasecmp(line, "PASS ", 5) == 0)
+                return 5;
+        bool apop = len > 5 && strncasecmp(line, "APOP ", 5) == 0;
+        if (!apop && !(len > 5 && strncasecmp(line, "AUTH ", 5) == 0))
+                return len;
+        for (i = 5; i < len && line[i] != ' '; i++)   /* the mechanism, or APOP's user */
+                ;
+        return i + 1 < len ? i + 1 : len;
+}
+
+void log_protocol(bool sent, const char *line, size_t len, bool secret, const LogField *fields, size_t n_fields) {
+        char text[1024];
+        LogField all[16];
+
+        if (!log_protocol_enabled())
+                return;
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+                len--;
+        size_t keep = secret ? 0 : secret_offset(line, len);
+        size_t n = keep < sizeof text - 1 ? keep : sizeof text - 1;
+        for (size_t i = 0; i < n; i++) {
+                unsigned char c = (unsigned char) line[i];
+                text[i] = c < 0x20 || c == 0x7f || c == '"' || c == '\\' ? '?' : (char) c;
+        }
+        text[n] = '\0';
+        if (n_fields > ELEMENTSOF(all) - 1)
+                n_fields = ELEMENTSOF(all) - 1;
+        memcpy(all, fields, n_fields * sizeof *fields);
+        all[n_fields++] = (LogField) { "EMAILRELAY_PROTOCOL", sent ? "tx" : "rx" };
+        log_fields(LOG_INFO, 0, all, n_fields, "%s: \"%s%s\"", sent ? "tx>>" : "rx<<", text,
+                   keep < len ? "[not logged]" : n < keep ? "..." : "");
+}
+
+void log_protocol_peer(bool sent, const char *line, size_t len, bool secret, const char *host, unsigned port) {
+        char text[8];
+        if (!log_protocol_enabled())
+                return;
+        snprintf(text, sizeof text, "%u", port);
+        LogField fields[] = { { "REMOTE_ADDR", host }, { "REMOTE_PORT", text } };
+        log_protocol(sent, line, len, secret, fields, ELEMENTSOF(fields));
 }
 
 char *log_quotable(const char *s, size_t max) {

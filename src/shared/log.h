@@ -63,6 +63,17 @@ int log_fields(int level, int error, const LogField *fields, size_t n_fields, co
 #define log_warning_errno(error, ...) log_full_errno(LOG_WARNING, (error), __VA_ARGS__)
 #define log_error_errno(error, ...)   log_full_errno(LOG_ERR, (error), __VA_ARGS__)
 
+/* --verbose: E-MailRelay's protocol trace, one entry per command or reply line, at info level:
+ * rx<<: "EHLO client.example" for a line received, tx>>: "250 ok" for one sent, with the
+ * EMAILRELAY_PROTOCOL field rx or tx besides the given fields. The line may end in CRLF. Secrets
+ * are never logged: what follows AUTH's mechanism, PASS, and APOP's user becomes [not logged],
+ * and so does all of a line marked secret (a SASL exchange's responses). Quotes and control
+ * characters become '?'. Nothing at all without --verbose: callers need not check. */
+void log_protocol(bool sent, const char *line, size_t len, bool secret, const LogField *fields, size_t n_fields);
+bool log_protocol_enabled(void);
+/* The same for a client of a server's: REMOTE_ADDR host and REMOTE_PORT port. */
+void log_protocol_peer(bool sent, const char *line, size_t len, bool secret, const char *host, unsigned port);
+
 /* A peer-supplied name fit to quote in a log line that tools parse (fail2ban): at most max
  * bytes, with control characters, quotes and backslashes replaced by '?', so that a name
  * cannot end the quotes and forge " from <address>". Returns a newly allocated string. */

@@ -151,6 +151,29 @@ static char *sanitize(char *text) {
         return text;
 }
 
+/* Every reply line goes out through here, queued for the next flush, and into the --verbose
+ * protocol trace. */
+_printf_(2, 3) static int send_line(Session *s, const char *format, ...) {
+        char buf[512];
+        g_autofree char *big = NULL;
+        va_list ap, again;
+
+        va_start(ap, format);
+        va_copy(again, ap);
+        int n = vsnprintf(buf, sizeof buf, format, ap);
+        va_end(ap);
+        const char *line = buf;
+        if (n >= 0 && (size_t) n >= sizeof buf) {
+                big = g_strdup_vprintf(format, again);
+                line = big;
+        }
+        va_end(again);
+        if (n < 0)
+                return -EINVAL;
+        log_protocol_peer(true, line, (size_t) n, false, s->host, s->port);
+        return lineio_write(s->io, line, (size_t) n);
+}
+
 /* Send what is queued now and go on batching. */
 static void flush_now(Session *s) {
         (void) lineio_flush(s->io);
@@ -167,9 +190,9 @@ _printf_(4, 5) static void reply(Session *s, int code, const char *enhanced, con
         va_end(ap);
         sanitize(text);   /* replies may quote the client, whose lines may hold a bare LF */
         if (enhanced && s->esmtp && s->server->config.enhanced)
-                (void) lineio_printf(s->io, "%d %s %s\r\n", code, enhanced, text);
+                (void) send_line(s, "%d %s %s\r\n", code, enhanced, text);
         else
-                (void) lineio_printf(s->io, "%d %s\r\n", code, text);
+                (void) send_line(s, "%d %s\r\n", code, text);
         /* Rejected commands count against the client's address (failed AUTH counts apart;
          * 554 ends a connection or a message rather than refusing a command). */
         if (code >= 500 && code <= 553 && code != 535 && s->state != STATE_CLOSING && !s->over_limit &&
@@ -185,7 +208,7 @@ _printf_(4, 5) static void reply(Session *s, int code, const char *enhanced, con
 static void reply_passed_on(Session *s, int code, const char *text) {
         g_autofree char *safe = g_strdup(text);
         sanitize(safe);
-        (void) lineio_printf(s->io, "%d %s\r\n", code, safe);
+        (void) send_line(s, "%d %s\r\n", code, safe);
         schedule_flush(s);
 }
 
@@ -711,27 +734,27 @@ static void cmd_helo(Session *s, const char *args, bool ehlo) {
                 reply(s, 250, NULL, "%s says hello", c->anonymous_server ? "smtp" : c->domain);
                 return;
         }
-        (void) lineio_printf(s->io, "250-%s says hello\r\n", c->anonymous_server ? "smtp" : c->domain);
+        (void) send_line(s, "250-%s says hello\r\n", c->anonymous_server ? "smtp" : c->domain);
         if (c->max_size > 0)
-                (void) lineio_printf(s->io, "250-SIZE %" PRIu64 "\r\n", c->max_size);
+                (void) send_line(s, "250-SIZE %" PRIu64 "\r\n", c->max_size);
         if (c->auth && !s->auth_id && !auth_needs_starttls(s)) {
                 g_autofree char *mechs = offered_mechanisms(s);
                 if (*mechs)
-                        (void) lineio_printf(s->io, "250-AUTH %s\r\n", mechs);
+                        (void) send_line(s, "250-AUTH %s\r\n", mechs);
         }
         if (c->starttls && !s->tls)
-                (void) lineio_printf(s->io, "250-STARTTLS\r\n");
+                (void) send_line(s, "250-STARTTLS\r\n");
         if (!c->anonymous_vrfy)
-                (void) lineio_printf(s->io, "250-VRFY\r\n");
+                (void) send_line(s, "250-VRFY\r\n");
         if (c->chunking)
-                (void) lineio_printf(s->io, "250-CHUNKING\r\n250-BINARYMIME\r\n");
+                (void) send_line(s, "250-CHUNKING\r\n250-BINARYMIME\r\n");
         if (c->pipelining)
-                (void) lineio_printf(s->io, "250-PIPELINING\r\n");
+                (void) send_line(s, "250-PIPELINING\r\n");
         if (c->smtputf8)
-                (void) lineio_printf(s->io, "250-SMTPUTF8\r\n");
+                (void) send_line(s, "250-SMTPUTF8\r\n");
         if (c->enhanced)
-                (void) lineio_printf(s->io, "250-ENHANCEDSTATUSCODES\r\n");
-        (void) lineio_printf(s->io, "250 8BITMIME\r\n");
+                (void) send_line(s, "250-ENHANCEDSTATUSCODES\r\n");
+        (void) send_line(s, "250 8BITMIME\r\n");
         schedule_flush(s);
 }
 
@@ -908,7 +931,7 @@ static void auth_result(Session *s, int r, char *challenge) {
 
         switch (r) {
         case SASL_CONTINUE:
-                (void) lineio_printf(s->io, "334 %s\r\n", challenge);
+                (void) send_line(s, "334 %s\r\n", challenge);
                 schedule_flush(s);
                 return;
         case SASL_CHECK:
@@ -1252,7 +1275,7 @@ static void cmd_data(Session *s, const char *args) {
                 return;
         session_set_state(s, STATE_DATA);
         lineio_set_max_line(s->io, SMTP_MAX_TEXT_LINE);
-        (void) lineio_printf(s->io, "354 start mail input -- end with <CRLF>.<CRLF>\r\n");
+        (void) send_line(s, "354 start mail input -- end with <CRLF>.<CRLF>\r\n");
         flush_now(s);
 }
 
@@ -1451,14 +1474,17 @@ static int on_io(LineIo *io, LineIoEvent event, char *data, size_t len, int erro
         switch (event) {
         case LINEIO_LINE:
                 (void) arm_idle_timer(s);
-                if (s->sasl)
+                if (s->sasl) {
+                        log_protocol_peer(false, data, len, true, s->host, s->port);
                         auth_response(s, data);
-                else if (s->state == STATE_DATA)
+                } else if (s->state == STATE_DATA)
                         on_data_line(s, data, len);
                 else if (s->state == STATE_CLOSING)
                         ;
-                else
+                else {
+                        log_protocol_peer(false, data, len, false, s->host, s->port);
                         handle_command(s, data, len);
+                }
                 return 0;
         case LINEIO_OVERFLOW:
                 (void) arm_idle_timer(s);

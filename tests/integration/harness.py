@@ -158,8 +158,10 @@ class SmtpClient:
 
     def submit(self, content, sender="a@b", rcpts=("c@d",), ehlo="x"):
         """One whole transaction after the greeting, EHLO to the end of DATA (content already
-        dot-stuffed and ending in CRLF.CRLF): the reply to the content, as a list of lines."""
-        self.cmd("EHLO " + ehlo)
+        dot-stuffed and ending in CRLF.CRLF): the reply to the content, as a list of lines. ehlo
+        None: no EHLO (the session has had one)."""
+        if ehlo is not None:
+            self.cmd("EHLO " + ehlo)
         self.cmd("MAIL FROM:<%s>" % sender)
         for r in rcpts:
             self.cmd("RCPT TO:<%s>" % r)

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """emailrelay-smtpd and emailrelay-forward under a real systemd: readiness (Type=notify), the
 STATUS= text, structured journal entries (EMAILRELAY_ID, REMOTE_ADDR, SMTP_CODE, the catalog's
-MESSAGE_ID), a clean stop, and the forwarder's exit status through systemd-run.
+MESSAGE_ID, the --verbose protocol trace's EMAILRELAY_PROTOCOL), a clean stop, and the forwarder's exit status through systemd-run.
 
 The tests run in order (test_1 ... test_7) against one container and one smtpd service."""
 
@@ -62,7 +62,7 @@ class JournalTest(unittest.TestCase):
                        "--property=TimeoutStartSec=20", "--property=TimeoutStopSec=20",
                        "--property=ExecStopPost=/bin/sh -c 'echo $$EXIT_CODE $$EXIT_STATUS $$SERVICE_RESULT > %s'" % EXIT_FILE,
                        harness.inside_program("emailrelay-smtpd"),
-                       "--spool-dir", SPOOL, "--domain", "relay.test",
+                       "--spool-dir", SPOOL, "--domain", "relay.test", "--verbose",
                        "--interface", "127.0.0.1", "--port", "25", CONFIG], timeout=40)
         if p.returncode != 0:
             journal = cls.c.run(["journalctl", "-u", UNIT, "--no-pager", "-n", "40"]).stdout
@@ -130,6 +130,14 @@ class JournalTest(unittest.TestCase):
         self.assertEqual(e.get("MESSAGE_ID"), MESSAGE_ACCEPTED, e)
         self.assertEqual(e.get("_SYSTEMD_UNIT"), SERVICE, e)
         self.assertEqual(e.get("PRIORITY"), "6", e)
+        # --verbose: the dialogue, one entry a line, with the client and the direction as fields.
+        ehlo = self.wait_journal(["-u", UNIT, "EMAILRELAY_PROTOCOL=rx"],
+                                 lambda e: e.get("MESSAGE") == 'rx<<: "ehlo client.test"')
+        self.assertTrue(ehlo, "no protocol trace entry for EHLO:\n%s" % self.dump())
+        self.assertEqual(ehlo[0].get("REMOTE_ADDR"), "127.0.0.1", ehlo[0])
+        tx = self.wait_journal(["-u", UNIT, "EMAILRELAY_PROTOCOL=tx"], lambda e: str(e.get("MESSAGE", "")).startswith(
+            'tx>>: "250 2.0.0 message processed'))
+        self.assertTrue(tx, "no protocol trace entry for the 250:\n%s" % self.dump())
 
     def test_4_rejected(self):
         p = self.c.python(SEND_BAD, timeout=40)
