@@ -11,6 +11,9 @@
 
 #include <glib.h>
 #include <glib/gi18n-lib.h>
+#if HAVE_TLS
+#include <gnutls/gnutls.h>
+#endif
 
 #include "macro.h"
 #include "options.h"
@@ -639,9 +642,17 @@ void options_print_version(FILE *f, const char *program_name, bool verbose) {
         if (!verbose)
                 return;
 
+        /* E-MailRelay's feature lines first, word for word: scripts parse them to decide what
+         * to use. The suite has every one of them built in. */
+        fputs("Multi-threading: enabled\n", f);
+        fputs("Unix domain sockets: enabled\n", f);
+        fputs("POP server: enabled\n", f);
+        fputs("Admin server: enabled\n", f);
 #if HAVE_TLS
+        fprintf(f, "TLS library: gnutls-%s\n", gnutls_check_version(NULL));
         fputs("TLS: GnuTLS\n", f);
 #else
+        fputs("TLS library: none\n", f);
         fputs("TLS: none\n", f);
 #endif
         fputs("systemd: socket activation, journal\n", f);

@@ -138,6 +138,19 @@ class FrontendTest(FrontendTestCase):
         p = self.run_frontend("--version")
         self.assertEqual(p.returncode, 0)
         self.assertRegex(p.stdout, r"^emailrelay \d")
+        self.assertNotIn("POP server", p.stdout)
+        # --verbose: E-MailRelay's feature lines, which tools parse, as well as ours.
+        p = self.run_frontend("--version", "--verbose")
+        self.assertEqual(p.returncode, 0)
+        lines = p.stdout.splitlines()
+        for line in ("Multi-threading: enabled", "Unix domain sockets: enabled", "POP server: enabled",
+                     "Admin server: enabled", "systemd: socket activation, journal"):
+            self.assertIn(line, lines)
+        tls = [l for l in lines if l.startswith("TLS library: ")]
+        self.assertRegex(tls[0], r"^TLS library: gnutls-\d+\.\d+")
+        if shutil.which("gnutls-cli"):   # the library the suite runs with is the one installed
+            cli = subprocess.run(["gnutls-cli", "--version"], capture_output=True, text=True).stdout
+            self.assertIn(tls[0].split("gnutls-")[1], cli)
 
     def test_start_up_checks(self):
         cases = [
