@@ -38,6 +38,8 @@ enum {
         EXIT_FORWARD_CONFIG = 2,        /* bad command line or config file */
         EXIT_FORWARD_UNREACHABLE = 3,   /* the next hop could not be reached */
         EXIT_FORWARD_STORE = 5,         /* --immediate-message: nothing to forward, store it */
+        EXIT_FORWARD_KEEP_FAILED = 6,   /* --immediate-message: the client filter failed it: keep it
+                                         * as .bad (its reason appended), the client is told 452 */
 };
 
 typedef struct Config {
@@ -856,7 +858,8 @@ static void forward_one(Pass *p, const char *id) {
  * none; the spool is left alone, since the session removes the message whatever happens. The
  * outcome goes to stdout as one line "<code> <text>" for the session's client: the next hop's
  * reply, or code 0 when there was none. Exit 0 delivered, 1 refused, 3 next hop down, 5 no
- * remote recipient left (the session stores the message as without --immediate). */
+ * remote recipient left (the session stores the message as without --immediate), 6 failed by
+ * the client filter (the session keeps it as .bad: EXIT_FORWARD_KEEP_FAILED). */
 static int forward_immediately(Pass *p, const char *id) {
         g_auto(Envelope) e = {};
         g_autofree char *error = NULL, *why = NULL;
@@ -882,14 +885,25 @@ static int forward_immediately(Pass *p, const char *id) {
                 }
                 Verdict v = w.outcome.result == FILTER_FAIL ? VERDICT_PERMANENT :
                             w.outcome.result == FILTER_ABANDON ? VERDICT_SKIP : VERDICT_DELIVERED;
-                if (v != VERDICT_DELIVERED) {
-                        const char *reason = w.outcome.reason ? w.outcome.reason : "rejected";
-                        if (v == VERDICT_SKIP)
-                                printf("250 message abandoned by the client filter\n");
-                        else
-                                printf("550 client filter: %s\n", reason);
+                if (v == VERDICT_SKIP) {
+                        printf("250 message abandoned by the client filter\n");
                         filter_outcome_done(&w.outcome);
-                        return v == VERDICT_SKIP ? EXIT_FORWARD_OK : EXIT_FORWARD_FAILURES;
+                        return EXIT_FORWARD_OK;
+                }
+                if (v != VERDICT_DELIVERED) {
+                        /* As E-MailRelay: 452 for the client (the filter may pass it later), and
+                         * the message kept as .bad with the reason, for emailrelay-queue retry. */
+                        g_autofree char *failure = g_strdup_printf("client filter: %s", w.outcome.reason ? w.outcome.reason : "rejected");
+                        filter_outcome_done(&w.outcome);
+                        r = spool_append_reason(p->spool, id, SPOOL_STATE_NEW, failure, 452);
+                        if (r < 0) {
+                                log_error_errno(r, "message %s: cannot record the client filter's failure: %m", id);
+                                printf("0 %s\n", failure);   /* a local error: the session says 451 */
+                                return EXIT_FORWARD_CONFIG;
+                        }
+                        log_message(LOG_ERR, id, 452, NULL, "message %s failed: %s", id, failure);
+                        printf("452 %s\n", failure);
+                        return EXIT_FORWARD_KEEP_FAILED;
                 }
                 filter_outcome_done(&w.outcome);
                 envelope_done(&e);

@@ -35,6 +35,7 @@ struct SpoolMessage {
         int envelope_fd;     /* the .envelope.new, once written */
         bool committed;
         bool replaceable;    /* a filter ran: the files may be new inodes */
+        bool commit_failed;  /* commit to .envelope.bad: failed, kept for the administrator */
 };
 
 struct SpoolLock {
@@ -271,9 +272,13 @@ int spool_message_sync(SpoolMessage *m) {
         return 0;
 }
 
+void spool_message_commit_as_failed(SpoolMessage *m) {
+        m->commit_failed = true;
+}
+
 int spool_message_commit(SpoolMessage *m) {
         g_autofree char *from = file_name(m->id, ".envelope.new");
-        g_autofree char *to = file_name(m->id, ".envelope");
+        g_autofree char *to = file_name(m->id, m->commit_failed ? ".envelope.bad" : ".envelope");
 
         g_assert(m->envelope_fd >= 0);
         if (renameat(m->spool->dir_fd, from, m->spool->dir_fd, to) < 0)
@@ -560,27 +565,40 @@ int spool_lock_delete(SpoolLock *l) {
         return 0;
 }
 
-int spool_lock_fail(SpoolLock *l, const char *reason, int code) {
-        g_autofree char *busy = file_name(l->id, ".envelope.busy");
-        g_autofree char *bad = file_name(l->id, ".envelope.bad");
+/* Append X-MailRelay-Reason and -ReasonCode to an envelope, in the file's own line ending,
+ * after whatever reason lines are there, and sync it. */
+static int append_reason(int fd, const char *reason, int code) {
         g_autoptr(GString) lines = NULL;
         char last[2] = {};
         bool lf_only = false;
-        off_t size;
-
-        g_assert(!l->done);
-        /* Append in the file's own line ending, after whatever reason lines are there. */
-        size = lseek(l->fd, 0, SEEK_END);
+        off_t size = lseek(fd, 0, SEEK_END);
         if (size < 0)
                 return negative_errno();
-        if (size >= 2 && pread(l->fd, last, 2, size - 2) == 2)
+        if (size >= 2 && pread(fd, last, 2, size - 2) == 2)
                 lf_only = last[1] == '\n' && last[0] != '\r';
         lines = envelope_reason_lines(reason, code, lf_only);
-        int r = spool_write_all(l->fd, lines->str, lines->len);
+        int r = spool_write_all(fd, lines->str, lines->len);
         if (r < 0)
                 return r;
-        if (fdatasync(l->fd) < 0)
+        return fdatasync(fd) < 0 ? negative_errno() : 0;
+}
+
+int spool_append_reason(Spool *s, const char *id, SpoolState state, const char *reason, int code) {
+        g_autofree char *name = file_name(id, state_suffixes[state]);
+        _cleanup_close_ int fd = openat(s->dir_fd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
                 return negative_errno();
+        return append_reason(fd, reason, code);
+}
+
+int spool_lock_fail(SpoolLock *l, const char *reason, int code) {
+        g_autofree char *busy = file_name(l->id, ".envelope.busy");
+        g_autofree char *bad = file_name(l->id, ".envelope.bad");
+
+        g_assert(!l->done);
+        int r = append_reason(l->fd, reason, code);
+        if (r < 0)
+                return r;
         if (renameat(l->spool->dir_fd, busy, l->spool->dir_fd, bad) < 0)
                 return negative_errno();
         l->done = true;

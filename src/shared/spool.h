@@ -74,6 +74,10 @@ void spool_message_set_replaceable(SpoolMessage *m);
 int spool_message_sync(SpoolMessage *m);
 /* rename .envelope.new -> .envelope. After this, freeing the message no longer deletes it. */
 int spool_message_commit(SpoolMessage *m);
+/* Make the commit rename to .envelope.bad instead: the message failed but is kept, as
+ * E-MailRelay keeps one whose client filter failed in --immediate mode (its reason lines
+ * already appended, spool_append_reason()). */
+void spool_message_commit_as_failed(SpoolMessage *m);
 /* sync + commit + spool_sync_dir, for programs that handle one message at a time. */
 int spool_commit_message(SpoolMessage *m);
 /* A filter took the message over (abandon): keep whatever files it left, commit nothing. */
@@ -124,6 +128,9 @@ int spool_lock_rewrite_envelope(SpoolLock *l, const Envelope *e);
 int spool_lock_delete(SpoolLock *l);
 /* Failed: append the reason lines, fsync, rename to .envelope.bad. */
 int spool_lock_fail(SpoolLock *l, const char *reason, int code);
+/* Append the reason lines of spool_lock_fail() to <id>'s envelope in the given state, without
+ * renaming it (for a message still being received: .envelope.new). Synced. */
+int spool_append_reason(Spool *s, const char *id, SpoolState state, const char *reason, int code);
 /* Put back: rename .busy -> .envelope. */
 int spool_lock_release(SpoolLock *l);
 /* Free the handle; a lock neither deleted, failed nor released is released. */

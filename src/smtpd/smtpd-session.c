@@ -75,6 +75,8 @@ typedef struct Transaction {
         CommitRequest *commit;
         Child *forward_run;         /* --immediate: the forwarder at work on the message */
         bool rescan;                /* a filter asked for a forwarding pass once this one is stored */
+        char *failed_reply;         /* --immediate: the client filter failed it; kept as .bad, this
+                                     * text goes with the 452 */
 } Transaction;
 
 struct Session {
@@ -268,6 +270,7 @@ static void transaction_reset(Session *s) {
         t->declared_size = t->size = t->bdat_remaining = 0;
         t->write_error = 0;
         t->space_low = t->pending_cr = t->rescan = false;
+        g_clear_pointer(&t->failed_reply, g_free);
         lineio_set_max_line(s->io, SMTP_MAX_COMMAND_LINE);
 }
 
@@ -419,6 +422,11 @@ static void on_committed(SpoolMessage *m, int result, void *userdata) {
                 log_event(s, LOG_ERR, NULL, 452, "cannot commit message %s to the spool: %s",
                           spool_message_id(m), g_strerror(-result));
                 reply(s, 452, "4.3.0", "message not stored: %s", result == -ENOSPC ? "insufficient system storage" : "local error");
+        } else if (t->failed_reply) {
+                s->server->n_rejected++;
+                log_event(s, LOG_WARNING, LOG_MESSAGE_REJECTED, 452, "message %s from %s failed: %s: kept as %s.envelope.bad",
+                          spool_message_id(m), s->host, t->failed_reply, spool_message_id(m));
+                reply(s, 452, "4.3.0", "%s", t->failed_reply);
         } else {
                 s->server->n_accepted++;
                 log_event(s, LOG_INFO, LOG_MESSAGE_ACCEPTED, 250, "message %s accepted from %s: %s, %u recipient%s, %" PRIu64 " bytes",
@@ -457,6 +465,14 @@ static void on_forwarded(const ChildResult *res, void *userdata) {
         t->forward_run = child_free(t->forward_run);
         if (res->exit_code == 5) {
                 commit_message(s);   /* only local recipients left after the filters */
+                return;
+        }
+        if (res->exit_code == 6) {
+                /* The client filter failed it: a temporary answer, and a copy kept as E-MailRelay
+                 * keeps one, committed durably like any other before the client hears 452. */
+                t->failed_reply = g_strdup(*text ? text : "client filter failed");
+                spool_message_commit_as_failed(t->message);
+                commit_message(s);
                 return;
         }
         if (res->exit_code == 0 && code >= 200 && code < 300) {

@@ -775,6 +775,37 @@ class ImmediateTest(FrontendTestCase):
         self.assertEqual(m.state, "envelope")
         self.assertIn(b"X-MailRelay-To-Local: b@example.com", m.envelope)
 
+    def test_client_filter_failure_is_temporary_and_kept(self):
+        """A client filter that fails the message: E-MailRelay's 452 (a filter may pass it later),
+        never a permanent 5xx, and the message kept as .bad with the reason, nothing sent; then
+        emailrelay-queue retry puts it back and a forwarding pass sends it."""
+        self.start_sink()
+        filt = os.path.join(self.work, "client-filter")
+        flag = os.path.join(self.work, "refuse")
+        with open(filt, "w") as f:
+            f.write('#!/bin/sh\n[ -e %s ] || exit 0\necho "<<virus scanner busy>>"\nexit 1\n' % flag)
+        os.chmod(filt, 0o755)
+        open(flag, "w").close()
+        d = self.relay("--immediate", "--forward-to", self.sink_sock, "--client-filter", filt,
+                       sockets=[harness.listening_socket()])
+        self.assertEqual(self.transaction(d.port), ["452 4.3.0 client filter: virus scanner busy"])
+        self.assertEqual(self.sink_count(), 0)
+        [m] = harness.spool_messages(self.spool)
+        self.assertEqual(m.state, "envelope.bad")
+        self.assertIn(b"X-MailRelay-Reason: client filter: virus scanner busy", m.envelope)
+        self.assertIn(b"X-MailRelay-ReasonCode: 452", m.envelope)
+        self.assertIn("kept as %s.envelope.bad" % m.id, d.output())
+        os.unlink(flag)
+        p = subprocess.run([QUEUE, "--spool-dir", self.spool, "retry", m.id], capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = subprocess.run([harness.program("emailrelay-forward"), "--spool-dir", self.spool, "--forward-to",
+                            self.sink_sock, "--client-filter", filt, "/dev/null"], capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.sink_count(), 1)
+        self.assertEqual(os.listdir(self.spool), [])
+
+
 class StopSignalTest(FrontendTestCase):
     """Programs of the suite start with SIGTERM and SIGINT blocked, whoever starts them: a stop
     request that comes before a daemon has its handlers in place then waits for them, instead of
