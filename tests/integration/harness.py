@@ -206,7 +206,15 @@ class ScriptedServer(threading.Thread):
         raise NotImplementedError
 
     def close(self):
+        # shutdown() first: it wakes the thread's accept(), which close() alone leaves blocked on
+        # the old socket, still listening, while the fd number goes to the next test's socket.
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=10)
 
 
 class RecordingHop(ScriptedServer):
