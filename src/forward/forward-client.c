@@ -421,6 +421,13 @@ void smtp_client_trace(SmtpClient *c, bool sent, const char *line, size_t len) {
         log_protocol(sent, line, len, sent && c->secret, fields, ELEMENTSOF(fields));
 }
 
+bool smtp_client_is_idle(SmtpClient *c) {
+        if (c->fd < 0 || c->end > c->start || (c->tls_session && tls_pending(c->tls_session) > 0))
+                return false;
+        struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
+        return poll(&pfd, 1, 0) == 0;
+}
+
 int smtp_client_printf(SmtpClient *c, const char *format, ...) {
         char line[2048];
         va_list ap;

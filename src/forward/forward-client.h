@@ -47,6 +47,10 @@ typedef struct SmtpClientOptions {
  * together with smtp_client_send are traced with this, one by one. */
 void smtp_client_trace(SmtpClient *c, bool sent, const char *line, size_t len);
 
+/* Whether a connection kept between messages is still as we left it: nothing has arrived on
+ * it (a 421 on timeout) and the next hop has not closed it. */
+bool smtp_client_is_idle(SmtpClient *c);
+
 /* A reply: code and its text (lines joined by "; ", the code and its separator removed). */
 typedef struct SmtpReply {
         int code;

@@ -856,11 +856,11 @@ static void forward_one(Pass *p, const char *id) {
 /* --immediate-message: emailrelay-smtpd --immediate waits on this at the end of a message's
  * data. One message, still <id>.envelope.new (the session holds it), to all its recipients or to
  * none; the spool is left alone, since the session removes the message whatever happens. The
- * outcome goes to stdout as one line "<code> <text>" for the session's client: the next hop's
- * reply, or code 0 when there was none. Exit 0 delivered, 1 refused, 3 next hop down, 5 no
+ * outcome, in answer, is "<code> <text>" for the session's client: the next hop's reply, or code
+ * 0 when there was none. Exit 0 delivered, 1 refused, 3 next hop down, 5 no
  * remote recipient left (the session stores the message as without --immediate), 6 failed by
  * the client filter (the session keeps it as .bad: EXIT_FORWARD_KEEP_FAILED). */
-static int forward_immediately(Pass *p, const char *id) {
+static int forward_immediately(Pass *p, const char *id, GString *answer) {
         g_auto(Envelope) e = {};
         g_autofree char *error = NULL, *why = NULL;
         Outcome o = {};
@@ -886,7 +886,7 @@ static int forward_immediately(Pass *p, const char *id) {
                 Verdict v = w.outcome.result == FILTER_FAIL ? VERDICT_PERMANENT :
                             w.outcome.result == FILTER_ABANDON ? VERDICT_SKIP : VERDICT_DELIVERED;
                 if (v == VERDICT_SKIP) {
-                        printf("250 message abandoned by the client filter\n");
+                        g_string_printf(answer, "250 message abandoned by the client filter");
                         filter_outcome_done(&w.outcome);
                         return EXIT_FORWARD_OK;
                 }
@@ -898,11 +898,11 @@ static int forward_immediately(Pass *p, const char *id) {
                         r = spool_append_reason(p->spool, id, SPOOL_STATE_NEW, failure, 452);
                         if (r < 0) {
                                 log_error_errno(r, "message %s: cannot record the client filter's failure: %m", id);
-                                printf("0 %s\n", failure);   /* a local error: the session says 451 */
+                                g_string_printf(answer, "0 %s", failure);   /* a local error: the session says 451 */
                                 return EXIT_FORWARD_CONFIG;
                         }
                         log_message(LOG_ERR, id, 452, NULL, "message %s failed: %s", id, failure);
-                        printf("452 %s\n", failure);
+                        g_string_printf(answer, "452 %s", failure);
                         return EXIT_FORWARD_KEEP_FAILED;
                 }
                 filter_outcome_done(&w.outcome);
@@ -914,7 +914,7 @@ static int forward_immediately(Pass *p, const char *id) {
         }
         if (e.to_remote->len == 0) {
                 /* A filter left only local recipients: the message is for the spool after all. */
-                printf("0 no remote recipients\n");
+                g_string_printf(answer, "0 no remote recipients");
                 return EXIT_FORWARD_STORE;
         }
 
@@ -923,7 +923,7 @@ static int forward_immediately(Pass *p, const char *id) {
         r = ensure_connected(p, address, e.client_account_selector, &why, &code);
         smtp_client_set_cancellable(false);
         if (r < 0) {
-                printf("%d %s\n", r == -EPROTO ? code : 0, why ? why : g_strerror(-r));
+                g_string_printf(answer, "%d %s", r == -EPROTO ? code : 0, why ? why : g_strerror(-r));
                 return r == -EPROTO && code >= 400 ? EXIT_FORWARD_FAILURES : EXIT_FORWARD_UNREACHABLE;
         }
         _cleanup_close_ int fd = spool_open_content(p->spool, id);
@@ -933,7 +933,7 @@ static int forward_immediately(Pass *p, const char *id) {
                 return EXIT_FORWARD_CONFIG;
         }
         transact(p, id, &e, fd, &o);
-        printf("%d %s\n", o.code, o.reason ? o.reason : "");
+        g_string_printf(answer, "%d %s", o.code, o.reason ? o.reason : "");
         if (o.verdict == VERDICT_DELIVERED) {
                 log_message(LOG_INFO, id, o.code, address, "message %s forwarded immediately to %s: %d %s", id, address,
                             o.code, o.reason);
@@ -952,6 +952,29 @@ static volatile sig_atomic_t terminated;
 
 static void on_terminate(int sig) {
         terminated = 1;
+}
+
+/* --immediate-session: emailrelay-smtpd --immediate's forwarder for one client session, with
+ * one connection to the next hop for all of it, as E-MailRelay keeps one. Each line on stdin is
+ * a message id, forwarded as --immediate-message forwards it; each answer is one line on stdout,
+ * "<exit status> <code> <text>". The end of stdin (the client session is over) ends it, with a
+ * QUIT. A connection the next hop dropped or timed out while the client was idle is replaced. */
+static int forward_session(Pass *p) {
+        char line[256];
+        while (!terminated && fgets(line, sizeof line, stdin)) {
+                line[strcspn(line, "\r\n")] = '\0';
+                if (p->client && !smtp_client_is_idle(p->client)) {
+                        log_info("the connection to %s was closed while idle: connecting again", p->client_address);
+                        disconnect(p);
+                }
+                g_hash_table_remove_all(p->unreachable);   /* each message tries again */
+                g_autoptr(GString) answer = g_string_new("0 ");
+                int status = forward_immediately(p, line, answer);
+                printf("%d %s\n", status, answer->str);
+                if (fflush(stdout) != 0)
+                        return EXIT_FORWARD_CONFIG;   /* smtpd is gone */
+        }
+        return EXIT_FORWARD_OK;
 }
 
 /* The config file as it was when this run read it: a run that lingers or stays busy for hours
@@ -1269,9 +1292,16 @@ static int run(Options *o, int argc, char **argv) {
 
         const char *immediate = options_get(o, "immediate-message");
         if (immediate) {
-                ret = forward_immediately(&p, immediate);
+                g_autoptr(GString) answer = g_string_new("0 ");
+                ret = forward_immediately(&p, immediate, answer);
+                printf("%s\n", answer->str);
                 disconnect(&p);
                 fflush(stdout);
+                goto out;
+        }
+        if (options_has(o, "immediate-session")) {
+                ret = forward_session(&p);
+                disconnect(&p);
                 goto out;
         }
 

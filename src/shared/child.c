@@ -39,10 +39,19 @@ struct Child {
         sd_event_source *timer_source;
         sd_event_source *defer_source;       /* reports an exec error from the loop */
         int stdout_fd;
+        int stdin_fd;                        /* child_spawn_session(): our end of its stdin */
 
         char *output;
         size_t output_len, output_size, output_max;
+
+        ChildLineCallback line_callback;     /* child_spawn_session(): each line as it comes */
+        bool released;                       /* child_release(): nobody waits for the result */
+        bool in_line_callback;               /* child_free() now only asks, for on_stdout() */
+        bool free_requested;
 };
+
+/* child_release()d children still running: freed as they finish, or by child_free_released(). */
+static GPtrArray *released_children;
 
 int child_block_sigchld(void) {
         sigset_t mask;
@@ -77,11 +86,18 @@ static void child_stop(Child *c) {
 
         c->stdout_source = sd_event_source_disable_unref(c->stdout_source);
         c->stdout_fd = safe_close(c->stdout_fd);
+        c->stdin_fd = safe_close(c->stdin_fd);
 }
 
 Child *child_free(Child *c) {
         if (!c)
                 return NULL;
+        if (c->in_line_callback) {
+                /* A line's callback let go of it (the next request found it dead): on_stdout()
+                 * frees it when the callback returns. */
+                c->free_requested = true;
+                return NULL;
+        }
 
         child_stop(c);
         sd_event_unref(c->event);
@@ -102,7 +118,34 @@ static void child_finish(Child *c, bool timed_out) {
         };
 
         child_stop(c);
+        if (c->released) {
+                g_ptr_array_remove_fast(released_children, c);
+                child_free(c);
+                return;
+        }
         c->callback(&r, c->userdata);
+}
+
+/* child_spawn_session(): hand over each complete line, and keep what follows. */
+static void deliver_lines(Child *c) {
+        size_t start = 0;
+        for (;;) {
+                char *nl = memchr(c->output + start, '\n', c->output_len - start);
+                if (!nl)
+                        break;
+                size_t len = (size_t) (nl - (c->output + start));
+                *nl = '\0';
+                if (!c->released && !c->free_requested) {
+                        c->in_line_callback = true;
+                        c->line_callback(c->output + start, len, c->userdata);
+                        c->in_line_callback = false;
+                }
+                start += len + 1;
+        }
+        memmove(c->output, c->output + start, c->output_len - start);
+        c->output_len -= start;
+        if (c->output_len == c->output_max)   /* a line longer than we keep: not ours to read */
+                c->output_len = 0;
 }
 
 static int on_exec_error(sd_event_source *s, void *userdata) {
@@ -170,6 +213,14 @@ static int on_stdout(sd_event_source *s, int fd, uint32_t revents, void *userdat
                 }
                 if (buf != discard)
                         c->output_len += (size_t) n;
+                if (c->line_callback && buf != discard) {
+                        deliver_lines(c);
+                        if (c->free_requested) {
+                                c->free_requested = false;
+                                child_free(c);
+                                return 0;
+                        }
+                }
         }
         return 0;
 }
@@ -180,13 +231,16 @@ void child_suite_sigmask(sigset_t *ret) {
         sigaddset(ret, SIGINT);
 }
 
-static int spawn_setup(posix_spawn_file_actions_t *actions, posix_spawnattr_t *attr, int stdout_fd, bool suite_program) {
+static int spawn_setup(posix_spawn_file_actions_t *actions, posix_spawnattr_t *attr, int stdin_fd, int stdout_fd,
+                       bool suite_program) {
         sigset_t mask;
         int r;
 
         /* dup2 first: the pipe may sit on fd 0 or 2 if the daemon was started without them. */
         r = posix_spawn_file_actions_adddup2(actions, stdout_fd, STDOUT_FILENO);
-        if (r == 0)
+        if (r == 0 && stdin_fd >= 0)
+                r = posix_spawn_file_actions_adddup2(actions, stdin_fd, STDIN_FILENO);
+        else if (r == 0)
                 r = posix_spawn_file_actions_addopen(actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
         if (r == 0 && !suite_program)
                 r = posix_spawn_file_actions_addopen(actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
@@ -221,7 +275,7 @@ static int spawn_setup(posix_spawn_file_actions_t *actions, posix_spawnattr_t *a
 /* posix_spawn(): 0 with *ret_pid, a negative errno if the spawn could not be set up, or a
  * positive errno if the program could not be executed (glibc's posix_spawn() reports a failed
  * execve() as its result, so there is no child to speak for it). */
-static int spawn(char *const *argv, char *const *envp, int stdout_fd, bool suite_program, pid_t *ret_pid) {
+static int spawn(char *const *argv, char *const *envp, int stdin_fd, int stdout_fd, bool suite_program, pid_t *ret_pid) {
         posix_spawn_file_actions_t actions;
         posix_spawnattr_t attr;
         pid_t pid;
@@ -235,7 +289,7 @@ static int spawn(char *const *argv, char *const *envp, int stdout_fd, bool suite
                 posix_spawn_file_actions_destroy(&actions);
                 return -r;
         }
-        r = spawn_setup(&actions, &attr, stdout_fd, suite_program);
+        r = spawn_setup(&actions, &attr, stdin_fd, stdout_fd, suite_program);
         if (r == 0)
                 r = posix_spawn(&pid, argv[0], &actions, &attr, argv, envp);
         posix_spawn_file_actions_destroy(&actions);
@@ -252,10 +306,11 @@ int child_spawn(sd_event *event, char *const *argv, char *const *envp, size_t ou
         return child_spawn_logging(event, argv, envp, output_max, timeout_usec, false, callback, userdata, ret);
 }
 
-int child_spawn_logging(sd_event *event, char *const *argv, char *const *envp, size_t output_max, uint64_t timeout_usec,
-                        bool suite_program, ChildDoneCallback callback, void *userdata, Child **ret) {
+static int spawn_child(sd_event *event, char *const *argv, char *const *envp, size_t output_max, uint64_t timeout_usec,
+                       bool suite_program, ChildLineCallback line_callback, ChildDoneCallback callback, void *userdata,
+                       Child **ret) {
         _cleanup_(child_freep) Child *c = NULL;
-        _cleanup_close_ int out_r = -EBADF, out_w = -EBADF;
+        _cleanup_close_ int out_r = -EBADF, out_w = -EBADF, in_r = -EBADF, in_w = -EBADF;
         int fds[2], flags, r;
         pid_t pid = 0;
 
@@ -277,15 +332,27 @@ int child_spawn_logging(sd_event *event, char *const *argv, char *const *envp, s
         flags = fcntl(out_r, F_GETFL);
         if (flags < 0 || fcntl(out_r, F_SETFL, flags | O_NONBLOCK) < 0)
                 return negative_errno();
+        if (line_callback) {
+                /* Requests are short lines, written whole (PIPE_BUF) without blocking the loop. */
+                if (pipe2(fds, O_CLOEXEC) < 0)
+                        return negative_errno();
+                in_r = fds[0];
+                in_w = fds[1];
+                flags = fcntl(in_w, F_GETFL);
+                if (flags < 0 || fcntl(in_w, F_SETFL, flags | O_NONBLOCK) < 0)
+                        return negative_errno();
+        }
 
         c = g_new0(Child, 1);
         c->event = sd_event_ref(event);
         c->callback = callback;
+        c->line_callback = line_callback;
         c->userdata = userdata;
         c->stdout_fd = -EBADF;
+        c->stdin_fd = -EBADF;
         c->output_max = output_max;
 
-        r = spawn(argv, envp, out_w, suite_program, &pid);
+        r = spawn(argv, envp, in_r, out_w, suite_program, &pid);
         if (r < 0)
                 return r;
         if (r > 0) {
@@ -300,6 +367,8 @@ int child_spawn_logging(sd_event *event, char *const *argv, char *const *envp, s
 
         /* Ours must go, or the end of the output never comes. */
         out_w = safe_close(out_w);
+        in_r = safe_close(in_r);
+        c->stdin_fd = TAKE_FD(in_w);
 
         r = sd_event_add_child(event, &c->child_source, pid, WEXITED, on_child, c);
         if (r >= 0)
@@ -327,4 +396,66 @@ int child_spawn_logging(sd_event *event, char *const *argv, char *const *envp, s
 
         *ret = TAKE_PTR(c);
         return 0;
+}
+
+int child_spawn_logging(sd_event *event, char *const *argv, char *const *envp, size_t output_max, uint64_t timeout_usec,
+                        bool suite_program, ChildDoneCallback callback, void *userdata, Child **ret) {
+        return spawn_child(event, argv, envp, output_max, timeout_usec, suite_program, NULL, callback, userdata, ret);
+}
+
+int child_spawn_session(sd_event *event, char *const *argv, char *const *envp, size_t line_max,
+                        ChildLineCallback line_callback, ChildDoneCallback callback, void *userdata, Child **ret) {
+        assert(line_callback);
+        return spawn_child(event, argv, envp, line_max, 0, true, line_callback, callback, userdata, ret);
+}
+
+int child_send(Child *c, const char *line) {
+        size_t len = strlen(line);
+        assert(c);
+        if (c->stdin_fd < 0)
+                return -EPIPE;
+        if (len > PIPE_BUF)
+                return -E2BIG;
+        ssize_t n = write(c->stdin_fd, line, len);
+        if (n < 0)
+                return errno == EAGAIN ? -ENOBUFS : negative_errno();
+        return (size_t) n == len ? 0 : -EIO;
+}
+
+int child_set_timeout(Child *c, uint64_t timeout_usec) {
+        assert(c);
+        if (timeout_usec == 0) {
+                if (c->timer_source)
+                        (void) sd_event_source_set_enabled(c->timer_source, SD_EVENT_OFF);
+                return 0;
+        }
+        if (c->timer_source) {
+                int r = sd_event_source_set_time_relative(c->timer_source, timeout_usec);
+                return r < 0 ? r : sd_event_source_set_enabled(c->timer_source, SD_EVENT_ONESHOT);
+        }
+        return sd_event_add_time_relative(c->event, &c->timer_source, CLOCK_MONOTONIC, timeout_usec, USEC_PER_MSEC,
+                                          on_timeout, c);
+}
+
+Child *child_release(Child *c, uint64_t timeout_usec) {
+        if (!c)
+                return NULL;
+        c->stdin_fd = safe_close(c->stdin_fd);
+        if (c->exec_error != 0 || !c->child_source || child_set_timeout(c, timeout_usec) < 0) {
+                child_free(c);
+                return NULL;
+        }
+        c->released = true;   /* child_finish() frees it */
+        if (!released_children)
+                released_children = g_ptr_array_new();
+        g_ptr_array_add(released_children, c);
+        return NULL;
+}
+
+void child_free_released(void) {
+        if (!released_children)
+                return;
+        for (guint i = 0; i < released_children->len; i++)
+                child_free(released_children->pdata[i]);
+        g_clear_pointer(&released_children, g_ptr_array_unref);
 }

@@ -60,6 +60,28 @@ int child_spawn(sd_event *event, char *const *argv, char *const *envp, size_t ou
 int child_spawn_logging(sd_event *event, char *const *argv, char *const *envp, size_t output_max, uint64_t timeout_usec,
                         bool suite_program, ChildDoneCallback callback, void *userdata, Child **ret);
 
+/* A long-lived helper of the suite that takes requests, one line each on its stdin, and answers
+ * each with one line on its stdout (emailrelay-forward --immediate-session for one SMTP
+ * session). line_callback gets every line as it arrives, without its LF and NUL-terminated; it
+ * may send the next request, release the child or free it (freed once the callback returns).
+ * callback once, when the program has exited and its stdout is at EOF, or on timeout
+ * (child_set_timeout()). Lines longer than line_max are dropped. Started as
+ * child_spawn_logging() with suite_program. */
+typedef void (*ChildLineCallback)(const char *line, size_t len, void *userdata);
+int child_spawn_session(sd_event *event, char *const *argv, char *const *envp, size_t line_max,
+                        ChildLineCallback line_callback, ChildDoneCallback callback, void *userdata, Child **ret);
+/* Write a request (at most PIPE_BUF bytes, written whole) to its stdin. 0, -EPIPE when its
+ * stdin is closed, -ENOBUFS when the pipe is full (it is not reading), or another negative errno. */
+int child_send(Child *c, const char *line);
+/* (Re)arm the timeout from now: when it passes, the process group is killed and the callback
+ * reports timed_out. 0 disarms it. */
+int child_set_timeout(Child *c, uint64_t timeout_usec);
+/* Let it finish on its own: close its stdin (the end of the requests) and free it once it has
+ * exited, killing it if that takes longer than timeout_usec; no callback any more. Returns NULL. */
+Child *child_release(Child *c, uint64_t timeout_usec);
+/* At exit, once the loop has stopped: kill and free the released children still running. */
+void child_free_released(void);
+
 /* The signal mask a program of the suite is started with (by the front-end, or by smtpd for
  * --immediate): SIGTERM and SIGINT blocked. A stop request that comes before the program has its
  * handlers or signalfd in place then waits for them, instead of killing it half-started (status

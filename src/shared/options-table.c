@@ -262,6 +262,9 @@ const OptionDef emailrelay_options[] = {
                          "before its last scan: what emailrelay-forward.path watches (not in E-MailRelay)")),
         VALUE("immediate-message", 0, "<id>", FORWARD | FRONTEND, .hidden = true,
               .help = N_("forwards this one message, still being received, for emailrelay-smtpd --immediate")),
+        FLAG("immediate-session", 0, FORWARD | FRONTEND, .hidden = true,
+             .help = N_("forwards the message ids read from stdin over one connection, for one emailrelay-smtpd "
+                        "--immediate session")),
         VALUE("rescan-file", 0, "<path>", SMTPD | FRONTEND, .hidden = true,
               .help = N_("file created when a filter exits 102, 103 or 104 (rescan) to ask for a forwarding "
                          "pass (default the wake-up file)")),

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <systemd/sd-daemon.h>
 
+#include "child.h"
 #include "daemon.h"
 #include "log.h"
 #include "macro.h"
@@ -69,4 +70,5 @@ int server_start(Server *server) {
 void server_done(Server *server) {
         acceptor_done(&server->acceptor);
         committer_free(server->committer);
+        child_free_released();   /* --immediate forwarders still saying QUIT */
 }

@@ -73,7 +73,7 @@ typedef struct Transaction {
         bool bdat_last;
         FilterRun *filter_run;
         CommitRequest *commit;
-        Child *forward_run;         /* --immediate: the forwarder at work on the message */
+        bool forwarding;            /* --immediate: the session's forwarder has the message */
         bool rescan;                /* a filter asked for a forwarding pass once this one is stored */
         char *failed_reply;         /* --immediate: the client filter failed it; kept as .bad, this
                                      * text goes with the 452 */
@@ -110,6 +110,7 @@ struct Session {
         bool greeted;               /* implicit TLS: the greeting waits for the handshake */
         char *cipher;               /* "TLS1.3-AES-256-GCM" */
         char *peer_certificate;     /* PEM, with --server-tls-verify */
+        Child *forwarder;           /* --immediate: emailrelay-forward --immediate-session */
 };
 
 static void session_free(Session *s);
@@ -249,7 +250,10 @@ static void transaction_reset(Session *s) {
 
         if (t->filter_run)
                 t->filter_run = filter_run_cancel(t->filter_run);
-        t->forward_run = child_free(t->forward_run);   /* the client is gone: so is the answer */
+        if (t->forwarding) {   /* the client is gone: so is the answer, and the message */
+                s->forwarder = child_free(s->forwarder);
+                t->forwarding = false;
+        }
         if (t->commit) {
                 /* The committer owns the message from here and frees it when done. */
                 committer_cancel(s->server->committer, t->commit);
@@ -448,26 +452,21 @@ static void commit_message(Session *s) {
                 on_committed(s->tx.message, r, s);
 }
 
-/* --immediate: the forwarder's outcome, "<code> <text>" on its stdout, is the client's answer.
- * The message goes either way: delivered, it is the next hop's; refused, the client was told. */
-static void on_forwarded(const ChildResult *res, void *userdata) {
-        Session *s = userdata;
+/* --immediate: the forwarder's outcome is the client's answer: its exit status for the message
+ * (forward.c's --immediate-message), and "<code> <text>". The message goes either way:
+ * delivered, it is the next hop's; refused, the client was told. */
+static void forward_outcome(Session *s, int status, bool timed_out, const char *answer) {
         Transaction *t = &s->tx;
         g_autofree char *id = g_strdup(spool_message_id(t->message));
-        g_autofree char *out = res->output ? g_strndup(res->output, res->output_len) : g_strdup("");
-        char *nl = strchr(out, '\n');
-        if (nl)
-                *nl = '\0';
         char *text = NULL;
-        long code = strtol(out, &text, 10);
+        long code = strtol(answer, &text, 10);
         text = text && *text == ' ' ? text + 1 : (char *) "";
 
-        t->forward_run = child_free(t->forward_run);
-        if (res->exit_code == 5) {
+        if (status == 5) {
                 commit_message(s);   /* only local recipients left after the filters */
                 return;
         }
-        if (res->exit_code == 6) {
+        if (status == 6) {
                 /* The client filter failed it: a temporary answer, and a copy kept as E-MailRelay
                  * keeps one, committed durably like any other before the client hears 452. */
                 t->failed_reply = g_strdup(*text ? text : "client filter failed");
@@ -475,7 +474,7 @@ static void on_forwarded(const ChildResult *res, void *userdata) {
                 commit_message(s);
                 return;
         }
-        if (res->exit_code == 0 && code >= 200 && code < 300) {
+        if (status == 0 && code >= 200 && code < 300) {
                 s->server->n_accepted++;
                 log_event(s, LOG_INFO, LOG_MESSAGE_ACCEPTED, (int) code,
                           "message %s from %s forwarded immediately: %s, %u recipient%s, %" PRIu64 " bytes: %ld %s",
@@ -487,18 +486,44 @@ static void on_forwarded(const ChildResult *res, void *userdata) {
                           id, s->host, code, text);
                 reply_passed_on(s, (int) code, text);
         } else {
-                const char *why = res->timed_out ? "timed out" : *text ? text : "forwarder failed (see the log)";
+                const char *why = timed_out ? "timed out" : *text ? text : "forwarder failed (see the log)";
                 log_event(s, LOG_WARNING, NULL, 451, "message %s from %s not forwarded: %s", id, s->host, why);
                 reply(s, 451, "4.4.1", "next hop not available: %s", why);
         }
         transaction_done(s);   /* removes the message: never committed */
 }
 
-static void forward_immediately(Session *s) {
+/* The session's forwarder answered: "<exit status> <code> <text>". */
+static void on_forwarder_line(const char *line, size_t len, void *userdata) {
+        Session *s = userdata;
+        if (!s->tx.forwarding) {
+                log_debug("%s:%u: forwarder said \"%s\" unasked", s->host, s->port, line);
+                return;
+        }
+        char *rest = NULL;
+        long status = strtol(line, &rest, 10);
+        s->tx.forwarding = false;
+        (void) child_set_timeout(s->forwarder, 0);
+        forward_outcome(s, (int) status, false, rest && *rest == ' ' ? rest + 1 : "");
+}
+
+/* The session's forwarder is gone: with a message in hand, that is the message's outcome; between
+ * messages, the next one starts another. */
+static void on_forwarder_done(const ChildResult *res, void *userdata) {
+        Session *s = userdata;
+        s->forwarder = child_free(s->forwarder);
+        if (!s->tx.forwarding)
+                return;
+        s->tx.forwarding = false;
+        forward_outcome(s, -1, res->timed_out, "");   /* no answer: 451 */
+}
+
+/* One emailrelay-forward --immediate-session for the whole client session: one connection to
+ * the next hop however many messages come, as E-MailRelay keeps one. */
+static int start_forwarder(Session *s) {
         const SmtpdConfig *c = &s->server->config;
-        Transaction *t = &s->tx;
         char *argv[] = { c->forwarder, (char *) "--spool-dir", (char *) spool_path(s->server->spool),
-                         (char *) "--immediate-message", (char *) spool_message_id(t->message), c->immediate_config, NULL };
+                         (char *) "--immediate-session", c->immediate_config, NULL };
         g_auto(GStrv) envp = child_make_envp();
         /* Under systemd: relative --client-auth and certificate names are credentials, and the
          * forwarder's log lines go to the journal as this unit's, with their fields. */
@@ -508,15 +533,36 @@ static void forward_immediately(Session *s) {
                 if (v)
                         envp = g_environ_setenv(envp, pass[i], v, true);
         }
+        return child_spawn_session(s->server->event, argv, envp, 2048, on_forwarder_line, on_forwarder_done, s,
+                                   &s->forwarder);
+}
+
+static void forward_immediately(Session *s) {
+        const SmtpdConfig *c = &s->server->config;
+        Transaction *t = &s->tx;
+        g_autofree char *request = g_strdup_printf("%s\n", spool_message_id(t->message));
+        int r = 0;
 
         session_set_state(s, STATE_FORWARDING);
+        /* A forwarder that exited since the last message (its pipe closed) is started again. */
+        for (int attempt = 0; attempt < 2; attempt++) {
+                if (!s->forwarder && (r = start_forwarder(s)) < 0)
+                        break;
+                r = child_send(s->forwarder, request);
+                if (r != -EPIPE)
+                        break;
+                s->forwarder = child_free(s->forwarder);
+        }
         /* RFC 5321 4.5.3.2.6: the client waits ten minutes for the reply to its end of data. */
-        int r = child_spawn_logging(s->server->event, argv, envp, 1024, 600 * 1000000ull, true, on_forwarded, s,
-                                    &t->forward_run);
+        if (r >= 0)
+                r = child_set_timeout(s->forwarder, 600 * 1000000ull);
         if (r < 0) {
+                s->forwarder = child_free(s->forwarder);
                 log_event(s, LOG_ERR, NULL, 451, "cannot run %s: %s", c->forwarder, g_strerror(-r));
                 discard(s, 451, "4.3.0", "local error");
+                return;
         }
+        t->forwarding = true;
 }
 
 /* Committed to the spool for the forwarder, or with --immediate forwarded now. Local-only mail
@@ -1619,6 +1665,8 @@ static void session_free(Session *s) {
         char host[sizeof s->host];
 
         transaction_reset(s);
+        /* The end of its input: it says QUIT to the next hop and exits. */
+        s->forwarder = child_release(s->forwarder, 60 * 1000000ull);
         if (s->verify_run)
                 verifier_run_cancel(s->verify_run);
         g_free(s->verify_path);

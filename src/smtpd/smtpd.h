@@ -52,7 +52,7 @@ typedef struct SmtpdConfig {
         bool tls_required;          /* --server-tls-required */
         unsigned handshake_timeout; /* seconds */
         /* --immediate: each message goes to the next hop before its end of data is answered,
-         * by emailrelay-forward --immediate-message with this config file. */
+         * by emailrelay-forward --immediate-session with this config file. */
         bool immediate;
         char *forwarder;            /* the emailrelay-forward to run */
         char *immediate_config;     /* --immediate-config, else smtpd's own config file */

@@ -775,6 +775,53 @@ class ImmediateTest(FrontendTestCase):
         self.assertEqual(m.state, "envelope")
         self.assertIn(b"X-MailRelay-To-Local: b@example.com", m.envelope)
 
+    def test_one_next_hop_connection_per_client_session(self):
+        """As E-MailRelay: the next hop sees one connection for as long as a client session lasts,
+        however many messages it sends, and a QUIT when the client leaves; a connection the next
+        hop drops while the client is idle (421 on timeout) is replaced, the message unharmed."""
+        hop = harness.RecordingHop()
+        hop.start()
+        self.addCleanup(hop.close)
+        d = self.relay("--immediate", "--forward-to", "127.0.0.1:%d" % hop.port, sockets=[harness.listening_socket()])
+
+        def count(verb):
+            return sum(1 for l in hop.lines if l.split(" ")[0].upper() == verb)
+
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=20) as s:
+            for i in range(4):
+                s.sendmail("a@example.org", ["b@example.com"], MESSAGE)
+        self.assertTrue(harness.wait_for(lambda: count("QUIT") == 1), hop.lines)
+        self.assertEqual((count("EHLO"), count("DATA")), (1, 4), hop.lines)
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=20) as s:
+            s.sendmail("a@example.org", ["b@example.com"], MESSAGE)
+        self.assertTrue(harness.wait_for(lambda: count("QUIT") == 2), hop.lines)
+        self.assertEqual((count("EHLO"), count("DATA")), (2, 5), hop.lines)
+        self.assertEqual(os.listdir(self.spool), [])
+
+        class DroppingHop(harness.RecordingHop):
+            """Answers each message, then says 421 and hangs up, as on an idle timeout."""
+            def command(self, line, conn, f):
+                if line.upper() != "DATA":
+                    return False
+                conn.sendall(b"354 go\r\n")
+                for body in f:
+                    if body == b".\r\n":
+                        break
+                conn.sendall(b"250 stored\r\n421 4.4.2 idle too long, closing\r\n")
+                conn.shutdown(socket.SHUT_RDWR)
+                return True
+
+        dropping = DroppingHop()
+        dropping.start()
+        self.addCleanup(dropping.close)
+        d2 = self.relay("--immediate", "--forward-to", "127.0.0.1:%d" % dropping.port, "--log",
+                        sockets=[harness.listening_socket()])
+        with smtplib.SMTP("127.0.0.1", d2.port, timeout=20) as s:
+            for i in range(2):
+                self.assertEqual(s.sendmail("a@example.org", ["b@example.com"], MESSAGE), {})
+        self.assertEqual(sum(1 for l in dropping.lines if l.upper().startswith("EHLO")), 2, dropping.lines)
+        self.assertIn("was closed while idle: connecting again", d2.output())
+
     def test_client_filter_failure_is_temporary_and_kept(self):
         """A client filter that fails the message: E-MailRelay's 452 (a filter may pass it later),
         never a permanent 5xx, and the message kept as .bad with the reason, nothing sent; then

@@ -242,7 +242,7 @@ static void test_table_reference(void) {
                 if (d->hidden)
                         g_assert_true(lookup("test") == d || lookup("hidden") == d || lookup("show") == d ||
                                       lookup("immediate-message") == d || lookup("immediate-config") == d ||
-                                      lookup("rescan-file") == d);
+                                      lookup("immediate-session") == d || lookup("rescan-file") == d);
 }
 
 static void test_table_programs(void) {
