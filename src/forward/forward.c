@@ -321,8 +321,13 @@ static int ensure_connected(Pass *p, const char *address, const char *selector, 
 
         if (!selector)
                 selector = "";
-        if (p->client && streq(p->client_address, address) && streq(p->client_selector, selector))
-                return 0;
+        if (p->client && streq(p->client_address, address) && streq(p->client_selector, selector)) {
+                if (smtp_client_is_idle(p->client))
+                        return 0;
+                /* Kept between messages or through a linger, and meanwhile dropped (a 421 on
+                 * the next hop's idle timeout): a new one, not a lost message. */
+                log_info("the connection to %s was closed while idle: connecting again", address);
+        }
         disconnect(p);
         /* A next hop that is down costs one connection attempt per pass, not one per message. */
         if (g_hash_table_contains(p->unreachable, address))
@@ -958,15 +963,12 @@ static void on_terminate(int sig) {
  * one connection to the next hop for all of it, as E-MailRelay keeps one. Each line on stdin is
  * a message id, forwarded as --immediate-message forwards it; each answer is one line on stdout,
  * "<exit status> <code> <text>". The end of stdin (the client session is over) ends it, with a
- * QUIT. A connection the next hop dropped or timed out while the client was idle is replaced. */
+ * QUIT. A connection the next hop dropped or timed out while the client was idle is replaced
+ * (ensure_connected()). */
 static int forward_session(Pass *p) {
         char line[256];
         while (!terminated && fgets(line, sizeof line, stdin)) {
                 line[strcspn(line, "\r\n")] = '\0';
-                if (p->client && !smtp_client_is_idle(p->client)) {
-                        log_info("the connection to %s was closed while idle: connecting again", p->client_address);
-                        disconnect(p);
-                }
                 g_hash_table_remove_all(p->unreachable);   /* each message tries again */
                 g_autoptr(GString) answer = g_string_new("0 ");
                 int status = forward_immediately(p, line, answer);

@@ -118,6 +118,11 @@ static char *find_program(const char *name) {
         return g_find_program_in_path(name);
 }
 
+/* --forward-on-disconnect and --as-proxy: the forwarder's --wakeup-linger unless one is given
+ * (seconds; SMTP clients pause a few seconds between messages, and next hops keep an idle
+ * connection for five minutes: RFC 5321 4.5.3.2.7). */
+#define ON_COMMIT_LINGER 30u
+
 /* The child's command line: every option given here (config file first, then the command line,
  * so the last one still wins) that concerns that program, then /dev/null as its config file, so
  * that it does not read /etc/emailrelay.conf a second time and double repeated options. */
@@ -138,6 +143,11 @@ static char **child_argv(Relay *r, Role role) {
          * configured wake-up file is passed on (a front-end beside the units), else none. */
         if (role != ROLE_POP3D && (r->wakeup || !options_has(o, "wakeup-file")))
                 g_ptr_array_add(a, g_strdup_printf("--wakeup-file=%s", r->wakeup ? r->wakeup : "none"));
+        /* Forwarding on commit: the forwarder waits a while for the next commit, with its
+         * connection, so that a client session's messages share one connection to the next
+         * hop, as E-MailRelay's forward-on-disconnect sends them in one. */
+        if (role == ROLE_FORWARD && r->wakeup && !options_has(o, "wakeup-linger"))
+                g_ptr_array_add(a, g_strdup_printf("--wakeup-linger=%u", ON_COMMIT_LINGER));
         if (role == ROLE_SMTPD && r->rescan)
                 g_ptr_array_add(a, g_strdup_printf("--rescan-file=%s", r->rescan));
         if (role == ROLE_SMTPD && r->forward_config)

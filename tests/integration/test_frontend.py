@@ -226,6 +226,25 @@ class FrontendTest(FrontendTestCase):
         self.assertIn("emailrelay-smtpd: ", log)     # the children's log lines go to the same file
         self.assertIn("emailrelay-forward: ", log)
 
+    def test_as_proxy_one_next_hop_connection_per_client_session(self):
+        """A client session's messages, forwarded as each is committed, share one connection to
+        the next hop, as E-MailRelay's forward-on-disconnect sends them in one."""
+        hop = harness.RecordingHop()
+        hop.start()
+        self.addCleanup(hop.close)
+        d = self.relay("--as-proxy", "127.0.0.1:%d" % hop.port, "--log-file", self.log,
+                       sockets=[harness.listening_socket()])
+        self.send(d.port, 4)
+
+        def count(verb):
+            return sum(1 for l in hop.lines if l.split(" ")[0].upper() == verb)
+
+        self.assertTrue(harness.wait_for(lambda: count("DATA") == 4, timeout=30), (hop.lines, read(self.log)))
+        self.assertEqual(count("EHLO"), 1, hop.lines)
+        self.assertTrue(harness.wait_for(lambda: os.listdir(self.spool) == [], timeout=20))
+        self.assertEqual(d.stop(), 0)
+        self.assertTrue(harness.wait_for(lambda: count("QUIT") == 1), hop.lines)   # on the way out
+
     def test_poll_forwards_what_others_put_in_the_spool(self):
         self.start_sink()
         self.relay("--poll", "1", "--forward-to", self.sink_sock, sockets=[harness.listening_socket()])
