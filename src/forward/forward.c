@@ -373,6 +373,7 @@ static int ensure_connected(Pass *p, const char *address, const char *selector, 
                 log_warning("cannot forward to %s: %s", address, *ret_reason);
                 return r;
         }
+        log_info("smtp connection to %s", p->client->peer);   /* E-MailRelay's words */
         r = n > 0 ? authenticate(p, address, accounts, n, ret_reason, ret_code) : 0;
         client_accounts_free(accounts, n);
         if (r == -EINTR) {
@@ -736,6 +737,7 @@ static void forward_one(Pass *p, const char *id) {
                 p->skipped++;
                 return;   /* unlocked back to .envelope by the cleanup */
         }
+        log_debug("forwarding [%s]", id);   /* E-MailRelay's --verbose line */
         if (e.to_remote->len == 0) {
                 log_message(LOG_ERR, id, 0, NULL, "message %s failed: no remote recipients", id);
                 (void) spool_lock_fail(l, "no remote recipients", 0);

@@ -63,6 +63,7 @@ struct Session {
         SessionState state;
         char host[64];
         uint16_t port;
+        bool logged_open;           /* "connection from" said: "connection closed" will be */
         char challenge[256];        /* APOP: "<pid.time@domain>" */
         char *user;                 /* USER given, or the authenticated user */
         SaslServer *sasl;           /* an AUTH exchange: lines are its responses */
@@ -1061,9 +1062,21 @@ void session_shutdown(Session *s, bool abort) {
         close_with(s, sending ? NULL : "-ERR server shutting down");
 }
 
+/* E-MailRelay's words, which monitoring scripts grep: "pop connection from 192.0.2.1:4321" once the
+ * connection is accepted, "pop connection closed: 192.0.2.1:4321" when it ends. */
+static void log_connection(Session *s, bool opened) {
+        bool v6 = strchr(s->host, ':') != NULL;
+        s->logged_open = opened;
+        log_event(s, LOG_INFO, NULL, "pop connection %s%s%s%s:%u", opened ? "from " : "closed: ", v6 ? "[" : "",
+                  s->host, v6 ? "]" : "", s->port);
+}
+
 static void session_free(Session *s) {
         Server *server = s->server;
         char host[sizeof s->host];
+
+        if (s->logged_open)
+                log_connection(s, false);
 
         retrieval_end(s);
         maildrop_close(s);
@@ -1112,17 +1125,20 @@ int session_start(Server *server, int fd, const struct sockaddr *peer, socklen_t
         bool implicit = c->tls && (c->tls_connection || (server->acceptor.serving && streq(server->acceptor.serving, "pop3s")));
         if (!c->remote_clients && !sockaddr_is_local(peer, peer_len)) {
                 log_event(s, LOG_WARNING, LOG_MESSAGE_REJECTED,
-                          "connection from %s rejected: not a local address (see --remote-clients)", s->host);
+                          "configured to reject non-local pop connection: connection from %s rejected: "
+                          "not a local address (see --remote-clients)", s->host);
                 server->n_rejected++;
                 s->greeted = true;
                 close_with(s, "-ERR remote clients are not allowed");
-        } else if (implicit) {
-                r = start_tls(s);
-                if (r < 0)
-                        goto fail;
-        } else
-                greet(s);
-        log_event(s, LOG_DEBUG, NULL, "connection from %s:%u", s->host, s->port);
+        } else {
+                log_connection(s, true);
+                if (implicit) {
+                        r = start_tls(s);
+                        if (r < 0)
+                                goto fail;
+                } else
+                        greet(s);
+        }
         *ret = s;
         return 0;
 fail:

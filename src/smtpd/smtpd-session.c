@@ -85,6 +85,7 @@ struct Session {
         SessionState state;
         char host[64];
         uint16_t port;
+        bool logged_open;           /* "connection from" said: "connection closed" will be */
         char *helo;
         bool esmtp;
         Transaction tx;
@@ -1660,9 +1661,21 @@ void session_shutdown(Session *s, bool abort) {
         }
 }
 
+/* E-MailRelay's words, which monitoring scripts grep: "smtp connection from 192.0.2.1:4321" once the
+ * connection is accepted, "smtp connection closed: 192.0.2.1:4321" when it ends. */
+static void log_connection(Session *s, bool opened) {
+        bool v6 = strchr(s->host, ':') != NULL;
+        s->logged_open = opened;
+        log_event(s, LOG_INFO, NULL, 0, "smtp connection %s%s%s%s:%u", opened ? "from " : "closed: ", v6 ? "[" : "",
+                  s->host, v6 ? "]" : "", s->port);
+}
+
 static void session_free(Session *s) {
         Server *server = s->server;
         char host[sizeof s->host];
+
+        if (s->logged_open)
+                log_connection(s, false);
 
         transaction_reset(s);
         /* The end of its input: it says QUIT to the next hop and exits. */
@@ -1734,19 +1747,20 @@ int session_start(Server *server, int fd, const struct sockaddr *peer, socklen_t
         bool implicit = c->tls && (c->tls_connection || (server->acceptor.serving && streq(server->acceptor.serving, "smtps")));
         if (!c->remote_clients && !sockaddr_is_local(peer, peer_len)) {
                 log_event(s, LOG_WARNING, LOG_MESSAGE_REJECTED, 554,
-                          "connection from %s rejected: not a local address (see --remote-clients)", s->host);
+                          "configured to reject non-local smtp connection: connection from %s rejected: "
+                          "not a local address (see --remote-clients)", s->host);
                 server->n_rejected++;
                 s->greeted = true;
                 close_with(s, 554, NULL, "5.7.1 remote clients are not allowed");
-        } else if (implicit) {
-                r = start_tls(s);
-                if (r < 0)
-                        goto fail;
-        } else if (talked_first(s))
-                ;
-        else
-                greet(s);
-        log_event(s, LOG_DEBUG, NULL, 0, "connection from %s:%u", s->host, s->port);
+        } else {
+                log_connection(s, true);
+                if (implicit) {
+                        r = start_tls(s);
+                        if (r < 0)
+                                goto fail;
+                } else if (!talked_first(s))
+                        greet(s);
+        }
         *ret = s;
         return 0;
 fail:

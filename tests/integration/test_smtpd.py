@@ -381,7 +381,8 @@ class RemoteClientsTest(SmtpdTestCase):
     def test_remote_refused_then_allowed(self):
         self.start_in_server_ns()
         self.assertEqual(self.remote_greeting(), "554 5.7.1 remote clients are not allowed")
-        self.assertIn("connection from 192.0.2.10 rejected", self.daemon.output())
+        self.assertIn("configured to reject non-local smtp connection: connection from 192.0.2.10 rejected",
+                      self.daemon.output())   # E-MailRelay's words, then ours
         self.daemon.stop()
         self.start_in_server_ns("--remote-clients")
         self.assertTrue(self.remote_greeting().startswith("220 relay.test "))

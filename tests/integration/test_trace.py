@@ -2,7 +2,8 @@
 """--verbose: E-MailRelay's protocol trace (rx<<: "..." for a line received, tx>>: "..." for one
 sent) in emailrelay-smtpd, emailrelay-pop3d, emailrelay-forward and under the emailrelay
 front-end, through their sockets and command lines. Secrets never appear: not the password,
-not its base64, not a SASL response; nor does message content. Without --verbose, no trace."""
+not its base64, not a SASL response; nor does message content. Without --verbose, no trace.
+And E-MailRelay's wording for the connection lines that monitoring scripts grep."""
 
 import base64
 import os
@@ -30,7 +31,7 @@ def b64(text):
     return base64.b64encode(text.encode()).decode()
 
 
-class TraceTest(unittest.TestCase):
+class TraceTestCase(unittest.TestCase):
     def setUp(self):
         self.work = tempfile.mkdtemp(prefix="trace-test-")
         self.spool = os.path.join(self.work, "spool")
@@ -61,6 +62,8 @@ class TraceTest(unittest.TestCase):
         for secret in (PASSWORD, b64(PASSWORD), b64("\0alice\0" + PASSWORD), "body-marker-line"):
             self.assertNotIn(secret, out)
 
+
+class TraceTest(TraceTestCase):
     def test_smtpd(self):
         d = self.smtpd("--log", "--verbose")
         c = harness.SmtpClient(d.port)
@@ -145,6 +148,41 @@ class TraceTest(unittest.TestCase):
         self.assertEqual(len(harness.spool_messages(self.out)), 2)
         self.assertNoSecrets(hop.output())
         self.assertNoSecrets(d.output())
+
+
+class WordingTest(TraceTestCase):
+    """E-MailRelay's wording for the lines monitoring scripts grep, without --verbose:
+    connections opened and closed, and the forwarder's connection to the next hop."""
+
+    def test_connection_lines(self):
+        d = self.daemon([SMTPD, "--spool-dir", self.spool, "--log", "/dev/null"])
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=20) as s:
+            port = s.sock.getsockname()[1]
+            s.sendmail("a@b", ["c@d"], CONTENT)
+        self.assertTrue(harness.wait_for(lambda: out_has(d, "smtp connection closed: 127.0.0.1:%d\n" % port)), d.output())
+        self.assertIn("emailrelay-smtpd: info: smtp connection from 127.0.0.1:%d\n" % port, d.output())
+
+        pop = self.daemon([POP3D, "--spool-dir", self.spool, "--pop-auth", self.secrets, "--log", "/dev/null"],
+                          names=("pop3",))
+        c = harness.SmtpClient(pop.port)
+        port = c.sock.getsockname()[1]
+        c.line()
+        c.send("QUIT\r\n")
+        c.line()
+        c.close()
+        self.assertTrue(harness.wait_for(lambda: out_has(pop, "pop connection closed: 127.0.0.1:%d\n" % port)),
+                        pop.output())
+        self.assertIn("emailrelay-pop3d: info: pop connection from 127.0.0.1:%d\n" % port, pop.output())
+
+        hop = self.daemon([SMTPD, "--spool-dir", self.out, "/dev/null"])
+        p = subprocess.run([FORWARD, "--spool-dir", self.spool, "--forward-to", "127.0.0.1:%d" % hop.port, "--log",
+                            "/dev/null"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("emailrelay-forward: info: smtp connection to 127.0.0.1:%d\n" % hop.port, p.stderr)
+        self.assertNotIn("forwarding [", p.stderr)   # E-MailRelay's --verbose line
+        p = subprocess.run([FORWARD, "--spool-dir", self.out, "--forward-to", "127.0.0.1:%d" % d.port, "--log",
+                            "--verbose", "/dev/null"], capture_output=True, text=True, timeout=60)
+        self.assertRegex(p.stderr, r"emailrelay-forward: debug: forwarding \[emailrelay\.\d+\.\d+\.\d+\]")
 
 
 def out_has(d, text):
