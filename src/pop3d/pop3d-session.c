@@ -109,6 +109,13 @@ _printf_(2, 3) static void reply(Session *s, const char *format, ...) {
         (void) lineio_printf(s->io, "%s\r\n", text);
 }
 
+/* The client as E-MailRelay's log lines show it: 192.0.2.1:4321, [2001:db8::1]:4321. */
+static const char *peer_display(const Session *s, char *buf, size_t size) {
+        bool v6 = strchr(s->host, ':') != NULL;
+        snprintf(buf, size, "%s%s%s:%u", v6 ? "[" : "", s->host, v6 ? "]" : "", s->port);
+        return buf;
+}
+
 _printf_(4, 5) static void log_event(Session *s, int level, const char *message_id, const char *format, ...) {
         char text[1024], port[8];
         va_list ap;
@@ -874,7 +881,9 @@ static int start_tls(Session *s) {
 static void on_handshake(Session *s) {
         g_autofree char *cipher = tls_cipher_name(s->tls_session);
         s->tls = true;
-        log_event(s, LOG_INFO, NULL, "TLS session with %s: %s", s->host, cipher);
+        char peer[96];
+        log_event(s, LOG_INFO, NULL, "TLS session with %s: %s (tls/ssl protocol established with %s)", s->host, cipher,
+                  peer_display(s, peer, sizeof peer));
         (void) arm_idle_timer(s);
         /* RFC 2595 4: what the client said in the clear is forgotten. */
         g_clear_pointer(&s->user, g_free);
@@ -1065,10 +1074,10 @@ void session_shutdown(Session *s, bool abort) {
 /* E-MailRelay's words, which monitoring scripts grep: "pop connection from 192.0.2.1:4321" once the
  * connection is accepted, "pop connection closed: 192.0.2.1:4321" when it ends. */
 static void log_connection(Session *s, bool opened) {
-        bool v6 = strchr(s->host, ':') != NULL;
+        char peer[96];
         s->logged_open = opened;
-        log_event(s, LOG_INFO, NULL, "pop connection %s%s%s%s:%u", opened ? "from " : "closed: ", v6 ? "[" : "",
-                  s->host, v6 ? "]" : "", s->port);
+        log_event(s, LOG_INFO, NULL, "pop connection %s%s", opened ? "from " : "closed: ",
+                  peer_display(s, peer, sizeof peer));
 }
 
 static void session_free(Session *s) {

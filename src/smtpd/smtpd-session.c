@@ -216,6 +216,13 @@ static void reply_passed_on(Session *s, int code, const char *text) {
         schedule_flush(s);
 }
 
+/* The client as E-MailRelay's log lines show it: 192.0.2.1:4321, [2001:db8::1]:4321. */
+static const char *peer_display(const Session *s, char *buf, size_t size) {
+        bool v6 = strchr(s->host, ':') != NULL;
+        snprintf(buf, size, "%s%s%s:%u", v6 ? "[" : "", s->host, v6 ? "]" : "", s->port);
+        return buf;
+}
+
 static void log_event(Session *s, int level, const char *message_id, int code, const char *format, ...)
         _printf_(5, 6);
 static void log_event(Session *s, int level, const char *message_id, int code, const char *format, ...) {
@@ -1115,8 +1122,9 @@ static void on_handshake(Session *s) {
         s->tls = true;
         s->cipher = tls_cipher_name(s->tls_session);
         s->peer_certificate = tls_peer_certificate_pem(s->tls_session);
-        log_event(s, LOG_INFO, NULL, 0, "TLS session with %s: %s%s", s->host, s->cipher,
-                  s->peer_certificate ? ", client certificate verified" : "");
+        char peer[96];
+        log_event(s, LOG_INFO, NULL, 0, "TLS session with %s: %s%s (tls/ssl protocol established with %s)", s->host,
+                  s->cipher, s->peer_certificate ? ", client certificate verified" : "", peer_display(s, peer, sizeof peer));
         (void) arm_idle_timer(s);
         if (!s->greeted) {
                 greet(s);
@@ -1664,10 +1672,10 @@ void session_shutdown(Session *s, bool abort) {
 /* E-MailRelay's words, which monitoring scripts grep: "smtp connection from 192.0.2.1:4321" once the
  * connection is accepted, "smtp connection closed: 192.0.2.1:4321" when it ends. */
 static void log_connection(Session *s, bool opened) {
-        bool v6 = strchr(s->host, ':') != NULL;
+        char peer[96];
         s->logged_open = opened;
-        log_event(s, LOG_INFO, NULL, 0, "smtp connection %s%s%s%s:%u", opened ? "from " : "closed: ", v6 ? "[" : "",
-                  s->host, v6 ? "]" : "", s->port);
+        log_event(s, LOG_INFO, NULL, 0, "smtp connection %s%s", opened ? "from " : "closed: ",
+                  peer_display(s, peer, sizeof peer));
 }
 
 static void session_free(Session *s) {

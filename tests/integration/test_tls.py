@@ -198,6 +198,7 @@ class ServerTest(TlsTestCase):
         self.assertRegex(m.content.split(b"\r\n")[0].decode(), r" with ESMTPS tls TLS1\.3-AES-\d+-GCM ;")
         self.assertEqual(self.field(m, "X-MailRelay-ClientCertificate"), "")
         self.wait_log("TLS session with 127.0.0.1: TLS1.3")
+        self.assertRegex(self.daemon.output(), r"\(tls/ssl protocol established with 127\.0\.0\.1:\d+\)")   # E-MailRelay's
 
     def test_starttls_syntax_and_state(self):
         self.tls_server()
@@ -695,6 +696,7 @@ class Pop3Test(TlsTestCase):
         self.assertIn(b"body", b"\n".join(p.retr(1)[1]))
         p.quit()
         self.wait_log("TLS session with 127.0.0.1: TLS1.3")
+        self.assertRegex(self.daemon.output(), r"\(tls/ssl protocol established with 127\.0\.0\.1:\d+\)")
 
     def test_stls_state_and_injection(self):
         self.pop("--server-tls")
