@@ -6,6 +6,7 @@
 #include <assert.h>
 #include <dirent.h>
 #include <errno.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <glib.h>
 #include <inttypes.h>
@@ -68,6 +69,9 @@ typedef union SockaddrUnion {
         struct sockaddr_un un;
 } SockaddrUnion;
 
+/* net:: how many idle connections a filter keeps for the runs that come next. */
+#define NET_IDLE_MAX 4
+
 typedef struct Filter {
         FilterKind kind;
         char *spec;              /* as written, to name the filter in failure reasons */
@@ -80,6 +84,10 @@ typedef struct Filter {
         bool copy_hardlink;      /* copy: link() the content rather than copy it */
         bool copy_nodelete;      /* copy: keep the original, and pass */
         char *msgid_domain;      /* msgid: */
+        /* net: connections kept open between requests, as E-MailRelay keeps its one: the
+         * protocol is a line each way, for as long as the connection lasts. */
+        int idle_fds[NET_IDLE_MAX];
+        size_t n_idle;
 } Filter;
 
 struct FilterChain {
@@ -129,11 +137,19 @@ struct FilterRun {
         uint64_t content_left;
         char *in;                           /* the reply so far */
         size_t in_len, in_size, in_max;
+        bool sock_reused;                   /* net:: a kept connection, which may have gone stale */
 };
 
 static const char *const unsupported_kinds[] = { "deliver:", "split:", "mx:" };
 
+/* net:: forget the kept connections (at the end, or when one turned out stale). */
+static void net_drop_idle(Filter *f) {
+        while (f->n_idle > 0)
+                safe_close(f->idle_fds[--f->n_idle]);
+}
+
 static void filter_done(Filter *f) {
+        net_drop_idle(f);
         g_free(f->spec);
         g_strfreev(f->argv);
         g_free(f->msgid_domain);
@@ -688,6 +704,7 @@ static void step_reset(FilterRun *run) {
         run->sock_source = sd_event_source_disable_unref(run->sock_source);
         run->sock_fd = safe_close(run->sock_fd);
         run->sock_state = SOCKET_CONNECTING;
+        run->sock_reused = false;
         g_clear_pointer(&run->out, g_free);
         run->out_len = run->out_sent = run->out_size = 0;
         run->content_fd = safe_close(run->content_fd);
@@ -1471,17 +1488,44 @@ static bool spam_try_finish(FilterRun *run, bool eof) {
 }
 
 /* True when the step has ended (run may be gone). */
+static int socket_start(FilterRun *run, Filter *f, bool use_idle);
+
+/* net:: a kept connection that the filter closed while idle: once more on a new one. */
+static bool net_retry_fresh(FilterRun *run) {
+        Filter *f = &run->chain->filters[run->index];
+        if (!run->sock_reused)
+                return false;
+        net_drop_idle(f);   /* the others are as old */
+        run->sock_source = sd_event_source_disable_unref(run->sock_source);
+        run->sock_fd = safe_close(run->sock_fd);
+        g_clear_pointer(&run->out, g_free);
+        g_clear_pointer(&run->in, g_free);
+        run->in_len = run->in_size = 0;
+        run->sock_reused = false;
+        int r = socket_start(run, f, false);
+        if (r < 0)
+                step_fail(run, "error", "%s: %s", f->spec, g_strerror(-r));
+        return true;
+}
+
 static bool net_try_finish(FilterRun *run, bool eof) {
+        Filter *f = &run->chain->filters[run->index];
         const char *nl = memchr(run->in, '\n', run->in_len);
         FilterOutcome o;
 
         if (!nl && !eof)
                 return false;
         if (!nl && run->in_len == 0) {
-                step_fail(run, "error", "%s: connection closed without a reply", run_filter(run)->spec);
+                if (!net_retry_fresh(run))
+                        step_fail(run, "error", "%s: connection closed without a reply", f->spec);
                 return true;
         }
 
+        /* One line and nothing more: the connection is ready for the next request. */
+        if (nl && !eof && (size_t) (nl - run->in) + 1 == run->in_len && f->n_idle < NET_IDLE_MAX) {
+                run->sock_source = sd_event_source_disable_unref(run->sock_source);
+                f->idle_fds[f->n_idle++] = TAKE_FD(run->sock_fd);
+        }
         net_outcome_from_reply(run->in, nl ? (size_t) (nl - run->in) : run->in_len, &o);
         step_done(run, &o);
         return true;
@@ -1508,6 +1552,8 @@ static void socket_receive(FilterRun *run) {
                         if (errno == EINTR)
                                 continue;
                         if (errno == EAGAIN)
+                                return;
+                        if (errno == ECONNRESET && run->in_len == 0 && f->kind == FILTER_KIND_NET && net_retry_fresh(run))
                                 return;
                         step_fail(run, "error", "%s: receive: %s", f->spec, g_strerror(errno));
                         return;
@@ -1549,6 +1595,8 @@ static int on_socket(sd_event_source *s, int fd, uint32_t revents, void *userdat
                         return 0;
                 }
                 if (r < 0) {
+                        if ((r == -EPIPE || r == -ECONNRESET) && net_retry_fresh(run))
+                                return 0;
                         step_fail(run, "error", "%s: %s: %s", f->spec, what, g_strerror(-r));
                         return 0;
                 }
@@ -1570,7 +1618,7 @@ static int on_socket(sd_event_source *s, int fd, uint32_t revents, void *userdat
         return 0;
 }
 
-static int socket_start(FilterRun *run, const Filter *f) {
+static int socket_start(FilterRun *run, Filter *f, bool use_idle) {
         _cleanup_close_ int fd = -EBADF;
         int r;
 
@@ -1604,15 +1652,28 @@ static int socket_start(FilterRun *run, const Filter *f) {
         run->out_len = run->out_size = strlen(run->out);
         run->out_sent = 0;
 
-        fd = socket(f->address.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-                return negative_errno();
-        if (connect(fd, &f->address.sa, f->address_len) < 0) {
-                if (errno != EINPROGRESS)
-                        return negative_errno();
-                run->sock_state = SOCKET_CONNECTING;
-        } else
+        /* net:: a kept connection if one is still quiet (nothing to read: no EOF, no stray
+         * data), else a new one. */
+        while (use_idle && f->kind == FILTER_KIND_NET && f->n_idle > 0 && fd < 0) {
+                fd = f->idle_fds[--f->n_idle];
+                struct pollfd pfd = { .fd = fd, .events = POLLIN };
+                if (poll(&pfd, 1, 0) != 0)
+                        fd = safe_close(fd);
+        }
+        if (fd >= 0) {
+                run->sock_reused = true;
                 run->sock_state = SOCKET_SENDING;
+        } else {
+                fd = socket(f->address.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+                if (fd < 0)
+                        return negative_errno();
+                if (connect(fd, &f->address.sa, f->address_len) < 0) {
+                        if (errno != EINPROGRESS)
+                                return negative_errno();
+                        run->sock_state = SOCKET_CONNECTING;
+                } else
+                        run->sock_state = SOCKET_SENDING;
+        }
 
         r = sd_event_add_io(run->event, &run->sock_source, fd, EPOLLOUT, on_socket, run);
         if (r < 0)
@@ -1650,7 +1711,7 @@ static void step_start(FilterRun *run) {
         case FILTER_KIND_NET:
         case FILTER_KIND_SPAM:
         case FILTER_KIND_SPAM_EDIT:
-                r = socket_start(run, f);
+                r = socket_start(run, &run->chain->filters[run->index], true);
                 if (r >= 0)
                         r = timeout_start(run);
                 break;

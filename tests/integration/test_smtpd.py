@@ -440,7 +440,45 @@ class NotSmtpTest(SmtpdTestCase):
         self.assertNotIn("message processed", p.stdout.decode(errors="replace"))
 
 
+class NetFilterServer(harness.ScriptedServer):
+    """E-MailRelay's net: filter protocol: a content path in, "ok" out, a line each way for as
+    long as the connection lasts (or, with one_shot, one request a connection)."""
+
+    def __init__(self, one_shot=False):
+        super().__init__()
+        self.one_shot, self.connections, self.requests = one_shot, 0, []
+
+    def session(self, conn, f):
+        self.connections += 1
+        for line in f:
+            self.requests.append(line.decode().strip())
+            conn.sendall(b"ok\n")
+            if self.one_shot:
+                return
+
+
 class FilterTest(SmtpdTestCase):
+    def test_net_filter_connection_is_kept(self):
+        """As E-MailRelay keeps its one: the net: filter's connection serves message after message,
+        in one client session and the next; a filter server that hangs up after each answer
+        gets a new connection each time, and no message suffers for it."""
+        for one_shot, connections in ((False, 1), (True, 4)):
+            server = NetFilterServer(one_shot)
+            server.start()
+            self.addCleanup(server.close)
+            if self.daemon:
+                self.daemon.stop()
+            self.start("--filter", "net:127.0.0.1:%d" % server.port)
+            with smtplib.SMTP("127.0.0.1", self.daemon.port, timeout=20) as smtp:
+                for i in range(3):
+                    self.assertEqual(smtp.sendmail("a@b", ["c@d"], b"Subject: %d\r\n\r\nx\r\n" % i), {})
+            with smtplib.SMTP("127.0.0.1", self.daemon.port, timeout=20) as smtp:
+                self.assertEqual(smtp.sendmail("a@b", ["c@d"], b"Subject: next\r\n\r\nx\r\n"), {})
+            self.assertEqual(len(server.requests), 4, server.requests)
+            self.assertTrue(all(r.endswith(".content") for r in server.requests), server.requests)
+            self.assertEqual(server.connections, connections, one_shot)
+        self.assertEqual(len([m for m in self.messages() if m.state == "envelope"]), 8)
+
     def script(self, name, body):
         path = os.path.join(self.work, name)
         with open(path, "w") as f:
