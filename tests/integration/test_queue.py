@@ -530,7 +530,7 @@ class QueueTest(unittest.TestCase):
 
     def test_usage_errors(self):
         cases = [
-            ([], "no command given: list, show, retry, delete or flush"),
+            ([], "no command given: list, show, retry, delete, flush, recover or adopt"),
             (["frob"], "unknown command: frob"),
             (["--frob", "list"], "unknown option: --frob"),
             (["show"], "show takes one message id"),
@@ -539,6 +539,8 @@ class QueueTest(unittest.TestCase):
             (["retry"], "retry takes message ids or --all-failed, not both"),
             (["retry", "--all-failed", "x"], "retry takes message ids or --all-failed, not both"),
             (["list", "x"], "list takes no arguments"),
+            (["adopt", "x"], "adopt takes no arguments"),
+            (["list", "--user", "daemon"], "--user is for adopt"),
             (["delete", "--json", "x"], "option --json applies to list and show only"),
             (["list", "--all-failed"], "options --all-failed and --retry-limit apply to retry only"),
             (["retry", "--all-failed", "--retry-limit", "0"],
