@@ -610,10 +610,15 @@ static int drop_privileges(const char *user, const char *spool, const char *log_
                 if (path && chown(path, pw->pw_uid, pw->pw_gid) < 0 && errno != ENOENT)
                         log_warning_errno(-errno, "cannot give %s to user %s: %m", path, user);
         }
-        /* An E-MailRelay spool is root's: given to the user first, or a precise refusal. */
-        if (spool_needs_adoption(spool, pw->pw_uid) && spool_adopt(spool, pw->pw_uid, pw->pw_gid, user, NULL) < 0)
+        /* An E-MailRelay spool is root's: given to the user first, or a precise refusal. Files
+         * it left alone are named, and skipped by the daemons like any they cannot lock. */
+        AdoptReport rep = {};
+        if (spool_needs_adoption(spool, pw->pw_uid) && spool_adopt(spool, pw->pw_uid, pw->pw_gid, user, &rep) < 0)
                 return log_error_errno(-EPERM, "the spool directory %s cannot be given to user %s (--user): see above, "
                                        "or give --user root", spool, user);
+        if (rep.refused > 0)
+                log_warning("%u entr%s of the spool %s stay root's (see above): user %s cannot use them", rep.refused,
+                            rep.refused == 1 ? "y" : "ies", spool, user);
         if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0)
                 return log_error_errno(-errno, "cannot switch to user %s: %m", user);
         if (access(spool, R_OK | W_OK | X_OK) < 0)

@@ -945,7 +945,8 @@ static void handle_command(Session *s, char *line, size_t len) {
                         break;
         if (i == ELEMENTSOF(verbs)) {
                 rejected(s);
-                log_event(s, LOG_INFO, NULL, "unknown command: \"%.40s\"", verb);
+                log_event(s, LOG_INFO, NULL, "unknown command: \"%.40s\"",
+                          log_looks_like_a_response(verb, strlen(verb)) ? "[not logged]" : verb);
                 if (s->bad_commands > MAX_BAD_COMMANDS) {
                         log_event(s, LOG_WARNING, LOG_MESSAGE_REJECTED, "too many bad commands: disconnecting");
                         close_with(s, "-ERR too many errors");

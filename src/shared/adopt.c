@@ -19,7 +19,15 @@ typedef struct Adoption {
         gid_t gid;
         const char *user;
         AdoptReport report;
+        bool scanning;          /* the first walk: count the links of root's multi-link files */
+        GHashTable *links;      /* inode -> links found inside the spool */
 } Adoption;
+
+/* A root file with several links is the spool's own when all its links are in the spool (a
+ * pop-by-name copy made with copy:hardlink); one link outside could be another file's. */
+static guint links_inside(const Adoption *a, const struct stat *st) {
+        return GPOINTER_TO_UINT(g_hash_table_lookup(a->links, GSIZE_TO_POINTER((gsize) st->st_ino)));
+}
 
 /* Every directory from / down to path's parent must be root's and writable by nobody else
  * (the sticky bit makes /tmp-like directories safe: others cannot rename our entries). */
@@ -45,10 +53,11 @@ static int check_ancestors(const char *path) {
 
 /* Give one open file or directory (fd, already fstat'ed as st) to the user. */
 static int give(Adoption *a, int fd, const struct stat *st, const char *path, bool is_dir) {
-        mode_t want = (st->st_mode & 07777) | (is_dir ? S_IRWXU : (S_IRUSR | S_IWUSR));
+        /* Set-id bits never survive on a file (chown clears them; so must we), and a
+         * directory keeps its setgid, as tmpfiles.d's 2770 spool has it. */
+        mode_t want = (st->st_mode & (is_dir ? 07777 : 01777)) | (is_dir ? S_IRWXU : (S_IRUSR | S_IWUSR));
         if (fchown(fd, a->uid, a->gid) < 0)
                 return log_error_errno(-errno, "cannot give %s to user %s: %m", path, a->user);
-        /* chown clears set-id bits on files; directories keep their setgid. */
         if (fchmod(fd, want) < 0)
                 return log_error_errno(-errno, "cannot change the mode of %s: %m", path);
         if (is_dir)
@@ -67,6 +76,7 @@ static int adopt_dir(Adoption *a, int dfd, const char *path, int depth) {
                 safe_close(fd);
                 return log_error_errno(-errno, "cannot read %s: %m", path);
         }
+        rewinddir(d);   /* the dup shares dfd's offset, where the first walk left it */
         int ret = 0;
         struct dirent *de;
         while ((errno = 0, de = readdir(d))) {
@@ -78,6 +88,18 @@ static int adopt_dir(Adoption *a, int dfd, const char *path, int depth) {
                         if (errno == ENOENT)
                                 continue;   /* gone meanwhile */
                         ret = log_error_errno(-errno, "cannot examine %s: %m", child);
+                        continue;
+                }
+                if (a->scanning) {
+                        if (S_ISREG(st.st_mode) && st.st_uid == 0 && st.st_nlink > 1) {
+                                gpointer key = GSIZE_TO_POINTER((gsize) st.st_ino);
+                                g_hash_table_insert(a->links, key, GUINT_TO_POINTER(links_inside(a, &st) + 1));
+                        }
+                        if (!S_ISDIR(st.st_mode) || depth >= ADOPT_MAX_DEPTH)
+                                continue;
+                        _cleanup_close_ int sub = openat(dfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                        if (sub >= 0)
+                                (void) adopt_dir(a, sub, child, depth + 1);
                         continue;
                 }
                 if (st.st_uid == a->uid && S_ISREG(st.st_mode) && (st.st_mode & (S_IRUSR | S_IWUSR)) == (S_IRUSR | S_IWUSR)) {
@@ -105,14 +127,15 @@ static int adopt_dir(Adoption *a, int dfd, const char *path, int depth) {
                         continue;
                 }
                 /* Checked again on what was opened: the name may have been replaced meanwhile. */
-                if (fstat(cfd, &st) < 0 || (is_dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))) {
+                if (fstat(cfd, &st) < 0 || (is_dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode)) ||
+                    (st.st_uid != 0 && st.st_uid != a->uid)) {
                         log_error("spool directory %s: %s changed while being taken over: left alone", path, de->d_name);
                         a->report.refused++;
                         continue;
                 }
-                if (!is_dir && st.st_uid == 0 && st.st_nlink > 1) {
-                        log_error("spool directory %s: %s has %u links: left to root (another file's link would be given away too)",
-                                  path, de->d_name, (unsigned) st.st_nlink);
+                if (!is_dir && st.st_uid == 0 && st.st_nlink > 1 && links_inside(a, &st) < st.st_nlink) {
+                        log_error("spool directory %s: %s has %u links, not all in the spool: left to root (another "
+                                  "file's link would be given away too)", path, de->d_name, (unsigned) st.st_nlink);
                         a->report.refused++;
                         continue;
                 }
@@ -143,6 +166,8 @@ static int adopt_dir(Adoption *a, int dfd, const char *path, int depth) {
 
 int spool_adopt(const char *dir, uid_t uid, gid_t gid, const char *user, AdoptReport *ret_report) {
         Adoption a = { .uid = uid, .gid = gid, .user = user };
+        g_autoptr(GHashTable) links = g_hash_table_new(g_direct_hash, g_direct_equal);
+        a.links = links;
         g_autofree char *path = realpath(dir, NULL);
         int r;
 
@@ -166,6 +191,9 @@ int spool_adopt(const char *dir, uid_t uid, gid_t gid, const char *user, AdoptRe
                         return r;
                 a.report.dirs_changed++;
         }
+        a.scanning = true;
+        (void) adopt_dir(&a, fd, path, 0);
+        a.scanning = false;
         r = adopt_dir(&a, fd, path, 0);
         if (a.report.dirs_changed || a.report.files_changed || a.report.refused)
                 log_info("spool %s taken over for user %s: %u director%s and %u file%s changed, %u already theirs, %u refused",
@@ -173,9 +201,7 @@ int spool_adopt(const char *dir, uid_t uid, gid_t gid, const char *user, AdoptRe
                          a.report.files_changed == 1 ? "" : "s", a.report.files_already, a.report.refused);
         if (ret_report)
                 *ret_report = a.report;
-        if (r < 0)
-                return r;
-        return a.report.refused ? -EPERM : 0;
+        return r;
 }
 
 bool spool_needs_adoption(const char *dir, uid_t uid) {

@@ -14,9 +14,10 @@
  * It refuses, changing nothing, when the spool directory's path could be changed under it by
  * someone other than root (an ancestor directory that is not root's, or that others may write
  * without the sticky bit), or when the directory belongs to a third user. It leaves alone, and
- * reports as refused: a root-owned file with more than one link (it could be another file's
- * link planted in the spool), and anything that is not a regular file or a directory.
- * Symbolic links are never followed. Files of other users are left as they are. */
+ * reports as refused: a root-owned file with a link outside the spool (it could be another
+ * file's link planted there; links between the spool and its pop-by-name copies are fine), and
+ * anything that is not a regular file or a directory. Symbolic links are never followed.
+ * Files of other users are left as they are. */
 
 #include <stdbool.h>
 #include <sys/types.h>
@@ -28,9 +29,9 @@ typedef struct AdoptReport {
         unsigned refused;               /* left alone as unsafe: each logged */
 } AdoptReport;
 
-/* dir: the spool directory; user names uid in the log lines. 0 when all is the user's now;
- * -EPERM when something was refused (see above; the rest is done unless the directory itself
- * was refused); another negative errno when the spool cannot be read or changed. */
+/* dir: the spool directory; user names uid in the log lines. 0 when the directory is the
+ * user's now, with ret_report->refused entries left alone (each logged); -EPERM when the
+ * directory itself was refused, or another negative errno when it cannot be read or changed. */
 int spool_adopt(const char *dir, uid_t uid, gid_t gid, const char *user, AdoptReport *ret_report);
 
 /* Whether the spool directory needs spool_adopt() for uid: it, or any entry in it, is root's. */

@@ -48,6 +48,7 @@ struct Child {
         bool released;                       /* child_release(): nobody waits for the result */
         bool in_line_callback;               /* child_free() now only asks, for on_stdout() */
         bool free_requested;
+        bool skipping;                       /* the rest of a line longer than output_max */
 };
 
 /* child_release()d children still running: freed as they finish, or by child_free_released(). */
@@ -98,6 +99,8 @@ Child *child_free(Child *c) {
                 c->free_requested = true;
                 return NULL;
         }
+        if (c->released && released_children)
+                g_ptr_array_remove_fast(released_children, c);
 
         child_stop(c);
         sd_event_unref(c->event);
@@ -119,8 +122,7 @@ static void child_finish(Child *c, bool timed_out) {
 
         child_stop(c);
         if (c->released) {
-                g_ptr_array_remove_fast(released_children, c);
-                child_free(c);
+                child_free(c);   /* off the list of released ones too */
                 return;
         }
         c->callback(&r, c->userdata);
@@ -129,6 +131,15 @@ static void child_finish(Child *c, bool timed_out) {
 /* child_spawn_session(): hand over each complete line, and keep what follows. */
 static void deliver_lines(Child *c) {
         size_t start = 0;
+        if (c->skipping) {
+                char *nl = memchr(c->output, '\n', c->output_len);
+                if (!nl) {
+                        c->output_len = 0;
+                        return;
+                }
+                start = (size_t) (nl - c->output) + 1;
+                c->skipping = false;
+        }
         for (;;) {
                 char *nl = memchr(c->output + start, '\n', c->output_len - start);
                 if (!nl)
@@ -144,8 +155,11 @@ static void deliver_lines(Child *c) {
         }
         memmove(c->output, c->output + start, c->output_len - start);
         c->output_len -= start;
-        if (c->output_len == c->output_max)   /* a line longer than we keep: not ours to read */
+        if (c->output_len == c->output_max) {
+                /* A line longer than we keep: dropped whole, never taken for one of its own. */
                 c->output_len = 0;
+                c->skipping = true;
+        }
 }
 
 static int on_exec_error(sd_event_source *s, void *userdata) {
@@ -455,7 +469,7 @@ Child *child_release(Child *c, uint64_t timeout_usec) {
 void child_free_released(void) {
         if (!released_children)
                 return;
-        for (guint i = 0; i < released_children->len; i++)
-                child_free(released_children->pdata[i]);
+        while (released_children->len > 0)
+                child_free(released_children->pdata[released_children->len - 1]);
         g_clear_pointer(&released_children, g_ptr_array_unref);
 }

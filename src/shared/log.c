@@ -517,6 +517,17 @@ static size_t secret_offset(const char *line, size_t len) {
         return i + 1 < len ? i + 1 : len;
 }
 
+bool log_looks_like_a_response(const char *line, size_t len) {
+        if (len == 0 || memchr(line, ' ', len))
+                return false;
+        if (len > 8)
+                return true;
+        for (size_t i = 0; i < len; i++)
+                if (!((line[i] >= 'A' && line[i] <= 'Z') || (line[i] >= 'a' && line[i] <= 'z')))
+                        return true;
+        return false;
+}
+
 void log_protocol(bool sent, const char *line, size_t len, bool secret, const LogField *fields, size_t n_fields) {
         char text[1024];
         LogField all[16];
@@ -525,6 +536,8 @@ void log_protocol(bool sent, const char *line, size_t len, bool secret, const Lo
                 return;
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
                 len--;
+        if (!sent && log_looks_like_a_response(line, len))
+                secret = true;
         size_t keep = secret ? 0 : secret_offset(line, len);
         size_t n = keep < sizeof text - 1 ? keep : sizeof text - 1;
         for (size_t i = 0; i < n; i++) {

@@ -67,10 +67,14 @@ int log_fields(int level, int error, const LogField *fields, size_t n_fields, co
  * rx<<: "EHLO client.example" for a line received, tx>>: "250 ok" for one sent, with the
  * EMAILRELAY_PROTOCOL field rx or tx besides the given fields. The line may end in CRLF. Secrets
  * are never logged: what follows AUTH's mechanism, PASS, and APOP's user becomes [not logged],
- * and so does all of a line marked secret (a SASL exchange's responses). Quotes and control
+ * and so does all of a line marked secret (a SASL exchange's responses) or, received, one word
+ * that is no command (a response pipelined after a refused AUTH). Quotes and control
  * characters become '?'. Nothing at all without --verbose: callers need not check. */
 void log_protocol(bool sent, const char *line, size_t len, bool secret, const LogField *fields, size_t n_fields);
 bool log_protocol_enabled(void);
+/* A line received that is one word but no command (every verb is at most 8 letters): a SASL
+ * response that a client pipelined after a refused AUTH, say. Logged as [not logged]. */
+bool log_looks_like_a_response(const char *line, size_t len);
 /* The same for a client of a server's: REMOTE_ADDR host and REMOTE_PORT port. */
 void log_protocol_peer(bool sent, const char *line, size_t len, bool secret, const char *host, unsigned port);
 

@@ -1523,7 +1523,8 @@ static void handle_command(Session *s, char *line, size_t len) {
                 close_with(s, 221, "2.0.0", "OK");
         } else {
                 s->bad_commands++;
-                log_event(s, LOG_INFO, NULL, 500, "command unrecognized: \"%.40s\"", line);
+                log_event(s, LOG_INFO, NULL, 500, "command unrecognized: \"%.40s\"",
+                          log_looks_like_a_response(line, len) ? "[not logged]" : line);
                 if (s->bad_commands > 20) {
                         log_event(s, LOG_WARNING, LOG_MESSAGE_REJECTED, 421, "too many bad commands: disconnecting");
                         close_with(s, 421, "4.7.0", "too many errors");

@@ -996,9 +996,9 @@ static int cmd_adopt(const char *spool_dir, const char *user) {
         }
         AdoptReport rep;
         int r = spool_adopt(spool_dir, pw->pw_uid, pw->pw_gid, user, &rep);
-        if (r == 0 && rep.dirs_changed == 0 && rep.files_changed == 0)
+        if (r == 0 && rep.dirs_changed == 0 && rep.files_changed == 0 && rep.refused == 0)
                 printf(_("%s is already user %s's: nothing changed\n"), spool_dir, user);
-        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+        return r < 0 || rep.refused > 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
 static int run(Options *op, int argc, char **argv) {

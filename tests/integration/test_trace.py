@@ -72,6 +72,9 @@ class TraceTest(TraceTestCase):
         c.cmd("EHLO client.test")
         self.assertEqual(c.cmd("AUTH PLAIN " + b64("\0alice\0" + PASSWORD))[0][:3], "235")
         self.assertEqual(c.submit(CONTENT + b".\r\n", ehlo=None)[-1][:3], "250")
+        # A response the client sends after a refused AUTH is a command line, and still a secret.
+        self.assertEqual(c.cmd("AUTH FOO")[0][:1], "5")   # already authenticated: 503
+        self.assertEqual(c.cmd(b64(PASSWORD))[0][:1], "5")
         c.cmd("QUIT")
         with smtplib.SMTP("127.0.0.1", d.port, timeout=20) as s:   # LOGIN: two secret responses
             s.ehlo("second.test")
@@ -85,7 +88,7 @@ class TraceTest(TraceTestCase):
                      'rx<<: "MAIL FROM:<a@b>"', 'rx<<: "RCPT TO:<c@d>"', 'rx<<: "DATA"', 'tx>>: "354 start mail input',
                      'rx<<: "AUTH LOGIN"', 'tx>>: "334 VXNlcm5hbWU6"', 'rx<<: "[not logged]"', 'tx>>: "221 '):
             self.assertIn(line, out)
-        self.assertEqual(out.count('rx<<: "[not logged]"'), 2, out)
+        self.assertEqual(out.count('rx<<: "[not logged]"'), 3, out)
         self.assertNoSecrets(out)
 
         # Without --verbose: the usual log lines, no dialogue.
