@@ -13,6 +13,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "adopt.h"
 #include "config.h"
 #include "dnsbl.h"
 #include "macro.h"
@@ -2047,6 +2049,11 @@ static void plan_make(const Setup *s, Plan *p) {
                 add_command(p, "systemctl", "stop", "emailrelay-smtpd.service", "emailrelay-smtpd.socket", NULL);
         if (p->pop_socket_changed && s->serve_pop)
                 add_command(p, "systemctl", "stop", "emailrelay-pop3d.service", "emailrelay-pop3d.socket", NULL);
+        /* Moving from E-MailRelay: its spool is root's, and the services, which run as the
+         * service user only, could not send what it left queued (emailrelay-queue(8)). */
+        struct passwd *pw = getpwnam(SERVICE_USER);
+        if (pw && spool_needs_adoption(SPOOLDIR, pw->pw_uid))
+                add_command(p, "emailrelay-queue", "adopt", NULL);
         GPtrArray *argv = g_ptr_array_new();
         g_ptr_array_add(argv, g_strdup("systemctl"));
         g_ptr_array_add(argv, g_strdup("enable"));

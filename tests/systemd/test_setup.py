@@ -211,6 +211,24 @@ class SetupUnitsTest(unittest.TestCase):
         self.assertNotEqual(self.c.run("curl -sS --max-time 30 --ssl-reqd -k -u pamuser:wrong pop3://127.0.0.1:2110/").returncode, 0)
         self.assertIn("no file changes", self.setup_run(answers))
 
+    def test_08_takes_over_the_spool_e_mailrelay_left(self):
+        """Moving from E-MailRelay: a message it left queued is root's, as it leaves them (the spool
+        0755, the files 0600), which the services, running as emailrelay only, could not send. The
+        setup's run gives the spool to the service user (emailrelay-queue adopt) and it goes out."""
+        self.sh("systemctl stop emailrelay-forward.path emailrelay-forward.timer emailrelay-forward.service")
+        before = self.sink_count()
+        self.sh("printf 'Subject: left by E-MailRelay\\n\\nbody\\n' | emailrelay-submit --wakeup-file none "
+                "bob@example.com && chown -R root:root /var/spool/emailrelay && chmod 0755 /var/spool/emailrelay "
+                "&& chmod 0600 /var/spool/emailrelay/emailrelay.*")
+        self.assertIn("root 600", self.sh("stat -c '%U %a' /var/spool/emailrelay/*.envelope"))
+        out = self.setup_run()
+        self.assertIn("+ emailrelay-queue adopt", out)
+        self.sh("systemctl start emailrelay-forward.service")
+        self.wait_for(lambda: self.sink_count() == before + 1, 60, "the message E-MailRelay left at the sink")
+        self.assertIn("Subject: left by E-MailRelay", self.sh("cat %s/*" % SINK_DIR))
+        self.assertEqual(self.sh("stat -c %U /var/spool/emailrelay").strip(), "emailrelay")
+        self.assertNotIn("emailrelay-queue adopt", self.setup_run())   # nothing left to take over
+
 
 if __name__ == "__main__":
     harness.main()
